@@ -1,0 +1,3 @@
+from runlake.cli import main
+
+raise SystemExit(main())

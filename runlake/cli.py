@@ -1,0 +1,174 @@
+"""The `runlake` command: serve, ingest, replay, watch, keys, log stats, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from runlake.errors import RunlakeError
+from runlake.settings import SETTINGS, Settings, resolve
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _add_setting_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    by_name = {s.name: s for s in SETTINGS}
+    for name in names:
+        s = by_name[name]
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{s.help} (env {s.env}, default {s.default})"
+        if isinstance(s.default, bool):
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                           default=None, help=help_text)
+        else:
+            p.add_argument(flag, dest=name, type=type(s.default) if s.default is not None
+                           else str, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runlake",
+        description="runlake: an event-sourced run-history store "
+        "(Parquet event log -> DuckDB views -> HTTP API).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the HTTP server (ingest, fold, inbox, reads)")
+    _add_setting_flags(p, [s.name for s in SETTINGS])
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("ingest", help="validate event files and append them to the log")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                   help="*.ndjson, *.jsonl, *.json or *.parquet, optionally .gz")
+    _add_setting_flags(p, ["data", "log_level"])
+    p.set_defaults(func=_ingest)
+
+    p = sub.add_parser("replay", help="rebuild the database from the log and swap it in")
+    _add_setting_flags(p, ["data", "fold_batch_rows", "log_level"])
+    p.set_defaults(func=_replay)
+
+    p = sub.add_parser("watch", help="ingest files dropped into <data>/inbox (no server)")
+    _add_setting_flags(p, ["data", "inbox_delete", "log_level"])
+    p.set_defaults(func=_watch)
+
+    p = sub.add_parser("log", help="inspect the event log")
+    p.add_argument("action", choices=["stats"], help="stats: counts per type and component")
+    _add_setting_flags(p, ["data", "log_level"])
+    p.set_defaults(func=_log_stats)
+
+    p = sub.add_parser("demo", help="generate realistic synthetic events")
+    p.add_argument("--runs", type=int, default=1000, help="how many runs (~30 events each)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same events)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--out", type=Path, help="write NDJSON to this file ('-' for stdout)")
+    out.add_argument("--append", action="store_true", help="append to the log of --data")
+    _add_setting_flags(p, ["data", "log_level"])
+    p.set_defaults(func=_demo)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = resolve({s.name: getattr(args, s.name, None) for s in SETTINGS})
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args, settings))
+    except RunlakeError as e:
+        print(f"runlake: {e.message}", file=sys.stderr)
+        for d in e.details[:20]:
+            print(f"  {d}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.api.server import serve
+
+    return serve(settings)
+
+
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.events import EventLog
+    from runlake.ingest.files import load_file
+    from runlake.progress import Progress
+
+    failed = 0
+    with EventLog(settings.log_dir) as event_log:
+        progress = Progress("ingest", None)
+        for path in args.files:
+            try:
+                events = load_file(path)
+            except RunlakeError as e:
+                failed += 1
+                print(f"runlake: {path}: {e.message}", file=sys.stderr)
+                for d in e.details[:50]:
+                    print(f"  {d}", file=sys.stderr)
+                continue
+            except OSError as e:
+                failed += 1
+                print(f"runlake: {path}: {e}", file=sys.stderr)
+                continue
+            first, last = event_log.append(events)
+            progress.update(len(events))
+            print(f"{path}: {len(events)} events, seq {first}..{last}")
+        progress.finish()
+    return 1 if failed else 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.ingest.replay import replay
+
+    replay(settings)
+    return 0
+
+
+def _watch(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.ingest.inbox import watch_forever
+
+    return watch_forever(settings)
+
+
+def _log_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.events.stats import log_stats
+
+    print(log_stats(settings.log_dir))
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake import demo
+    from runlake.progress import Progress
+
+    progress = Progress("demo", args.runs * 30)
+    if args.append:
+        from runlake.events import EventLog, decode_events
+
+        with EventLog(settings.log_dir) as event_log:
+            futures = []
+            for chunk in demo.ndjson_batches(args.runs, seed=args.seed, batch_size=10_000):
+                events = decode_events(chunk, ndjson=True)
+                futures.append(event_log.submit(events))
+                progress.update(len(events))
+            last = futures[-1].result()[1] if futures else event_log.last_seq
+        progress.finish()
+        print(f"appended to {settings.log_dir}, last seq {last}")
+        return 0
+    out = sys.stdout.buffer if args.out is None or str(args.out) == "-" else open(args.out, "wb")
+    try:
+        for chunk in demo.ndjson_batches(args.runs, seed=args.seed, batch_size=10_000):
+            out.write(chunk)
+            progress.update(chunk.count(b"\n"))
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    progress.finish()
+    return 0

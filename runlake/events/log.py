@@ -1,0 +1,454 @@
+"""The append-only event log (DESIGN §2): group commit, segments, recovery, reads.
+
+Layout under the log directory:
+
+    seg-<first>-<last>.parquet   immutable segments (the source of truth)
+    wal/wal-<first>.arrows       the write-ahead file of the newest events
+    LOCK                         held by the one process that appends
+
+One writer thread takes everything waiting on its queue, numbers it, writes it
+as one WAL frame and fsyncs once (group commit), then resolves every waiting
+future: an append returns only once its events are durable. When the tail is
+large or old enough the writer seals it and starts a new WAL file; a roller
+thread writes the sealed tail as a segment and then deletes its WAL file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from runlake.errors import LogError, LogLocked
+from runlake.events.columns import LOG_SCHEMA, events_to_table, renumber
+from runlake.events.schema import Event
+from runlake.events.segments import (
+    Segment,
+    list_segments,
+    read_segment,
+    remove_temp_files,
+    write_segment,
+)
+from runlake.events.wal import WalWriter, encode_frame, fsync_dir, read_frames, truncate, wal_name
+
+log = logging.getLogger("runlake.log")
+
+Acknowledgement = tuple[int, int]  # (first_seq, last_seq)
+
+
+@dataclass
+class _Append:
+    events: list[Event] | None
+    table: pa.Table | None
+    future: Future[Acknowledgement] = field(default_factory=Future)
+
+    @property
+    def rows(self) -> int:
+        return len(self.events) if self.events is not None else self.table.num_rows  # type: ignore[union-attr]
+
+
+@dataclass
+class _Sealed:
+    tables: list[pa.Table]
+    wal: Path | None
+
+
+_STOP = object()
+
+
+class EventLog:
+    """The log of one data folder. `open()` it before use; `close()` rolls the tail."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        readonly: bool = False,
+        roll_rows: int = 1_000_000,
+        roll_bytes: int = 256 * 1024 * 1024,
+        roll_seconds: float = 60.0,
+        max_group_rows: int = 200_000,
+    ) -> None:
+        self.directory = Path(directory)
+        self.wal_dir = self.directory / "wal"
+        self.readonly = readonly
+        self.roll_rows, self.roll_bytes, self.roll_seconds = roll_rows, roll_bytes, roll_seconds
+        self.max_group_rows = max_group_rows
+        self._cond = threading.Condition()
+        self._segments: list[Segment] = []
+        self._sealed: list[_Sealed] = []
+        self._tail: list[pa.Table] = []
+        self._tail_bytes = 0
+        self._tail_since = 0.0
+        self._last_seq = 0
+        self._failed: BaseException | None = None
+        self._queue: queue.SimpleQueue[_Append | object] = queue.SimpleQueue()
+        self._roll_queue: queue.SimpleQueue[_Sealed | object] = queue.SimpleQueue()
+        self._wal: WalWriter | None = None
+        self._lock_fd = -1
+        self._threads: list[threading.Thread] = []
+        self._open = False
+        self.appended_events = 0
+        self.group_commits = 0
+
+    # -- lifetime ---------------------------------------------------------
+
+    def open(self) -> EventLog:
+        if self._open:
+            return self
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.wal_dir.mkdir(exist_ok=True)
+        except OSError as e:
+            raise LogError(f"cannot create log directory {self.directory}: {e}") from e
+        if self.readonly:
+            self._load_snapshot()
+        else:
+            self._take_lock()
+            self._recover()
+            self._start_wal()
+            self._threads = [
+                threading.Thread(target=self._write_loop, name="runlake-log-writer", daemon=True),
+                threading.Thread(target=self._roll_loop, name="runlake-log-roller", daemon=True),
+            ]
+            for t in self._threads:
+                t.start()
+        self._open = True
+        return self
+
+    def close(self) -> None:
+        """Finish pending appends, roll the tail into a segment, release the lock.
+
+        Safe to call twice; appends after close fail with LogError.
+        """
+        if not self._open:
+            return
+        self._open = False
+        if self.readonly:
+            return
+        self._queue.put(_STOP)
+        for t in self._threads:
+            t.join()
+        if self._wal is not None:
+            self._wal.close()
+            if self._wal.size == 0:
+                self._wal.path.unlink(missing_ok=True)
+            self._wal = None
+        os.close(self._lock_fd)
+        self._lock_fd = -1
+
+    def __enter__(self) -> EventLog:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appends ----------------------------------------------------------
+
+    def submit(self, events: list[Event]) -> Future[Acknowledgement]:
+        """Queue validated events; the future resolves once they are durable."""
+        return self._submit(_Append(events, None))
+
+    def submit_table(self, table: pa.Table) -> Future[Acknowledgement]:
+        """Queue a table in LOG_SCHEMA (seq, received_at and null ts are assigned)."""
+        if not table.schema.equals(LOG_SCHEMA, check_metadata=False):
+            raise LogError("table does not have the log's schema")
+        return self._submit(_Append(None, table))
+
+    def append(self, events: list[Event]) -> Acknowledgement:
+        return self.submit(events).result()
+
+    async def append_async(self, events: list[Event]) -> Acknowledgement:
+        return await asyncio.wrap_future(self.submit(events))
+
+    def _submit(self, item: _Append) -> Future[Acknowledgement]:
+        if not self._open or self.readonly:
+            raise LogError("the log is not open for appends")
+        if self._failed is not None:
+            raise LogError(f"the log failed earlier and accepts no appends: {self._failed}")
+        if item.rows == 0:
+            item.future.set_result((self._last_seq + 1, self._last_seq))
+            return item.future
+        self._queue.put(item)
+        return item.future
+
+    # -- reads ------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    def wait(self, after_seq: int, timeout: float) -> bool:
+        """Block until an event with seq > after_seq is in the log, or timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._last_seq > after_seq, timeout)
+
+    def read(
+        self, from_seq: int = 1, to_seq: int | None = None, batch_rows: int = 65_536
+    ) -> Iterator[pa.RecordBatch]:
+        """Record batches of every event with from_seq ≤ seq ≤ to_seq, in seq order,
+        across segments and the not-yet-rolled tail."""
+        with self._cond:
+            segments = list(self._segments)
+            memory = [t for s in self._sealed for t in s.tables] + list(self._tail)
+            last = self._last_seq if to_seq is None else min(to_seq, self._last_seq)
+        for seg in segments:
+            if seg.last < from_seq:
+                continue
+            if seg.first > last:
+                return
+            for batch in read_segment(seg, from_seq, batch_rows):
+                yield from _clip(batch, last)
+        for table in memory:
+            first = table.column("seq")[0].as_py()
+            if first + table.num_rows <= from_seq:
+                continue
+            if first > last:
+                return
+            sliced = table.slice(max(0, from_seq - first))
+            for batch in sliced.to_batches(max_chunksize=batch_rows):
+                yield from _clip(batch, last)
+
+    def segments(self) -> list[Segment]:
+        with self._cond:
+            return list(self._segments)
+
+    # -- writer thread ----------------------------------------------------
+
+    def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            timeout = self._roll_timeout()
+            try:
+                first_item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                self._maybe_roll()
+                continue
+            items: list[_Append] = []
+            rows = 0
+            item = first_item
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                assert isinstance(item, _Append)
+                items.append(item)
+                rows += item.rows
+                if rows >= self.max_group_rows:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if items:
+                self._commit(items)
+                self._maybe_roll()
+        self._seal()
+        self._roll_queue.put(_STOP)
+
+    def _commit(self, items: list[_Append]) -> None:
+        if self._failed is not None:
+            for it in items:
+                it.future.set_exception(LogError(f"the log failed earlier: {self._failed}"))
+            return
+        received_us = time.time_ns() // 1000
+        first = seq = self._last_seq + 1
+        tables, acks = [], []
+        pending: list[Event] = []
+        for it in items:  # consecutive event lists become one table: fewer, larger arrays
+            if it.events is not None:
+                pending.extend(it.events)
+            else:
+                if pending:
+                    tables.append(events_to_table(pending, seq - len(pending), received_us))
+                    pending = []
+                tables.append(renumber(it.table, seq, received_us))
+            acks.append((it.future, seq, seq + it.rows - 1))
+            seq += it.rows
+        if pending:
+            tables.append(events_to_table(pending, seq - len(pending), received_us))
+        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        try:
+            assert self._wal is not None
+            self._wal.write(encode_frame(table))
+        except Exception as e:  # disk full, I/O error: nothing here was acknowledged
+            log.exception("write-ahead append failed")
+            self._failed = e
+            for fut, _, _ in acks:
+                fut.set_exception(LogError(f"append failed: {e}"))
+            return
+        with self._cond:
+            if not self._tail:
+                self._tail_since = time.monotonic()
+            self._tail.append(table)
+            self._tail_bytes += table.nbytes
+            self._last_seq = seq - 1
+            self._cond.notify_all()
+        self.appended_events += seq - first
+        self.group_commits += 1
+        for fut, a, b in acks:
+            fut.set_result((a, b))
+
+    def _roll_timeout(self) -> float | None:
+        if not self._tail:
+            return None
+        return max(0.0, self._tail_since + self.roll_seconds - time.monotonic())
+
+    def _maybe_roll(self) -> None:
+        if not self._tail:
+            return
+        rows = self._last_seq - self._tail[0].column("seq")[0].as_py() + 1
+        age = time.monotonic() - self._tail_since
+        too_big = rows >= self.roll_rows or self._tail_bytes >= self.roll_bytes
+        if too_big or age >= self.roll_seconds:
+            self._seal()
+            self._start_wal()
+
+    def _seal(self) -> None:
+        """Hand the tail and its WAL file to the roller."""
+        if not self._tail:
+            return
+        assert self._wal is not None
+        self._wal.close()
+        with self._cond:
+            sealed = _Sealed(self._tail, self._wal.path)
+            self._sealed.append(sealed)
+            self._tail, self._tail_bytes = [], 0
+        self._wal = None
+        self._roll_queue.put(sealed)
+
+    def _start_wal(self) -> None:
+        self._wal = WalWriter(self.wal_dir / wal_name(self._last_seq + 1))
+        fsync_dir(self.wal_dir)
+
+    # -- roller thread ----------------------------------------------------
+
+    def _roll_loop(self) -> None:
+        while True:
+            sealed = self._roll_queue.get()
+            if sealed is _STOP:
+                return
+            assert isinstance(sealed, _Sealed)
+            try:
+                self._roll(sealed)
+            except Exception:  # the WAL file stays; recovery rolls it on the next open
+                log.exception("rolling the tail into a segment failed")
+
+    def _roll(self, sealed: _Sealed) -> None:
+        table = pa.concat_tables(sealed.tables).combine_chunks()
+        segment = write_segment(self.directory, table)
+        with self._cond:
+            self._segments.append(segment)
+            self._sealed.remove(sealed)
+        if sealed.wal is not None:
+            sealed.wal.unlink(missing_ok=True)
+            fsync_dir(self.wal_dir)
+        log.info("rolled seq %d..%d into %s", segment.first, segment.last, segment.path.name)
+
+    # -- opening ----------------------------------------------------------
+
+    def _take_lock(self) -> None:
+        self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise LogLocked(
+                f"the log in {self.directory} is in use by another process "
+                "(a running server?): send events to it over HTTP instead"
+            ) from e
+
+    def _scan(self) -> tuple[list[Segment], list[tuple[Path, list[pa.Table], int]]]:
+        """Segments, and for each WAL file its whole frames and their byte length."""
+        segments = list_segments(self.directory)
+        for prev, seg in zip(segments, segments[1:], strict=False):
+            if seg.first != prev.last + 1:
+                names = f"{prev.path.name}, {seg.path.name}"
+                raise LogError(f"log segments are not contiguous: {names}")
+        wals = []
+        for path in sorted(self.wal_dir.glob("wal-*.arrows")):
+            tables, good = read_frames(path)
+            wals.append((path, tables, good))
+        return segments, wals
+
+    def _recover(self) -> None:
+        """Cut torn WAL tails, drop WAL files a segment already covers, and roll
+        what the WAL alone holds into a segment, so appends start on a clean slate."""
+        remove_temp_files(self.directory)
+        segments, wals = self._scan()
+        self._segments = segments
+        self._last_seq = segments[-1].last if segments else 0
+        tables: list[pa.Table] = []
+        for path, frames, good in wals:
+            if good < path.stat().st_size:
+                log.warning("cutting torn tail of %s at byte %d", path.name, good)
+                truncate(path, good)
+            tables.extend(_after(frames, self._last_seq + sum(t.num_rows for t in tables)))
+        if tables:
+            table = pa.concat_tables(tables).combine_chunks()
+            _check_contiguous(table, self._last_seq + 1)
+            segment = write_segment(self.directory, table)
+            self._segments.append(segment)
+            self._last_seq = segment.last
+            log.info("recovered seq %d..%d from the write-ahead log", segment.first, segment.last)
+        for path, _, _ in wals:
+            path.unlink()
+        fsync_dir(self.wal_dir)
+
+    def _load_snapshot(self) -> None:
+        """Read-only view: segments plus whatever whole frames the WAL holds now."""
+        for _ in range(5):
+            try:
+                segments, wals = self._scan()
+                break
+            except FileNotFoundError:  # a roll deleted a WAL file under us: look again
+                continue
+        else:
+            raise LogError(f"the log in {self.directory} keeps changing; try again")
+        self._segments = segments
+        last = segments[-1].last if segments else 0
+        for _, frames, _ in wals:
+            for t in _after(frames, last):
+                self._tail.append(t)
+                last += t.num_rows
+        self._last_seq = last
+
+
+def _after(frames: list[pa.Table], last_seq: int) -> list[pa.Table]:
+    """The parts of `frames` with seq > last_seq."""
+    out = []
+    for t in frames:
+        first = t.column("seq")[0].as_py()
+        if first + t.num_rows - 1 <= last_seq:
+            continue
+        out.append(t.slice(max(0, last_seq + 1 - first)))
+    return out
+
+
+def _check_contiguous(table: pa.Table, expected_first: int) -> None:
+    seqs = table.column("seq")
+    first, last = seqs[0].as_py(), seqs[-1].as_py()
+    if first != expected_first or last - first + 1 != table.num_rows:
+        raise LogError(f"write-ahead log does not continue the segments at seq {expected_first}")
+
+
+def _clip(batch: pa.RecordBatch, last: int) -> Iterator[pa.RecordBatch]:
+    if batch.num_rows == 0:
+        return
+    first = batch.column(0)[0].as_py()
+    if first > last:
+        return
+    if first + batch.num_rows - 1 > last:
+        batch = batch.slice(0, last - first + 1)
+    yield batch

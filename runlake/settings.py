@@ -1,0 +1,86 @@
+"""Every setting, declared once: name, default, help. Resolved as CLI flag, then
+`RUNLAKE_<NAME>` environment variable, then default; then passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return f"RUNLAKE_{self.name.upper()}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data", "./data", "data folder: log/, runlake.duckdb, inbox/, keys"),
+    Setting("host", "127.0.0.1", "address to bind; non-loopback needs API keys"),
+    Setting("port", 8080, "TCP port to listen on (0 picks a free one)"),
+    Setting("max_body_bytes", 64 * 1024 * 1024, "largest request body accepted (413 above)"),
+    Setting("max_events", 100_000, "most events in one request or inbox file line set"),
+    Setting("roll_rows", 1_000_000, "roll the write-ahead tail into a segment at this many events"),
+    Setting("roll_seconds", 60.0, "... or when its oldest event is this old"),
+    Setting("fold_batch_rows", 200_000, "most events the fold applies in one transaction"),
+    Setting("read_wait_s", 5.0, "longest a read with min_seq waits for the fold"),
+    Setting("inbox", True, "watch <data>/inbox for event files"),
+    Setting("inbox_delete", False, "delete ingested inbox files instead of moving to .done/"),
+    Setting("log_level", "info", "logging level: debug, info, warning, error"),
+)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    data: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_events: int = 100_000
+    roll_rows: int = 1_000_000
+    roll_seconds: float = 60.0
+    fold_batch_rows: int = 200_000
+    read_wait_s: float = 5.0
+    inbox: bool = True
+    inbox_delete: bool = False
+    log_level: str = "info"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data / "log"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data / "runlake.duckdb"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.data / "inbox"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data / "keys.json"
+
+
+def resolve(cli: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Settings from CLI values (None = not given), then the environment, then defaults."""
+    cli = cli or {}
+    env = dict(os.environ) if env is None else env
+    raw: dict[str, Any] = {}
+    for s in SETTINGS:
+        if cli.get(s.name) is not None:
+            raw[s.name] = cli[s.name]
+        elif s.env in env:
+            raw[s.name] = env[s.env]
+    # strict=False lets "8080" and "true" from the environment become int and bool.
+    return msgspec.convert(raw, Settings, strict=False)
+
+
+assert {s.name for s in SETTINGS} == set(Settings.__struct_fields__), "declare each setting once"
