@@ -1,0 +1,21 @@
+"""Layer 3: the base tables, the materialized views and the queries over them.
+
+VIEWS lists every view once, in dependency order: the fold refreshes them in
+this order, replay rebuilds them in this order, and the tests check each one.
+"""
+
+from runlake.views import batch_stats, group_stats, metric_daily, metric_stats, overview, runs
+from runlake.views.view import View
+
+VIEWS: tuple[View, ...] = (
+    runs.VIEW,
+    group_stats.MODEL_VIEW,
+    group_stats.HARDWARE_VIEW,
+    batch_stats.VIEW,
+    metric_stats.VIEW,
+    metric_daily.DAILY,
+    metric_daily.HIST,
+    overview.VIEW,
+)
+
+__all__ = ["VIEWS", "View"]

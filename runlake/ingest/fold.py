@@ -1,0 +1,251 @@
+"""The fold (DESIGN §3): apply the log past the high-water mark to DuckDB.
+
+Each batch is one transaction that also stores the new high-water mark, so a
+crash at any point leaves the database at a batch boundary and the next fold
+resumes from there: exactly once. Work is set-based SQL over the Arrow batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import duckdb
+import pyarrow as pa
+
+from runlake.events.log import EventLog
+from runlake.views import VIEWS, tables
+from runlake.views.db import Database, folded_seq
+
+log = logging.getLogger("runlake.fold")
+
+# Duplicate ids are dropped: only the first event (lowest seq) with an id counts.
+_DEDUPE = """
+CREATE OR REPLACE TEMP TABLE batch_all AS
+SELECT * EXCLUDE (ts, received_at), timezone('UTC', ts) AS ts FROM incoming i
+WHERE id IS NULL OR NOT EXISTS (SELECT 1 FROM event_ids e WHERE e.id = i.id)
+QUALIFY id IS NULL OR row_number() OVER (PARTITION BY id ORDER BY seq) = 1"""
+_NO_IDS = """
+CREATE OR REPLACE TEMP TABLE batch_all AS
+SELECT * EXCLUDE (ts, received_at), timezone('UTC', ts) AS ts FROM incoming"""
+
+# The scope of an incremental refresh: which runs, batches, components and metric
+# groups this batch touched, and the runs' keys before (old_keys) and after.
+_SCOPE_BEFORE = (
+    """CREATE OR REPLACE TEMP TABLE touched_runs AS
+    SELECT DISTINCT component, run_id FROM batch_all WHERE run_id IS NOT NULL
+    UNION SELECT r.component, r.run_id FROM runs r JOIN batch_all d
+        ON d.type = 'delete' AND r.component = d.component AND r.batch_id = d.batch_id""",
+    """CREATE OR REPLACE TEMP TABLE old_keys AS
+    SELECT component, run_id, model, hardware, batch_id FROM runs r
+    SEMI JOIN touched_runs t ON r.component = t.component AND r.run_id = t.run_id""",
+    """CREATE OR REPLACE TEMP TABLE touched_batches AS
+    SELECT DISTINCT component, batch_id FROM batch_all
+    WHERE type IN ('batch', 'delete') AND batch_id IS NOT NULL""",
+    """CREATE OR REPLACE TEMP TABLE touched_components AS
+    SELECT DISTINCT component FROM batch_all""",
+    """CREATE OR REPLACE TEMP TABLE dead_metrics (
+        component VARCHAR, model VARCHAR, hardware VARCHAR, metric VARCHAR, day DATE)""",
+)
+# Before a delete removes runs, remember which metric groups their points were in.
+_DEAD_METRICS = """
+INSERT INTO dead_metrics
+SELECT DISTINCT m.component, o.model, o.hardware, m.name, CAST(m.ts AS DATE) FROM metrics m
+JOIN doomed d ON m.component = d.component AND m.run_id = d.run_id
+JOIN old_keys o ON m.component = o.component AND m.run_id = o.run_id"""
+_SCOPE_AFTER = (
+    """CREATE OR REPLACE TEMP TABLE new_keys AS
+    SELECT component, run_id, model, hardware, batch_id FROM runs r
+    SEMI JOIN touched_runs t ON r.component = t.component AND r.run_id = t.run_id""",
+    """CREATE OR REPLACE TEMP TABLE changed_runs AS
+    SELECT o.component, o.run_id FROM old_keys o JOIN new_keys n
+        ON o.component = n.component AND o.run_id = n.run_id
+    WHERE o.model IS DISTINCT FROM n.model OR o.hardware IS DISTINCT FROM n.hardware""",
+    """CREATE OR REPLACE TEMP TABLE touched_metrics AS
+    SELECT DISTINCT b.component, n.model, n.hardware, b.name AS metric, CAST(b.ts AS DATE) AS day
+    FROM batch_all b JOIN new_keys n ON b.component = n.component AND b.run_id = n.run_id
+    WHERE b.type = 'metric'
+    UNION SELECT * FROM dead_metrics""",
+)
+# Only when some run's model or hardware changed (rare): its points move groups.
+_MOVED_METRICS = """
+INSERT INTO touched_metrics
+SELECT DISTINCT m.component, k.model, k.hardware, m.name, CAST(m.ts AS DATE) FROM metrics m
+SEMI JOIN changed_runs c ON m.component = c.component AND m.run_id = c.run_id
+JOIN (SELECT * FROM old_keys UNION ALL SELECT * FROM new_keys) k
+    ON m.component = k.component AND m.run_id = k.run_id"""
+
+
+def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True) -> None:
+    """Apply one batch of log rows (seq-ordered) inside the caller's transaction.
+
+    incremental=True refreshes the views for the groups the batch touched;
+    False only updates base tables (replay rebuilds every view at the end).
+    """
+    con.register("incoming", table)
+    try:
+        has_ids = table.column("id").null_count < table.num_rows
+        con.execute(_DEDUPE if has_ids else _NO_IDS)
+    finally:
+        con.unregister("incoming")
+    deletes = con.execute(
+        "SELECT seq, component, run_id, batch_id FROM batch_all WHERE type = 'delete' ORDER BY seq"
+    ).fetchall()
+    if incremental:
+        for sql in _SCOPE_BEFORE:
+            con.execute(sql)
+    lo = 0
+    for seq, component, run_id, batch_id in [*deletes, (None, None, None, None)]:
+        # Events between two deletes form one sub-batch, applied before the next delete.
+        bound = "" if seq is None else f" AND seq < {int(seq)}"
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM batch_all "
+            f"WHERE type <> 'delete' AND seq > {lo}{bound}"
+        )
+        tables.apply(con)
+        if seq is None:
+            break
+        if run_id is not None:
+            con.execute(tables.DOOMED_RUN, [component, run_id])
+        else:
+            con.execute(tables.DOOMED_BATCH, [component, batch_id])
+            con.execute(tables.DELETE_BATCH_EVENTS, [component, batch_id])
+        if incremental:
+            con.execute(_DEAD_METRICS)
+        tables.delete_doomed(con)
+        lo = int(seq)
+    if not incremental:
+        return
+    runs_view, *others = VIEWS
+    runs_view.refresh(con)
+    for sql in _SCOPE_AFTER:
+        con.execute(sql)
+    if con.execute("SELECT count(*) FROM changed_runs").fetchone() != (0,):
+        con.execute(_MOVED_METRICS)
+    for view in others:
+        view.refresh(con)
+
+
+def rebuild_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute every view from the base tables (replay, and the tests' reference)."""
+    for view in VIEWS:
+        view.rebuild(con)
+
+
+def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True) -> int:
+    """One transaction: apply `table` and store its last seq as the high-water mark."""
+    last = table.column("seq")[-1].as_py()
+    con.execute("BEGIN")
+    try:
+        fold_batch(con, table, incremental=incremental)
+        con.execute("UPDATE fold_state SET folded_seq = ?", [last])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(last)
+
+
+class Fold:
+    """Follows the log in a background thread, folding what arrives into `db`."""
+
+    def __init__(self, db: Database, event_log: EventLog, batch_rows: int = 200_000) -> None:
+        self.db, self.log, self.batch_rows = db, event_log, batch_rows
+        self.folded_seq = folded_seq(db.connection)
+        self.events_folded = 0
+        self.batches_folded = 0
+        self.last_error: str | None = None
+        self._caught_up_at = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
+        self._waiters_lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="runlake-fold", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Fold to the end of the log, then stop. Safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def lag(self) -> tuple[int, float]:
+        """(events appended but not yet folded, seconds since the fold was caught up)."""
+        behind = max(0, self.log.last_seq - self.folded_seq)
+        return behind, (time.monotonic() - self._caught_up_at) if behind else 0.0
+
+    def fold_available(self) -> int:
+        """Fold everything in the log now; returns how many events were folded."""
+        done = 0
+        while self.log.last_seq > self.folded_seq:
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in self.log.read(self.folded_seq + 1, self.folded_seq + self.batch_rows):
+                pending.append(batch)
+                rows += batch.num_rows
+            if not pending:
+                break
+            table = pa.Table.from_batches(pending)
+            self.folded_seq = fold_table(self.db.connection, table)
+            self.events_folded += rows
+            self.batches_folded += 1
+            done += rows
+            self._wake(self.folded_seq)
+        self._caught_up_at = time.monotonic()
+        return done
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.fold_available()
+                self.last_error = None
+            except Exception as e:  # keep following the log; report through readyz
+                log.exception("fold failed at seq %d", self.folded_seq + 1)
+                self.last_error = str(e)
+                self._stop.wait(1.0)
+            if self._stop.is_set():
+                if self.log.last_seq <= self.folded_seq or self.last_error:
+                    return
+                continue
+            self.log.wait(self.folded_seq, timeout=0.2)
+
+    async def wait_folded(self, seq: int, timeout: float) -> bool:
+        """Wait until the fold has passed `seq` (read-your-writes), at most `timeout` s."""
+        if self.folded_seq >= seq:
+            return True
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        with self._waiters_lock:
+            self._waiters.append((seq, fut))
+        if self.folded_seq >= seq:
+            self._wake(self.folded_seq)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            with self._waiters_lock:
+                self._waiters = [(s, f) for s, f in self._waiters if f is not fut]
+
+    def _wake(self, folded: int) -> None:
+        with self._waiters_lock:
+            ready = [f for s, f in self._waiters if s <= folded]
+        for fut in ready:
+            loop = fut.get_loop()
+            loop.call_soon_threadsafe(_set_true, fut)
+
+
+def _set_true(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(True)

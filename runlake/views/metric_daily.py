@@ -1,0 +1,64 @@
+"""Daily metric rollups: what makes a performance report over any N days cheap.
+
+Per (component, model, hardware, metric, day): count, sum, min, max, and a
+mergeable log-bucket histogram (`metric_hist`, one row per non-empty bucket).
+Summing the rows of N days gives that window's count/mean/min/max, and summing
+the histograms gives its percentiles with ≤ ALPHA relative error (DDSketch:
+bucket i holds γ^(i-1) < |v| ≤ γ^i with γ = (1+α)/(1-α), and reports 2γ^i/(γ+1)).
+The percentile at q is the value of rank ⌊q·(n−1)⌋ (0-based, as quantile_disc),
+within ALPHA. |v| < 1e-9 counts as 0.
+"""
+
+import math
+
+from runlake.views.view import View, same
+
+ALPHA = 0.01
+GAMMA = (1 + ALPHA) / (1 - ALPHA)
+LN_GAMMA = math.log(GAMMA)
+# The sign and bucket index share one integer whose order is the values' order:
+# key = sign(v) * (i + OFFSET), OFFSET keeping i + OFFSET > 0 for |v| ≥ 1e-9.
+OFFSET = 1100
+BUCKET = (
+    f"CASE WHEN abs(value) < 1e-9 THEN 0 ELSE "
+    f"CAST(sign(value) * (ceil(ln(abs(value)) / {LN_GAMMA!r}) + {OFFSET}) AS INTEGER) END"
+)
+# The value a bucket key reports.
+REPRESENTATIVE = (
+    f"CASE WHEN bucket = 0 THEN 0.0 ELSE sign(bucket) * 2 * "
+    f"pow({GAMMA!r}, abs(bucket) - {OFFSET}) / ({GAMMA!r} + 1) END"
+)
+
+KEY = ("component", "model", "hardware", "metric", "day")
+
+_POINTS = """
+    SELECT m.component, r.model, r.hardware, m.name AS metric, CAST(m.ts AS DATE) AS day, m.value
+    FROM metrics m JOIN runs r ON m.component = r.component AND m.run_id = r.run_id"""
+
+DAILY = View(
+    name="metric_daily",
+    create="""
+CREATE TABLE IF NOT EXISTS metric_daily (
+    component VARCHAR NOT NULL, model VARCHAR, hardware VARCHAR, metric VARCHAR NOT NULL,
+    day DATE NOT NULL, count BIGINT NOT NULL, sum DOUBLE NOT NULL, min DOUBLE, max DOUBLE)""",
+    select=f"""
+SELECT component, model, hardware, metric, day, count(*), sum(value), min(value), max(value)
+FROM ({_POINTS}) r {{scope}} GROUP BY ALL""",
+    scope=f"SEMI JOIN g ON {same('r', 'g', *KEY)}",
+    groups="SELECT DISTINCT * FROM touched_metrics",
+    match=same("v", "g", *KEY),
+)
+
+HIST = View(
+    name="metric_hist",
+    create="""
+CREATE TABLE IF NOT EXISTS metric_hist (
+    component VARCHAR NOT NULL, model VARCHAR, hardware VARCHAR, metric VARCHAR NOT NULL,
+    day DATE NOT NULL, bucket INTEGER NOT NULL, count BIGINT NOT NULL)""",
+    select=f"""
+SELECT component, model, hardware, metric, day, {BUCKET} AS bucket, count(*)
+FROM ({_POINTS}) r {{scope}} GROUP BY ALL""",
+    scope=f"SEMI JOIN g ON {same('r', 'g', *KEY)}",
+    groups="SELECT DISTINCT * FROM touched_metrics",
+    match=same("v", "g", *KEY),
+)

@@ -1,0 +1,41 @@
+"""What a materialized view is: its table, and how to refresh it in part or in whole."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class View:
+    """A view's SQL, kept together.
+
+    `select` is the query computing the view's rows, with a `{scope}` placeholder
+    that `refresh` fills with a join to the groups a batch touched and `rebuild`
+    leaves empty. `groups` is a query of the touched groups' keys (from the
+    fold's scope tables) and `match` the condition that ties a view row to one.
+    """
+
+    name: str
+    create: str
+    select: str
+    scope: str
+    groups: str
+    match: str
+
+    def refresh(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Recompute only the groups the current batch touched."""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE g AS {self.groups}")
+        con.execute(f"DELETE FROM {self.name} v USING g WHERE {self.match}")
+        con.execute(f"INSERT INTO {self.name} {self.select.format(scope=self.scope)}")
+
+    def rebuild(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Recompute every row from the base tables."""
+        con.execute(f"DELETE FROM {self.name}")
+        con.execute(f"INSERT INTO {self.name} {self.select.format(scope='')}")
+
+
+def same(a: str, b: str, *cols: str) -> str:
+    """Join condition on key columns, NULL matching NULL (a run may have no model)."""
+    return " AND ".join(f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}" for c in cols)
