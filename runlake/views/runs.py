@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS runs (
 SELECT = """
 SELECT component, run_id, model, hardware, batch_id, name, params, status, error,
        created_at, started_at, finished_at,
-       epoch(finished_at) - epoch(coalesce(started_at, created_at)) AS duration_s,
+       (epoch_us(finished_at) - epoch_us(coalesce(started_at, created_at))) / 1e6 AS duration_s,
        updated_at, events
 FROM (
     SELECT r.component, r.run_id, a.model, a.hardware, a.batch_id, a.name, a.params,

@@ -1,0 +1,405 @@
+"""Named queries over the tables and views: what the HTTP API calls.
+
+Each function takes a DuckDB cursor first and returns plain dicts/lists ready
+to encode. Every value reaches SQL as a parameter; sort keys and filters come
+from whitelists here. Timestamps come back as timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import duckdb
+import msgspec
+
+from runlake.views.metric_daily import REPRESENTATIVE
+
+Cursor = duckdb.DuckDBPyConnection
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+RUN_COLUMNS = (
+    "component, run_id, model, hardware, batch_id, name, params, status, error, "
+    "created_at, started_at, finished_at, duration_s, updated_at"
+)
+RUN_SORTS = {
+    f"{sign}{col}": f"{col} {'DESC' if sign else 'ASC'} NULLS LAST"
+    for col in ("created_at", "updated_at", "started_at", "finished_at", "duration_s",
+                "run_id", "status", "model", "hardware")
+    for sign in ("", "-")
+}
+DEFAULT_RUN_SORT = "-created_at"
+
+
+def _utc(v: Any) -> Any:
+    return v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+
+
+def _dicts(cur: Cursor, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    cur.execute(sql, params or [])
+    names = [d[0] for d in cur.description]
+    return [{n: _utc(v) for n, v in zip(names, row, strict=True)} for row in cur.fetchall()]
+
+
+def _one(cur: Cursor, sql: str, params: list[Any] | None = None) -> Any:
+    row = cur.execute(sql, params or []).fetchone()
+    return row[0] if row else None
+
+
+def _run_item(row: dict[str, Any]) -> dict[str, Any]:
+    if row.get("params") is not None:
+        row["params"] = msgspec.json.decode(row["params"])
+    return row
+
+
+def _page(items: list[Any], limit: int, offset: int, total: int) -> dict[str, Any]:
+    return {"items": items, "limit": limit, "offset": offset, "total": total}
+
+
+def _like(text: str) -> str:
+    """A substring pattern for ILIKE with the user's % and _ taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# -- runs ---------------------------------------------------------------------
+
+
+def list_runs(
+    cur: Cursor,
+    component: str,
+    *,
+    status: str | None = None,
+    model: str | None = None,
+    hardware: str | None = None,
+    batch_id: str | None = None,
+    tags: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    since: datetime | None = None,
+    until: datetime | None = None,
+    q: str | None = None,
+    sort: str = DEFAULT_RUN_SORT,
+    limit: int = 50,
+    offset: int = 0,
+) -> dict[str, Any]:
+    """Runs of a component, filtered; `total` counts every match."""
+    where, params = ["component = ?"], [component]
+    for col, value in (("status", status), ("model", model), ("hardware", hardware),
+                       ("batch_id", batch_id)):
+        if value is not None:
+            where.append(f"{col} = ?")
+            params.append(value)
+    for key, value in tags:
+        where.append("EXISTS (SELECT 1 FROM tags t WHERE t.component = r.component "
+                     "AND t.run_id = r.run_id AND t.key = ? AND t.value = ?)")
+        params += [key, value]
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since.astimezone(UTC).replace(tzinfo=None))
+    if until is not None:
+        where.append("created_at < ?")
+        params.append(until.astimezone(UTC).replace(tzinfo=None))
+    if q:
+        where.append("(run_id ILIKE ? ESCAPE '\\' OR name ILIKE ? ESCAPE '\\' "
+                     "OR model ILIKE ? ESCAPE '\\')")
+        params += [_like(q)] * 3
+    cond = " AND ".join(where)
+    order = RUN_SORTS[sort]
+    total = _one(cur, f"SELECT count(*) FROM runs r WHERE {cond}", params)
+    rows = _dicts(
+        cur,
+        f"SELECT {RUN_COLUMNS} FROM runs r WHERE {cond} ORDER BY {order}, run_id LIMIT ? OFFSET ?",
+        [*params, limit, offset],
+    )
+    return _page([_run_item(r) for r in rows], limit, offset, total)
+
+
+def get_run(cur: Cursor, component: str, run_id: str, recent_logs: int = 20) -> dict[str, Any] | None:
+    """One run with its steps, tags, metric and result summaries, recent logs, artifacts."""
+    rows = _dicts(cur, f"SELECT {RUN_COLUMNS}, events FROM runs WHERE component = ? AND run_id = ?",
+                  [component, run_id])
+    if not rows:
+        return None
+    run = _run_item(rows[0])
+    key = [component, run_id]
+    run["steps"] = _dicts(cur, "SELECT step, status, progress, message, ts FROM steps "
+                          "WHERE component = ? AND run_id = ? ORDER BY ts, seq", key)
+    run["tags"] = dict(cur.execute("SELECT key, value FROM tags WHERE component = ? AND run_id = ? "
+                                   "ORDER BY key", key).fetchall())
+    run["metrics"] = _dicts(cur, """
+        SELECT name, min(unit) AS unit, count(*) AS count, avg(value) AS mean,
+               min(value) AS min, max(value) AS max, arg_max(value, (ts, seq)) AS last
+        FROM metrics WHERE component = ? AND run_id = ? GROUP BY name ORDER BY name""", key)
+    outcomes = dict(cur.execute("SELECT outcome, count(*) FROM results WHERE component = ? "
+                                "AND run_id = ? GROUP BY 1", key).fetchall())
+    run["results"] = {"total": sum(outcomes.values()),
+                      **{o: outcomes.get(o, 0) for o in
+                         ("passed", "failed", "skipped", "error", "xfailed", "xpassed")}}
+    run["logs"] = _dicts(cur, "SELECT level, message, ts, seq FROM logs WHERE component = ? "
+                         "AND run_id = ? ORDER BY seq DESC LIMIT ?", [*key, recent_logs])
+    run["artifacts"] = _dicts(cur, "SELECT name, uri, size_bytes, media_type, ts FROM artifacts "
+                              "WHERE component = ? AND run_id = ? ORDER BY seq", key)
+    return run
+
+
+def run_exists(cur: Cursor, component: str, run_id: str) -> bool:
+    return _one(cur, "SELECT count(*) FROM runs WHERE component = ? AND run_id = ?",
+                [component, run_id]) > 0
+
+
+def _run_children(cur: Cursor, table: str, cols: str, component: str, run_id: str,
+                  filt: tuple[str, str | None], limit: int, offset: int) -> dict[str, Any]:
+    where, params = "component = ? AND run_id = ?", [component, run_id]
+    if filt[1] is not None:
+        where += f" AND {filt[0]} = ?"
+        params.append(filt[1])
+    total = _one(cur, f"SELECT count(*) FROM {table} WHERE {where}", params)
+    items = _dicts(cur, f"SELECT {cols} FROM {table} WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
+                   [*params, limit, offset])
+    return _page(items, limit, offset, total)
+
+
+def run_metrics(cur: Cursor, component: str, run_id: str, name: str | None = None,
+                limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    return _run_children(cur, "metrics", "name, value, unit, step, ts, seq", component, run_id,
+                         ("name", name), limit, offset)
+
+
+def run_logs(cur: Cursor, component: str, run_id: str, level: str | None = None,
+             limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    return _run_children(cur, "logs", "level, message, ts, seq", component, run_id,
+                         ("level", level), limit, offset)
+
+
+def run_results(cur: Cursor, component: str, run_id: str, outcome: str | None = None,
+                limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    return _run_children(cur, "results", "test, outcome, duration_s, message, ts, seq",
+                         component, run_id, ("outcome", outcome), limit, offset)
+
+
+# -- batches ------------------------------------------------------------------
+
+_BATCH_COLUMNS = ("component, batch_id, description, expected_count, runs, pending, running, "
+                  "completed, failed, cancelled, finished, progress, declared_at, first_seen, "
+                  "last_seen")
+
+
+def _batch_item(row: dict[str, Any]) -> dict[str, Any]:
+    row["by_status"] = {s: row.pop(s) for s in STATUSES}
+    return row
+
+
+def list_batches(cur: Cursor, component: str, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    total = _one(cur, "SELECT count(*) FROM batch_stats WHERE component = ?", [component])
+    rows = _dicts(cur, f"SELECT {_BATCH_COLUMNS} FROM batch_stats WHERE component = ? "
+                  "ORDER BY coalesce(last_seen, declared_at) DESC NULLS LAST, batch_id "
+                  "LIMIT ? OFFSET ?", [component, limit, offset])
+    return _page([_batch_item(r) for r in rows], limit, offset, total)
+
+
+def get_batch(cur: Cursor, component: str, batch_id: str, runs: int = 100) -> dict[str, Any] | None:
+    rows = _dicts(cur, f"SELECT {_BATCH_COLUMNS} FROM batch_stats WHERE component = ? "
+                  "AND batch_id = ?", [component, batch_id])
+    if not rows:
+        return None
+    batch = _batch_item(rows[0])
+    batch["runs_list"] = list_runs(cur, component, batch_id=batch_id, limit=runs)["items"]
+    return batch
+
+
+# -- statistics ---------------------------------------------------------------
+
+_GROUP_COLUMNS = ("runs, pending, running, completed, failed, cancelled, success_rate, "
+                  "duration_avg_s, duration_p50_s, duration_p95_s, first_seen, last_seen")
+
+
+def _stats_item(row: dict[str, Any]) -> dict[str, Any]:
+    by_status = {s: row.pop(s) for s in STATUSES}
+    out = {k: row[k] for k in list(row)[:2]}
+    out.update({"runs": row["runs"], "by_status": by_status})
+    out.update({k: row[k] for k in ("success_rate", "duration_avg_s", "duration_p50_s",
+                                    "duration_p95_s", "first_seen", "last_seen")})
+    return out
+
+
+def group_stats(cur: Cursor, component: str, by: str, limit: int = 100,
+                offset: int = 0) -> dict[str, Any]:
+    """models/stats (by='model') or hardware/stats (by='hardware'), most runs first."""
+    table = {"model": "model_stats", "hardware": "hardware_stats"}[by]
+    total = _one(cur, f"SELECT count(*) FROM {table} WHERE component = ?", [component])
+    rows = _dicts(cur, f"SELECT {by}, {_GROUP_COLUMNS} FROM {table} WHERE component = ? "
+                  f"ORDER BY runs DESC, {by} NULLS LAST LIMIT ? OFFSET ?",
+                  [component, limit, offset])
+    items = []
+    for row in rows:
+        item = _stats_item({"component": component, **row})
+        item.pop("component")
+        items.append(item)
+    return _page(items, limit, offset, total)
+
+
+def performance(cur: Cursor, component: str, days: int = 30, *, model: str | None = None,
+                hardware: str | None = None, metric: str | None = None,
+                today: date | None = None) -> dict[str, Any]:
+    """Per (model, hardware, metric) over the last `days` UTC calendar days (today
+    included), from the daily rollups: count/mean/min/max exact, p50/p95/p99 from the
+    merged histograms (≤ 1 % relative error), and a daily trend."""
+    today = today or datetime.now(UTC).date()
+    start = today - timedelta(days=days - 1)
+    where, params = ["component = ?", "day >= ?", "day <= ?"], [component, start, today]
+    for col, value in (("model", model), ("hardware", hardware), ("metric", metric)):
+        if value is not None:
+            where.append(f"{col} = ?")
+            params.append(value)
+    cond = " AND ".join(where)
+    items = _dicts(cur, f"""
+        WITH h AS (
+            SELECT model, hardware, metric, bucket, sum(count) AS n FROM metric_hist
+            WHERE {cond} GROUP BY ALL
+        ), c AS (
+            SELECT *, sum(n) OVER (PARTITION BY model, hardware, metric ORDER BY bucket
+                                   ROWS UNBOUNDED PRECEDING) AS cum,
+                   sum(n) OVER (PARTITION BY model, hardware, metric) AS total
+            FROM h
+        ), q AS (
+            SELECT model, hardware, metric,
+                   min(bucket) FILTER (WHERE cum > floor(0.50 * (total - 1))) AS b50,
+                   min(bucket) FILTER (WHERE cum > floor(0.95 * (total - 1))) AS b95,
+                   min(bucket) FILTER (WHERE cum > floor(0.99 * (total - 1))) AS b99
+            FROM c GROUP BY ALL
+        ), d AS (
+            SELECT model, hardware, metric, sum(count) AS count, sum(sum) / sum(count) AS mean,
+                   min(min) AS min, max(max) AS max
+            FROM metric_daily WHERE {cond} GROUP BY ALL
+        )
+        SELECT d.model, d.hardware, d.metric, d.count, d.mean, d.min, d.max,
+               {REPRESENTATIVE.replace('bucket', 'q.b50')} AS p50,
+               {REPRESENTATIVE.replace('bucket', 'q.b95')} AS p95,
+               {REPRESENTATIVE.replace('bucket', 'q.b99')} AS p99
+        FROM d JOIN q ON d.model IS NOT DISTINCT FROM q.model
+            AND d.hardware IS NOT DISTINCT FROM q.hardware AND d.metric = q.metric
+        ORDER BY d.model NULLS LAST, d.hardware NULLS LAST, d.metric""", params * 2)
+    trend = _dicts(cur, f"""
+        SELECT model, hardware, metric, day, sum(count) AS count, sum(sum) / sum(count) AS mean,
+               min(min) AS min, max(max) AS max
+        FROM metric_daily WHERE {cond} GROUP BY ALL
+        ORDER BY model NULLS LAST, hardware NULLS LAST, metric, day""", params)
+    by_group: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for t in trend:
+        key = (t.pop("model"), t.pop("hardware"), t.pop("metric"))
+        by_group.setdefault(key, []).append(t)
+    for item in items:
+        item["trend"] = by_group.get((item["model"], item["hardware"], item["metric"]), [])
+    return {"component": component, "days": days, "since": start, "until": today,
+            "items": items}
+
+
+def metric_stats(cur: Cursor, component: str, model: str | None = None,
+                 hardware: str | None = None, metric: str | None = None) -> list[dict[str, Any]]:
+    """All-time per (model, hardware, metric) statistics with exact percentiles."""
+    where, params = ["component = ?"], [component]
+    for col, value in (("model", model), ("hardware", hardware), ("metric", metric)):
+        if value is not None:
+            where.append(f"{col} = ?")
+            params.append(value)
+    return _dicts(cur, f"SELECT model, hardware, metric, unit, count, mean, min, max, p50, p95, "
+                  f"p99 FROM metric_stats WHERE {' AND '.join(where)} "
+                  "ORDER BY model NULLS LAST, hardware NULLS LAST, metric", params)
+
+
+# -- across components --------------------------------------------------------
+
+_TOTALS = "runs, pending, running, completed, failed, cancelled, success_rate, events"
+
+
+def _totals_item(row: dict[str, Any]) -> dict[str, Any]:
+    return {"runs": row["runs"], "by_status": {s: row[s] for s in STATUSES},
+            "success_rate": row["success_rate"], "events": row["events"],
+            "first_seen": row.get("first_seen"), "last_seen": row.get("last_seen")}
+
+
+def _in(col: str, components: list[str] | None) -> tuple[str, list[Any]]:
+    if components is None:
+        return "TRUE", []
+    if not components:
+        return "FALSE", []
+    return f"{col} IN ({', '.join('?' * len(components))})", list(components)
+
+
+def overview(cur: Cursor, components: list[str] | None = None) -> dict[str, Any]:
+    """Totals per component and overall; `components` limits what is shown."""
+    cond, params = _in("component", components)
+    rows = _dicts(cur, f"SELECT component, {_TOTALS}, first_seen, last_seen FROM overview "
+                  f"WHERE {cond} ORDER BY component", params)
+    total = {k: sum(r[k] for r in rows) for k in ("runs", *STATUSES, "events")}
+    done = total["completed"] + total["failed"]
+    total["success_rate"] = total["completed"] / done if done else None
+    total["first_seen"] = min((r["first_seen"] for r in rows if r["first_seen"]), default=None)
+    total["last_seen"] = max((r["last_seen"] for r in rows if r["last_seen"]), default=None)
+    return {"components": {r["component"]: _totals_item(r) for r in rows},
+            "total": _totals_item(total)}
+
+
+def model_overview(cur: Cursor, model: str, components: list[str] | None = None,
+                   recent: int = 10) -> dict[str, Any] | None:
+    """One model across components: totals, success rates and recent runs per component."""
+    cond, params = _in("component", components)
+    rows = _dicts(cur, f"SELECT component, {_GROUP_COLUMNS} FROM model_stats WHERE model = ? "
+                  f"AND {cond} ORDER BY component", [model, *params])
+    if not rows:
+        return None
+    per = {}
+    for row in rows:
+        item = _stats_item({"component": row["component"], "model": model, **row})
+        item.pop("component")
+        item.pop("model")
+        item["recent_runs"] = list_runs(cur, row["component"], model=model, limit=recent)["items"]
+        per[row["component"]] = item
+    total = {s: sum(p["by_status"][s] for p in per.values()) for s in STATUSES}
+    done = total["completed"] + total["failed"]
+    return {"model": model, "components": per,
+            "total": {"runs": sum(p["runs"] for p in per.values()), "by_status": total,
+                      "success_rate": total["completed"] / done if done else None}}
+
+
+# Where search looks: (table, column) pairs whose match names a run.
+SEARCH_SOURCES = (
+    ("runs", "run_id"), ("runs", "model"), ("runs", "hardware"), ("runs", "batch_id"),
+    ("runs", "name"), ("runs", "error"), ("tags", "value"), ("tags", "key"),
+    ("steps", "step"), ("logs", "message"), ("results", "test"),
+)
+
+
+def search(cur: Cursor, query: str, limit: int = 20,
+           components: list[str] | None = None) -> dict[str, Any]:
+    """Runs matching `query` (case-insensitive substring) anywhere in SEARCH_SOURCES,
+    grouped by component, most recently updated first."""
+    cond, cparams = _in("component", components)
+    pattern = _like(query)
+    union = " UNION ".join(
+        f"SELECT component, run_id FROM {table} WHERE {cond} AND {col} ILIKE ? ESCAPE '\\'"
+        for table, col in SEARCH_SOURCES
+    )
+    params = [p for _ in SEARCH_SOURCES for p in (*cparams, pattern)]
+    rows = _dicts(cur, f"""
+        WITH hits AS ({union}),
+        ranked AS (
+            SELECT r.*, row_number() OVER (PARTITION BY r.component
+                                           ORDER BY r.updated_at DESC, r.run_id) AS rank,
+                   count(*) OVER (PARTITION BY r.component) AS matches
+            FROM runs r SEMI JOIN hits h ON r.component = h.component AND r.run_id = h.run_id
+        )
+        SELECT {RUN_COLUMNS}, matches FROM ranked WHERE rank <= ?
+        ORDER BY component, rank""", [*params, limit])
+    results: dict[str, list[dict[str, Any]]] = {}
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["component"]] = row.pop("matches")
+        results.setdefault(row["component"], []).append(_run_item(row))
+    return {"query": query, "results": results,
+            "result_counts": {"total": sum(counts.values()), **counts}}
+
+
+def components(cur: Cursor) -> list[str]:
+    """Every component that has events."""
+    return [r[0] for r in cur.execute("SELECT component FROM component_events "
+                                      "ORDER BY component").fetchall()]
