@@ -14,6 +14,7 @@ import time
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from runlake.events.log import EventLog
 from runlake.views import VIEWS, tables
@@ -63,19 +64,29 @@ _SCOPE_AFTER = (
     SELECT o.component, o.run_id FROM old_keys o JOIN new_keys n
         ON o.component = n.component AND o.run_id = n.run_id
     WHERE o.model IS DISTINCT FROM n.model OR o.hardware IS DISTINCT FROM n.hardware""",
-    """CREATE OR REPLACE TEMP TABLE touched_metrics AS
-    SELECT DISTINCT b.component, n.model, n.hardware, b.name AS metric, CAST(b.ts AS DATE) AS day
-    FROM batch_all b JOIN new_keys n ON b.component = n.component AND b.run_id = n.run_id
-    WHERE b.type = 'metric'
-    UNION SELECT * FROM dead_metrics""",
+    """CREATE OR REPLACE TEMP TABLE recompute_metrics AS SELECT * FROM dead_metrics""",
 )
 # Only when some run's model or hardware changed (rare): its points move groups.
 _MOVED_METRICS = """
-INSERT INTO touched_metrics
+INSERT INTO recompute_metrics
 SELECT DISTINCT m.component, k.model, k.hardware, m.name, CAST(m.ts AS DATE) FROM metrics m
 SEMI JOIN changed_runs c ON m.component = c.component AND m.run_id = c.run_id
 JOIN (SELECT * FROM old_keys UNION ALL SELECT * FROM new_keys) k
     ON m.component = k.component AND m.run_id = k.run_id"""
+# The batch's surviving points (seq ≥ the batch's first: zone maps skip older rows)
+# that mergeable views add in; points in recomputed groups are already counted there.
+_NEW_POINTS = (
+    """CREATE OR REPLACE TEMP TABLE new_points AS
+    SELECT m.component, n.model, n.hardware, m.name AS metric, CAST(m.ts AS DATE) AS day, m.value
+    FROM metrics m JOIN new_keys n ON m.component = n.component AND m.run_id = n.run_id
+    WHERE m.seq >= $1
+    AND NOT EXISTS (SELECT 1 FROM recompute_metrics g WHERE g.component = m.component
+        AND g.model IS NOT DISTINCT FROM n.model AND g.hardware IS NOT DISTINCT FROM n.hardware
+        AND g.metric = m.name AND g.day = CAST(m.ts AS DATE))""",
+    """CREATE OR REPLACE TEMP TABLE touched_metrics AS
+    SELECT DISTINCT * FROM recompute_metrics
+    UNION SELECT DISTINCT component, model, hardware, metric, day FROM new_points""",
+)
 
 
 def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True) -> None:
@@ -90,6 +101,7 @@ def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
         con.execute(_DEDUPE if has_ids else _NO_IDS)
     finally:
         con.unregister("incoming")
+    types = frozenset(pc.unique(table.column("type")).to_pylist())
     deletes = con.execute(
         "SELECT seq, component, run_id, batch_id FROM batch_all WHERE type = 'delete' ORDER BY seq"
     ).fetchall()
@@ -104,7 +116,7 @@ def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
             f"CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM batch_all "
             f"WHERE type <> 'delete' AND seq > {lo}{bound}"
         )
-        tables.apply(con)
+        tables.apply(con, types)
         if seq is None:
             break
         if run_id is not None:
@@ -124,6 +136,9 @@ def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
         con.execute(sql)
     if con.execute("SELECT count(*) FROM changed_runs").fetchone() != (0,):
         con.execute(_MOVED_METRICS)
+    first_seq = table.column("seq")[0].as_py()
+    for sql in _NEW_POINTS:
+        con.execute(sql, [first_seq] if "$1" in sql else [])
     for view in others:
         view.refresh(con)
 

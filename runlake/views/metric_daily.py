@@ -30,6 +30,10 @@ REPRESENTATIVE = (
 )
 
 KEY = ("component", "model", "hardware", "metric", "day")
+# New points of runs whose groups did not move are merged in (fold's `new_points`);
+# groups in `recompute_metrics` (runs deleted or re-attributed) are recomputed.
+_GROUPS = "SELECT DISTINCT * FROM recompute_metrics"
+_ON = " AND ".join(f"v.{c} IS NOT DISTINCT FROM p.{c}" for c in KEY)
 
 _POINTS = """
     SELECT m.component, r.model, r.hardware, m.name AS metric, CAST(m.ts AS DATE) AS day, m.value
@@ -45,8 +49,18 @@ CREATE TABLE IF NOT EXISTS metric_daily (
 SELECT component, model, hardware, metric, day, count(*), sum(value), min(value), max(value)
 FROM ({_POINTS}) r {{scope}} GROUP BY ALL""",
     scope=f"SEMI JOIN g ON {same('r', 'g', *KEY)}",
-    groups="SELECT DISTINCT * FROM touched_metrics",
+    groups=_GROUPS,
     match=same("v", "g", *KEY),
+    add=f"""
+MERGE INTO metric_daily v USING (
+    SELECT component, model, hardware, metric, day,
+           count(*) AS n, sum(value) AS s, min(value) AS lo, max(value) AS hi
+    FROM new_points GROUP BY ALL
+) p ON {_ON}
+WHEN MATCHED THEN UPDATE SET count = v.count + p.n, sum = v.sum + p.s,
+    min = least(v.min, p.lo), max = greatest(v.max, p.hi)
+WHEN NOT MATCHED THEN INSERT VALUES
+    (p.component, p.model, p.hardware, p.metric, p.day, p.n, p.s, p.lo, p.hi)""",
 )
 
 HIST = View(
@@ -59,6 +73,14 @@ CREATE TABLE IF NOT EXISTS metric_hist (
 SELECT component, model, hardware, metric, day, {BUCKET} AS bucket, count(*)
 FROM ({_POINTS}) r {{scope}} GROUP BY ALL""",
     scope=f"SEMI JOIN g ON {same('r', 'g', *KEY)}",
-    groups="SELECT DISTINCT * FROM touched_metrics",
+    groups=_GROUPS,
     match=same("v", "g", *KEY),
+    add=f"""
+MERGE INTO metric_hist v USING (
+    SELECT component, model, hardware, metric, day, {BUCKET} AS bucket, count(*) AS n
+    FROM new_points GROUP BY ALL
+) p ON {_ON} AND v.bucket = p.bucket
+WHEN MATCHED THEN UPDATE SET count = v.count + p.n
+WHEN NOT MATCHED THEN INSERT VALUES
+    (p.component, p.model, p.hardware, p.metric, p.day, p.bucket, p.n)""",
 )

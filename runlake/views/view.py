@@ -15,6 +15,8 @@ class View:
     that `refresh` fills with a join to the groups a batch touched and `rebuild`
     leaves empty. `groups` is a query of the touched groups' keys (from the
     fold's scope tables) and `match` the condition that ties a view row to one.
+    `add`, for views whose rows are mergeable (counts, sums, min/max), merges the
+    batch's new points into existing rows instead of recomputing their groups.
     """
 
     name: str
@@ -23,12 +25,16 @@ class View:
     scope: str
     groups: str
     match: str
+    add: str | None = None
 
     def refresh(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Recompute only the groups the current batch touched."""
+        """Recompute only the groups the current batch touched (then merge `add`)."""
         con.execute(f"CREATE OR REPLACE TEMP TABLE g AS {self.groups}")
-        con.execute(f"DELETE FROM {self.name} v USING g WHERE {self.match}")
-        con.execute(f"INSERT INTO {self.name} {self.select.format(scope=self.scope)}")
+        if con.execute("SELECT count(*) FROM g").fetchone() != (0,):
+            con.execute(f"DELETE FROM {self.name} v USING g WHERE {self.match}")
+            con.execute(f"INSERT INTO {self.name} {self.select.format(scope=self.scope)}")
+        if self.add is not None:
+            con.execute(self.add)
 
     def rebuild(self, con: duckdb.DuckDBPyConnection) -> None:
         """Recompute every row from the base tables."""
