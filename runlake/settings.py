@@ -79,8 +79,16 @@ def resolve(cli: dict[str, Any] | None = None, env: dict[str, str] | None = None
             raw[s.name] = cli[s.name]
         elif s.env in env:
             raw[s.name] = env[s.env]
+    if "data" in raw:
+        raw["data"] = str(raw["data"])
     # strict=False lets "8080" and "true" from the environment become int and bool.
-    return msgspec.convert(raw, Settings, strict=False)
+    return msgspec.convert(raw, Settings, strict=False, dec_hook=_path)
+
+
+def _path(type_: type, value: Any) -> Any:
+    if type_ is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError
 
 
 assert {s.name for s in SETTINGS} == set(Settings.__struct_fields__), "declare each setting once"

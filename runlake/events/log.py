@@ -226,6 +226,26 @@ class EventLog:
     # -- writer thread ----------------------------------------------------
 
     def _write_loop(self) -> None:
+        try:
+            self._write_until_stopped()
+        except Exception as e:  # a bug or an I/O error outside a commit: fail, don't hang
+            log.exception("the log writer stopped")
+            self._failed = e
+        finally:
+            self._roll_queue.put(_STOP)
+            self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        """Fail appends still queued once the writer has stopped (closed or failed)."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Append):
+                item.future.set_exception(LogError("the log is closed"))
+
+    def _write_until_stopped(self) -> None:
         stopping = False
         while not stopping:
             timeout = self._roll_timeout()
@@ -250,11 +270,12 @@ class EventLog:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+            # A caller that gave up cancelled its future: drop it before numbering.
+            items = [it for it in items if it.future.set_running_or_notify_cancel()]
             if items:
                 self._commit(items)
                 self._maybe_roll()
         self._seal()
-        self._roll_queue.put(_STOP)
 
     def _commit(self, items: list[_Append]) -> None:
         if self._failed is not None:
@@ -262,22 +283,15 @@ class EventLog:
                 it.future.set_exception(LogError(f"the log failed earlier: {self._failed}"))
             return
         received_us = time.time_ns() // 1000
-        first = seq = self._last_seq + 1
-        tables, acks = [], []
-        pending: list[Event] = []
-        for it in items:  # consecutive event lists become one table: fewer, larger arrays
-            if it.events is not None:
-                pending.extend(it.events)
-            else:
-                if pending:
-                    tables.append(events_to_table(pending, seq - len(pending), received_us))
-                    pending = []
-                tables.append(renumber(it.table, seq, received_us))
-            acks.append((it.future, seq, seq + it.rows - 1))
-            seq += it.rows
-        if pending:
-            tables.append(events_to_table(pending, seq - len(pending), received_us))
-        table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        first = self._last_seq + 1
+        try:
+            table, acks = _build(items, first, received_us)
+        except Exception:  # e.g. events built in Python, never decoded: fail only those
+            log.exception("events could not be stored; retrying the group one append at a time")
+            table, acks = _build_each(items, first, received_us)
+            if table is None:
+                return
+        seq = acks[-1][2] + 1
         try:
             assert self._wal is not None
             self._wal.write(encode_frame(table))
@@ -408,21 +422,65 @@ class EventLog:
 
     def _load_snapshot(self) -> None:
         """Read-only view: segments plus whatever whole frames the WAL holds now."""
-        for _ in range(5):
+        for _ in range(20):
             try:
                 segments, wals = self._scan()
-                break
             except FileNotFoundError:  # a roll deleted a WAL file under us: look again
                 continue
+            last = segments[-1].last if segments else 0
+            tail = _after([t for _, frames, _ in wals for t in frames], last)
+            firsts = [t.column("seq")[0].as_py() for t in tail]
+            ends = [last] + [f + t.num_rows - 1 for f, t in zip(firsts, tail, strict=True)]
+            # A gap means a roll finished between listing segments and WAL files.
+            if all(f == end + 1 for f, end in zip(firsts, ends, strict=False)):
+                self._segments, self._tail, self._last_seq = segments, tail, ends[-1]
+                return
+        raise LogError(f"the log in {self.directory} keeps changing; try again")
+
+
+_Acks = list[tuple[Future[Acknowledgement], int, int]]
+
+
+def _build(items: list[_Append], first: int, received_us: int) -> tuple[pa.Table, _Acks]:
+    """One table of the group's events numbered from `first`, and each append's seq range."""
+    seq = first
+    tables, acks = [], []
+    pending: list[Event] = []
+    for it in items:  # consecutive event lists become one table: fewer, larger arrays
+        if it.events is not None:
+            pending.extend(it.events)
         else:
-            raise LogError(f"the log in {self.directory} keeps changing; try again")
-        self._segments = segments
-        last = segments[-1].last if segments else 0
-        for _, frames, _ in wals:
-            for t in _after(frames, last):
-                self._tail.append(t)
-                last += t.num_rows
-        self._last_seq = last
+            if pending:
+                tables.append(events_to_table(pending, seq - len(pending), received_us))
+                pending = []
+            tables.append(renumber(it.table, seq, received_us))
+        acks.append((it.future, seq, seq + it.rows - 1))
+        seq += it.rows
+    if pending:
+        tables.append(events_to_table(pending, seq - len(pending), received_us))
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    # A null in a non-nullable column would make the tail impossible to roll, forever.
+    for name in ("component", "type", "ts"):
+        if table.column(name).null_count:
+            raise LogError(f"an event has no {name}")
+    return table, acks
+
+
+def _build_each(
+    items: list[_Append], first: int, received_us: int
+) -> tuple[pa.Table | None, _Acks]:
+    """Like `_build`, but an append that cannot be stored fails alone."""
+    tables, acks = [], []
+    for it in items:
+        try:
+            table, ack = _build([it], first, received_us)
+        except Exception as e:
+            it.future.set_exception(LogError(f"cannot store these events: {e}"))
+            continue
+        tables.append(table)
+        acks += ack
+        first += it.rows
+    return (pa.concat_tables(tables) if tables else None), acks
 
 
 def _after(frames: list[pa.Table], last_seq: int) -> list[pa.Table]:

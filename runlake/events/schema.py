@@ -17,7 +17,11 @@ from msgspec import Meta
 
 from runlake.errors import InvalidEvents
 
-Slug = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_-]{0,63}$")]
+# Python's "$" also matches before a final newline ("test\n"); (?!\n) rules that out
+# and, unlike \Z, means the same in the JSON Schema (ECMA-262) of the OpenAPI document.
+SLUG_PATTERN = r"^[a-z][a-z0-9_-]{0,63}(?!\n)$"
+_SLUG = re.compile(SLUG_PATTERN)
+Slug = Annotated[str, Meta(pattern=SLUG_PATTERN)]
 RunId = Annotated[str, Meta(min_length=1, max_length=256)]
 # Ids starting with "@" are reserved for the ids the server derives from `seq`.
 EventId = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[^@]")]
@@ -187,8 +191,12 @@ def decode_events(
     """
     where = "line" if ndjson else "event"
     decode = _decode_ndjson if ndjson else _decode_json
-    events, positions, errors = decode(body, max_events)
-    errors += _check(events, component, where, positions)
+    try:
+        events, positions, errors = decode(body, max_events)
+    except (UnicodeDecodeError, RecursionError) as e:  # msgspec lets these through
+        raise InvalidEvents(f"invalid events: body is not valid JSON: {e}",
+                            [{where: None, "field": None, "message": str(e)}]) from e
+    errors += check_rules(events, component, where, positions)
     if errors:
         errors.sort(key=lambda e: e[where] if e[where] is not None else -1)
         raise InvalidEvents(_summary(errors), errors[:1000])
@@ -216,7 +224,7 @@ def _decode_json(body: bytes, max_events: int) -> Decoded:
         if not events:
             return [], [], [_err(None, None, "request body has no events", "event")]
         if len(events) > max_events:
-            return [], [], [_too_many(len(events), max_events)]
+            return [], [], [_too_many(len(events), max_events, "event")]
         return events, range(len(events)), []
     # Slow path, only for bad input: decode each element to report every bad one.
     try:
@@ -224,7 +232,7 @@ def _decode_json(body: bytes, max_events: int) -> Decoded:
     except msgspec.DecodeError as e:
         return [], [], [_err(None, *split_error(e), "event")]
     if len(raws) > max_events:
-        return [], [], [_too_many(len(raws), max_events)]
+        return [], [], [_too_many(len(raws), max_events, "event")]
     events, positions, errors = [], [], []
     for i, raw in enumerate(raws):
         try:
@@ -238,11 +246,12 @@ def _decode_json(body: bytes, max_events: int) -> Decoded:
 def _decode_ndjson(body: bytes, max_events: int) -> Decoded:
     """Events, the line number of each, and the errors."""
     # Fast path: well-formed NDJSON with no blank lines decodes as one JSON array.
+    # The newline stays in ("\n,"), so a raw newline inside a string is still an error.
     body = body.strip()
     n_lines = body.count(b"\n") + 1
     if n_lines <= max_events and body[:1] == b"{":
         try:
-            events = _many.decode(b"[" + body.replace(b"\n", b",") + b"]")
+            events = _many.decode(b"[" + body.replace(b"\n", b"\n,") + b"]")
         except msgspec.DecodeError:
             pass
         else:
@@ -261,19 +270,23 @@ def _decode_ndjson(body: bytes, max_events: int) -> Decoded:
         except msgspec.DecodeError as e:
             errors.append(_err(n, *split_error(e), "line"))
         if len(events) + len(errors) > max_events:
-            return [], [], [_too_many(len(events) + len(errors), max_events, "more than")]
+            n = len(events) + len(errors)
+            return [], [], [_too_many(n, max_events, "line", "more than")]
     if not events and not errors:
         errors.append(_err(None, None, "request body has no events", "line"))
     return events, positions, errors
 
 
-def _check(
+def check_rules(
     events: list[Event], component: str | None, where: str, positions: Sequence[int]
 ) -> list[dict[str, Any]]:
     """Rules msgspec's types cannot state: implied component, delete targets, params.
 
+    Every source of events (JSON, NDJSON, Parquet files) must pass these.
     Set and list comprehensions keep the common all-good case cheap.
     """
+    if component is not None and not _SLUG.match(component):
+        return [_err(None, "component", f"{component!r} is not a component slug", where)]
     errors = []
     components = {ev.component for ev in events}
     if component is not None and None in components:
@@ -346,9 +359,9 @@ def _err(pos: int | None, field: str | None, message: str, where: str) -> dict[s
     return entry
 
 
-def _too_many(n: int, limit: int, qualifier: str = "") -> dict[str, Any]:
+def _too_many(n: int, limit: int, where: str, qualifier: str = "") -> dict[str, Any]:
     count = f"{qualifier} {limit}" if qualifier else str(n)
-    return {"event": None, "field": None, "message": f"{count} events; at most {limit} per request"}
+    return {where: None, "field": None, "message": f"{count} events; at most {limit} per request"}
 
 
 def _summary(errors: list[dict[str, Any]]) -> str:

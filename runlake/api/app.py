@@ -1,0 +1,97 @@
+"""`make_app(settings)`: the aiohttp application, its shared state and its lifetimes.
+
+Lifetimes are `cleanup_ctx` entries in dependency order; aiohttp enters them in
+order at start-up and leaves them in reverse at shutdown, after in-flight
+requests have finished:
+
+1. the event log: opened (recovering the write-ahead tail), closed last so the
+   tail rolls into a segment and the stopped log is all Parquet (DESIGN §2);
+2. the database and the fold: the fold stops only after folding to the end;
+3. (later) the inbox watcher.
+
+Opening and closing touch files and DuckDB, so they run in the default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from runlake.api.metrics import HttpMetrics
+from runlake.api.middleware import errors_and_metrics
+from runlake.api.routes import add_routes
+from runlake.api.state import DATABASE, EVENT_LOG, FOLD, HTTP_METRICS, SETTINGS
+from runlake.events import EventLog
+from runlake.ingest.fold import Fold
+from runlake.settings import Settings
+from runlake.views.db import Database
+
+log = logging.getLogger("runlake.api")
+
+
+def make_app(settings: Settings) -> web.Application:
+    # client_max_size bounds chunked bodies too; aiohttp's 413 goes through the middleware.
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[errors_and_metrics]
+    )
+    app[SETTINGS] = settings
+    app[HTTP_METRICS] = HttpMetrics()
+    app.cleanup_ctx.append(event_log_context)
+    app.cleanup_ctx.append(fold_context)
+    add_routes(app)
+    return app
+
+
+async def event_log_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    event_log = EventLog(
+        settings.log_dir, roll_rows=settings.roll_rows, roll_seconds=settings.roll_seconds
+    )
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, event_log.open)
+    app[EVENT_LOG] = event_log
+    log.info("event log open dir=%s last_seq=%d", settings.log_dir, event_log.last_seq)
+    try:
+        yield
+    finally:
+        await loop.run_in_executor(None, event_log.close)
+        log.info("event log closed last_seq=%d", event_log.last_seq)
+
+
+async def fold_context(app: web.Application) -> AsyncIterator[None]:
+    """The database and the fold that follows the log into it.
+
+    Appends never wait for the fold: a stopped or slow fold shows as lag in
+    /readyz and /metrics, not as failed ingest.
+    """
+    settings = app[SETTINGS]
+    loop = asyncio.get_running_loop()
+    db = Database(settings.db_path)
+    await loop.run_in_executor(None, db.open)
+    try:
+        fold = await loop.run_in_executor(
+            None, _start_fold, db, app[EVENT_LOG], settings.fold_batch_rows
+        )
+    except BaseException:
+        await loop.run_in_executor(None, db.close)
+        raise
+    app[DATABASE] = db
+    app[FOLD] = fold
+    log.info("fold started db=%s folded_seq=%d", settings.db_path, fold.folded_seq)
+    try:
+        yield
+    finally:
+        try:
+            await loop.run_in_executor(None, fold.stop)  # folds to the end of the log
+            log.info("fold stopped folded_seq=%d", fold.folded_seq)
+        finally:
+            await loop.run_in_executor(None, db.close)
+
+
+def _start_fold(db: Database, event_log: EventLog, batch_rows: int) -> Fold:
+    fold = Fold(db, event_log, batch_rows)  # reads the high-water mark from DuckDB
+    fold.start()
+    return fold

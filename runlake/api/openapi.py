@@ -1,0 +1,111 @@
+"""The OpenAPI 3.1 document, built from the route table and the msgspec types.
+
+Nothing here names a route: every path, parameter, body and response comes from
+the `Route` entries, and every schema from `msgspec.json.schema_components`, so
+the document cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+import runlake
+from runlake.api.responses import ErrorResponse
+
+if TYPE_CHECKING:
+    from runlake.api.routes import Route
+
+REF = "#/components/schemas/{name}"
+_PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+@functools.cache
+def openapi_json(routes: tuple[Route, ...]) -> bytes:
+    """The document as JSON bytes; built once per route table."""
+    return msgspec.json.encode(build_openapi(routes))
+
+
+def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
+    types = _types(routes)
+    schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    schema = _SchemaOf(types, schemas)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        path = _PATH_PARAM.sub(r"{\1}", route.path)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route, schema)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "runlake",
+            "version": runlake.__version__,
+            "description": "Event-sourced run-history store: append events, query runs.",
+        },
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+class _SchemaOf:
+    """The schema generated for each type, looked up by equality (types such as
+    `Annotated[...]` are not always hashable)."""
+
+    def __init__(self, types: list[Any], schemas: tuple[dict[str, Any], ...]) -> None:
+        self._pairs = list(zip(types, schemas, strict=True))
+
+    def __call__(self, t: Any) -> dict[str, Any]:
+        return next(s for u, s in self._pairs if u == t)
+
+
+def _types(routes: tuple[Route, ...]) -> list[Any]:
+    types: list[Any] = [ErrorResponse]
+    for route in routes:
+        if route.response is not None:
+            types.append(route.response)
+        if route.body is not None:
+            types.extend(t for _, t in route.body.media)
+        types.extend(p.type for p in route.params)
+        types.extend(str for _ in _PATH_PARAM.finditer(route.path))
+    return types
+
+
+def _operation(route: Route, schema: _SchemaOf) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": re.sub(r"\W+", "_", f"{route.method} {route.path}").strip("_").lower(),
+        "summary": route.summary,
+        "tags": [route.tag],
+    }
+    declared = {p.name: p for p in route.params}
+    params = [
+        {"name": p.name, "in": p.where, "required": p.required or p.where == "path",
+         "description": p.description, "schema": schema(p.type)}
+        for p in route.params
+    ]
+    for name in _PATH_PARAM.findall(route.path):
+        if name not in declared:
+            params.append({"name": name, "in": "path", "required": True, "schema": schema(str)})
+    if params:
+        op["parameters"] = params
+    if route.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "description": route.body.description,
+            "content": {media: {"schema": schema(t)} for media, t in route.body.media},
+        }
+    if route.response is not None:
+        content = {route.media_type: {"schema": schema(route.response)}}
+    else:
+        content = {route.media_type: {"schema": {"type": "string"}}}
+    responses: dict[str, Any] = {}
+    for status in (route.status, *route.same_body):
+        responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": content}
+    error = {"application/json": {"schema": schema(ErrorResponse)}}
+    for status in route.errors:
+        responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": error}
+    responses["default"] = {"description": "Error (envelope)", "content": error}
+    op["responses"] = responses
+    return op

@@ -1,0 +1,70 @@
+"""Operations routes: liveness, readiness (fold lag), Prometheus metrics, OpenAPI."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from runlake.api.metrics import exposition, metric
+from runlake.api.openapi import openapi_json
+from runlake.api.responses import Health, Readiness, ReadyStatus, json_response
+from runlake.api.state import EVENT_LOG, FOLD, HTTP_METRICS, ROUTES, SETTINGS
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response(Health())
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """200 while the fold runs at most `read_wait_s` behind the log, else 503.
+
+    The threshold is the longest a read with `min_seq` waits: beyond it, a
+    client reading its own writes would time out, so the server is not ready.
+    """
+    readiness = _readiness(request.app)
+    return json_response(readiness, 200 if readiness.status == "ready" else 503)
+
+
+def _readiness(app: web.Application) -> Readiness:
+    last_seq = app[EVENT_LOG].last_seq
+    max_lag = app[SETTINGS].read_wait_s
+    fold = app[FOLD]
+    lag_events, lag_seconds = fold.lag()
+    status: ReadyStatus = "not_running"
+    if fold.running:
+        status = "ready" if lag_seconds <= max_lag else "lagging"
+    return Readiness(status, last_seq, fold.folded_seq, lag_events, lag_seconds, max_lag)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    event_log = app[EVENT_LOG]
+    fold = app[FOLD]
+    lag_events, lag_seconds = fold.lag()
+    lines = [
+        *metric("runlake_events_appended_total", "counter",
+                "events appended to the log since start", event_log.appended_events),
+        *metric("runlake_group_commits_total", "counter",
+                "group commits (one fsync each) since start", event_log.group_commits),
+        *metric("runlake_log_last_seq", "gauge", "seq of the newest event in the log",
+                event_log.last_seq),
+        *metric("runlake_fold_running", "gauge", "1 while the fold follows the log",
+                int(fold.running)),
+        *metric("runlake_events_folded_total", "counter",
+                "events folded into the database since start",
+                fold.events_folded),
+        *metric("runlake_fold_seq", "gauge", "high-water mark of the fold",
+                fold.folded_seq),
+        *metric("runlake_fold_lag_events", "gauge", "events in the log not yet folded",
+                lag_events),
+        *metric("runlake_fold_lag_seconds", "gauge", "seconds since the fold was last caught up",
+                lag_seconds),
+        *app[HTTP_METRICS].render(),
+    ]
+    return web.Response(
+        body=exposition(lines),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=openapi_json(request.app[ROUTES]), content_type="application/json")

@@ -1,0 +1,27 @@
+"""Reading and checking request parameters: path segments now, query strings later.
+
+Every check raises `BadRequest` naming the parameter, so handlers stay short and
+a bad parameter can never reach a query.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from runlake.errors import BadRequest
+
+# The event schema's component slug (DESIGN §1).
+SLUG = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+
+
+def path_component(request: web.Request) -> str:
+    """The `{component}` path segment, which must be a slug."""
+    component = request.match_info["component"]
+    if not SLUG.fullmatch(component):
+        raise BadRequest(
+            f"component {component!r} in the URL is not a valid slug",
+            [{"parameter": "component", "message": f"must match ^{SLUG.pattern}$"}],
+        )
+    return component

@@ -1,0 +1,290 @@
+"""Read routes (DESIGN §4): thin handlers over `runlake.views.queries`.
+
+Each handler parses and checks its parameters (a bad one is a 400 naming it),
+waits for `min_seq` when asked (read-your-writes), then runs one query function
+on a reader thread with its own cursor. No SQL here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+import pyarrow.compute as pc
+from aiohttp import web
+
+from runlake.api.params import path_component
+from runlake.api.responses import Accepted, json_response
+from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
+from runlake.errors import BadRequest, NotFound, Unavailable
+from runlake.events import EventLog, decode_events, row_to_event
+from runlake.views import queries as q
+
+T = TypeVar("T")
+MAX_LIMIT = 1000
+MAX_PARAM_CHARS = 1024
+RUN_STATUSES = q.STATUSES
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
+
+
+# -- parameters ---------------------------------------------------------------
+
+
+def _bad(name: str, message: str) -> BadRequest:
+    return BadRequest(f"query parameter {name!r} {message}",
+                      [{"parameter": name, "message": message}])
+
+
+def _str(request: web.Request, name: str, choices: tuple[str, ...] | None = None) -> str | None:
+    value = request.query.get(name)
+    if value is None:
+        return None
+    if not value or len(value) > MAX_PARAM_CHARS:
+        raise _bad(name, f"must be 1..{MAX_PARAM_CHARS} characters")
+    if choices is not None and value not in choices:
+        raise _bad(name, f"must be one of {', '.join(choices)}")
+    return value
+
+
+def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(name, "must be an integer") from None
+    if not lo <= value <= hi:
+        raise _bad(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def _time(request: web.Request, name: str) -> datetime | None:
+    raw = _str(request, name)
+    if raw is None:
+        return None
+    try:
+        value = msgspec.json.decode(msgspec.json.encode(raw), type=datetime)
+    except msgspec.ValidationError:
+        raise _bad(name, "must be an RFC 3339 time with a timezone, e.g. 2026-01-31T00:00:00Z")\
+            from None
+    if value.tzinfo is None:
+        raise _bad(name, "must include a timezone (Z or ±HH:MM)")
+    return value
+
+
+def _page(request: web.Request, default: int = 50) -> tuple[int, int]:
+    return (_int(request, "limit", default, 1, MAX_LIMIT),
+            _int(request, "offset", 0, 0, 10_000_000))
+
+
+def _tags(request: web.Request) -> list[tuple[str, str]]:
+    tags = []
+    for raw in request.query.getall("tag", []):
+        key, sep, value = raw.partition(":")
+        if not sep or not key or len(raw) > MAX_PARAM_CHARS:
+            raise _bad("tag", "must look like key:value")
+        tags.append((key, value))
+    return tags
+
+
+def _segment(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not value or len(value) > 256:
+        raise BadRequest(f"{name} in the URL must be 1..256 characters",
+                         [{"parameter": name, "message": "must be 1..256 characters"}])
+    return value
+
+
+async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
+    """Wait for `min_seq` if given, then run `fn` on a reader cursor."""
+    min_seq = _int(request, "min_seq", 0, 0, 2**62)
+    if min_seq:
+        last = request.app[EVENT_LOG].last_seq
+        if min_seq > last:
+            raise _bad("min_seq", f"is beyond the log's last seq {last}")
+        fold = request.app[FOLD]
+        if not await fold.wait_folded(min_seq, request.app[SETTINGS].read_wait_s):
+            raise Unavailable(f"the fold has not reached seq {min_seq} yet "
+                              f"(at {fold.folded_seq}); retry shortly")
+    return await request.app[DATABASE].read(fn)
+
+
+async def _component(request: web.Request) -> str:
+    return path_component(request)
+
+
+def _found(value: T | None, what: str) -> T:
+    if value is None:
+        raise NotFound(f"{what} not found")
+    return value
+
+
+# -- per component ------------------------------------------------------------
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    c = await _component(request)
+    limit, offset = _page(request)
+    sort = _str(request, "sort", tuple(q.RUN_SORTS)) or q.DEFAULT_RUN_SORT
+    kwargs: dict[str, Any] = dict(
+        status=_str(request, "status", RUN_STATUSES), model=_str(request, "model"),
+        hardware=_str(request, "hardware"), batch_id=_str(request, "batch_id"),
+        tags=_tags(request), since=_time(request, "since"), until=_time(request, "until"),
+        q=_str(request, "q"), sort=sort, limit=limit, offset=offset,
+    )
+    return json_response(await _read(request, lambda cur: q.list_runs(cur, c, **kwargs)))
+
+
+async def get_run(request: web.Request) -> web.Response:
+    c, run_id = await _component(request), _segment(request, "run_id")
+    run = await _read(request, lambda cur: q.get_run(cur, c, run_id))
+    return json_response(_found(run, f"run {run_id!r} of component {c!r}"))
+
+
+def _run_child(fn: Callable[..., dict[str, Any]], param: str,
+               choices: tuple[str, ...] | None) -> Callable[[web.Request], Any]:
+    async def handler(request: web.Request) -> web.Response:
+        c, run_id = await _component(request), _segment(request, "run_id")
+        value = _str(request, param, choices)
+        limit, offset = _page(request, 100)
+
+        def query(cur: q.Cursor) -> dict[str, Any] | None:
+            if not q.run_exists(cur, c, run_id):
+                return None
+            return fn(cur, c, run_id, value, limit, offset)
+
+        result = await _read(request, query)
+        return json_response(_found(result, f"run {run_id!r} of component {c!r}"))
+
+    return handler
+
+
+run_metrics = _run_child(q.run_metrics, "name", None)
+run_logs = _run_child(q.run_logs, "level", LOG_LEVELS)
+run_results = _run_child(q.run_results, "outcome", OUTCOMES)
+
+
+async def run_events(request: web.Request) -> web.Response:
+    """The run's raw events from the log (a scan of the log: meant for debugging)."""
+    c, run_id = await _component(request), _segment(request, "run_id")
+    limit, offset = _page(request, 100)
+    await _read(request, lambda cur: None)  # honours min_seq
+    event_log = request.app[EVENT_LOG]
+    rows = await asyncio.get_running_loop().run_in_executor(
+        None, _events_of_run, event_log, c, run_id)
+    if not rows:
+        raise NotFound(f"no events for run {run_id!r} of component {c!r}")
+    items = [row_to_event(r) for r in rows[offset:offset + limit]]
+    return json_response({"items": items, "limit": limit, "offset": offset, "total": len(rows)})
+
+
+def _events_of_run(event_log: EventLog, component: str, run_id: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for batch in event_log.read(1):
+        mask = pc.and_(pc.equal(batch.column("component"), component),
+                       pc.equal(batch.column("run_id"), run_id))
+        picked = batch.filter(mask)
+        if picked.num_rows:
+            rows.extend(picked.to_pylist())
+    return rows
+
+
+async def _append_delete(request: web.Request, event: dict[str, Any]) -> web.Response:
+    events = decode_events(msgspec.json.encode(event))
+    first, last = await request.app[EVENT_LOG].append_async(events)
+    return json_response(Accepted(accepted=1, first_seq=first, last_seq=last), status=202)
+
+
+async def delete_run(request: web.Request) -> web.Response:
+    c, run_id = await _component(request), _segment(request, "run_id")
+    return await _append_delete(request, {"type": "delete", "component": c, "run_id": run_id})
+
+
+async def delete_batch(request: web.Request) -> web.Response:
+    c, batch_id = await _component(request), _segment(request, "batch_id")
+    return await _append_delete(request, {"type": "delete", "component": c,
+                                          "batch_id": batch_id})
+
+
+async def list_batches(request: web.Request) -> web.Response:
+    c = await _component(request)
+    limit, offset = _page(request)
+    return json_response(await _read(request, lambda cur: q.list_batches(cur, c, limit, offset)))
+
+
+async def get_batch(request: web.Request) -> web.Response:
+    c, batch_id = await _component(request), _segment(request, "batch_id")
+    batch = await _read(request, lambda cur: q.get_batch(cur, c, batch_id))
+    return json_response(_found(batch, f"batch {batch_id!r} of component {c!r}"))
+
+
+def _stats(by: str) -> Callable[[web.Request], Any]:
+    async def handler(request: web.Request) -> web.Response:
+        c = await _component(request)
+        limit, offset = _page(request, 100)
+        return json_response(
+            await _read(request, lambda cur: q.group_stats(cur, c, by, limit, offset)))
+
+    return handler
+
+
+model_stats = _stats("model")
+hardware_stats = _stats("hardware")
+
+
+async def performance(request: web.Request) -> web.Response:
+    c = await _component(request)
+    days = _int(request, "days", 30, 1, 3660)
+    filters = {k: _str(request, k) for k in ("model", "hardware", "metric")}
+    return json_response(
+        await _read(request, lambda cur: q.performance(cur, c, days, **filters)))
+
+
+class SearchBody(msgspec.Struct, forbid_unknown_fields=True):
+    query: str
+    limit: int = 20
+
+
+async def _search_args(request: web.Request) -> tuple[str, int]:
+    if request.method == "POST":
+        try:
+            body = msgspec.json.decode(await request.read(), type=SearchBody)
+        except (msgspec.ValidationError, msgspec.DecodeError) as e:
+            raise BadRequest(f"search body: {e}", [{"field": None, "message": str(e)}]) from e
+        query, limit = body.query, body.limit
+    else:
+        query, limit = _str(request, "query") or "", _int(request, "limit", 20, 1, MAX_LIMIT)
+    if not query or len(query) > MAX_PARAM_CHARS:
+        raise _bad("query", f"must be 1..{MAX_PARAM_CHARS} characters")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise _bad("limit", f"must be between 1 and {MAX_LIMIT}")
+    return query, limit
+
+
+async def search_component(request: web.Request) -> web.Response:
+    c = await _component(request)
+    query, limit = await _search_args(request)
+    return json_response(await _read(request, lambda cur: q.search(cur, query, limit, [c])))
+
+
+# -- across components ----------------------------------------------------------
+
+
+async def search_all(request: web.Request) -> web.Response:
+    query, limit = await _search_args(request)
+    return json_response(await _read(request, lambda cur: q.search(cur, query, limit)))
+
+
+async def overview(request: web.Request) -> web.Response:
+    return json_response(await _read(request, lambda cur: q.overview(cur)))
+
+
+async def model_overview(request: web.Request) -> web.Response:
+    model = _segment(request, "model")
+    result = await _read(request, lambda cur: q.model_overview(cur, model))
+    return json_response(_found(result, f"model {model!r}"))

@@ -1,0 +1,26 @@
+"""Typed application state: every object the handlers share, under one `AppKey` each.
+
+`DATABASE` and `FOLD` are set by `app.fold_context` once they have started.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from runlake.api.metrics import HttpMetrics
+from runlake.events import EventLog
+from runlake.settings import Settings
+
+if TYPE_CHECKING:
+    from runlake.api.routes import Route
+    from runlake.ingest.fold import Fold
+    from runlake.views.db import Database
+
+SETTINGS = web.AppKey("settings", Settings)
+EVENT_LOG = web.AppKey("event_log", EventLog)
+HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
+ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")
+DATABASE: web.AppKey[Database] = web.AppKey("database")
+FOLD: web.AppKey[Fold] = web.AppKey("fold")

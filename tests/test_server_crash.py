@@ -1,0 +1,174 @@
+"""`runlake serve` as a real process: kill -9 mid-ingest loses no acknowledged event
+and duplicates none; SIGTERM stops cleanly with an all-Parquet log; the bind and
+lock checks refuse to start."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from helpers.server import ServerProcess, run_server
+
+from runlake.events import EventLog
+from runlake.views.db import Database, folded_seq
+
+pytestmark = pytest.mark.slow
+
+StartServer = Callable[..., ServerProcess]
+ROUNDS = 4
+CLIENTS = 6
+
+
+@dataclass
+class Request:
+    ids: list[str]
+    ack: tuple[int, int] | None = None  # (first_seq, last_seq) once acknowledged
+
+
+def batch(tag: str, n: int) -> list[dict[str, Any]]:
+    return [{"type": "metric", "component": "crash", "run_id": tag, "name": "x",
+             "value": i, "id": f"{tag}-{i}"} for i in range(n)]
+
+
+async def post_until_failure(url: str, tag: str, rng: random.Random,
+                             requests: list[Request]) -> None:
+    """POST batches until the server goes away, recording what was acknowledged."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for k in range(10_000):
+            events = batch(f"{tag}-b{k}", rng.randint(1, 400))
+            req = Request([e["id"] for e in events])
+            requests.append(req)
+            ndjson = rng.random() < 0.5
+            body = (b"\n".join(msgspec.json.encode(e) for e in events) if ndjson
+                    else msgspec.json.encode(events))
+            headers = {"Content-Type": "application/x-ndjson" if ndjson else "application/json"}
+            try:
+                async with session.post(url + "/api/events", data=body, headers=headers) as r:
+                    assert r.status == 202, await r.text()
+                    reply = await r.json()
+            except (aiohttp.ClientError, ConnectionError):
+                return  # killed: this request may or may not have been committed
+            assert reply["accepted"] == len(events)
+            req.ack = (reply["first_seq"], reply["last_seq"])
+
+
+async def ingest_then_kill(server: ServerProcess, rng: random.Random, round_no: int,
+                           requests: list[Request]) -> None:
+    clients = [
+        asyncio.create_task(post_until_failure(server.url, f"r{round_no}c{c}",
+                                               random.Random(rng.random()), requests))
+        for c in range(CLIENTS)
+    ]
+    await asyncio.sleep(rng.uniform(0.3, 1.2))
+    await asyncio.get_running_loop().run_in_executor(None, server.kill)
+    await asyncio.gather(*clients)
+
+
+def read_ids(log_dir: Path) -> list[tuple[int, str]]:
+    with EventLog(log_dir, readonly=True) as event_log:
+        return [(row["seq"], row["id"]) for batch in event_log.read()
+                for row in batch.select(["seq", "id"]).to_pylist()]
+
+
+def test_kill_9_loses_no_acknowledged_event_and_duplicates_none(
+    start_server_process: StartServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    rng = random.Random(7)
+    requests: list[Request] = []
+    for round_no in range(ROUNDS):
+        server = start_server_process(data, inbox=False)
+        asyncio.run(ingest_then_kill(server, rng, round_no, requests))
+    server = start_server_process(data, inbox=False)  # recovers the last round's tail
+    assert server.stop() == 0, server.stderr()
+
+    rows = read_ids(data / "log")
+    seqs = [seq for seq, _ in rows]
+    assert seqs == list(range(1, len(rows) + 1)), "seqs are not contiguous from 1"
+    ids = [i for _, i in rows]
+    assert len(set(ids)) == len(ids), "an event is in the log twice"
+    by_seq = dict(rows)
+    acked = [r for r in requests if r.ack is not None]
+    assert sum(len(r.ids) for r in acked) > 1000, "too little was acknowledged to test"
+    for req in acked:
+        first, last = req.ack  # type: ignore[misc]
+        assert [by_seq.get(s) for s in range(first, last + 1)] == req.ids
+    present = set(ids)
+    for req in requests:
+        if req.ack is None:  # in flight at the kill: all of it or none of it
+            assert {i in present for i in req.ids} in ({True}, {False})
+    assert present == {i for r in requests for i in r.ids if i in present}
+
+
+def test_sigterm_finishes_in_flight_appends_folds_and_rolls_the_tail(
+    start_server_process: StartServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    server = start_server_process(data, inbox=False)
+    assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*", server.url)
+    requests: list[Request] = []
+
+    async def ingest_then_stop() -> int:
+        rng = random.Random(3)
+        clients = [asyncio.create_task(post_until_failure(server.url, f"t{c}",
+                                                          random.Random(c), requests))
+                   for c in range(CLIENTS)]
+        await asyncio.sleep(rng.uniform(0.5, 1.0))
+        code = await asyncio.get_running_loop().run_in_executor(None, server.stop)
+        await asyncio.gather(*clients)
+        return code
+
+    assert asyncio.run(ingest_then_stop()) == 0, server.stderr()
+    assert "stopped" in server.stderr()
+    wal = [p for p in (data / "log" / "wal").iterdir() if p.stat().st_size > 0]
+    assert wal == [], "the tail was not rolled into a segment"
+    by_seq = dict(read_ids(data / "log"))
+    acked = [r for r in requests if r.ack is not None]
+    assert acked
+    for req in acked:
+        first, last = req.ack  # type: ignore[misc]
+        assert [by_seq.get(s) for s in range(first, last + 1)] == req.ids
+    db = Database(data / "runlake.duckdb").open()
+    try:  # the fold went to the end before the server stopped
+        assert folded_seq(db.connection) == len(by_seq)
+    finally:
+        db.close()
+
+
+def test_non_loopback_bind_is_refused_without_api_keys(tmp_path: Path) -> None:
+    done = run_server(tmp_path / "data", host="0.0.0.0")
+    assert done.returncode == 2
+    assert "API keys" in done.stderr
+    assert done.stdout == ""
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_second_server_on_the_same_data_refuses_to_start(
+    start_server_process: StartServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    first = start_server_process(data, inbox=False)
+    done = run_server(data, inbox=False)
+    assert done.returncode == 2, done.stderr
+    assert "in use" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert first.stop() == 0
+
+
+def test_port_in_use_is_a_clear_error(
+    start_server_process: StartServer, tmp_path: Path
+) -> None:
+    first = start_server_process(tmp_path / "a" / "data", inbox=False)
+    port = first.url.rsplit(":", 1)[1]
+    done = run_server(tmp_path / "b" / "data", port=port, inbox=False)
+    assert done.returncode == 2, done.stderr
+    assert "cannot start" in done.stderr and "Traceback" not in done.stderr
+    assert first.stop() == 0
