@@ -1,0 +1,192 @@
+"""Read routes against the real server: expected answers are computed here, in
+plain Python, from the events the test sends (not by calling runlake's queries)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.helpers.server import Client
+
+MakeServer = Callable[..., Any]
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def at(minutes: float) -> str:
+    return (NOW - timedelta(days=2) + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+# (run_id, model, hardware, final status or None, start minute, end minute, batch)
+RUNS = [
+    ("r1", "llama", "a100", "completed", 0, 10, "b1"),
+    ("r2", "llama", "a100", "failed", 5, 35, "b1"),
+    ("r3", "llama", "h100", "completed", 8, 12, None),
+    ("r4", "mistral", "a100", "cancelled", 9, 19, "b1"),
+    ("r5", "mistral", "h100", None, 20, None, None),  # still running
+]
+LATENCIES = {"r1": [10.0, 12.0], "r2": [30.0], "r3": [5.0, 6.0, 7.0], "r4": [50.0], "r5": [1.0]}
+
+
+def stream() -> list[dict[str, Any]]:
+    ev: list[dict[str, Any]] = [
+        {"type": "batch", "component": "test", "batch_id": "b1", "expected_count": 4,
+         "description": "nightly", "ts": at(-1)}]
+    for run_id, model, hw, final, start, end, batch in RUNS:
+        base = {"component": "test", "run_id": run_id}
+        run = {**base, "type": "run", "model": model, "hardware": hw, "ts": at(start)}
+        if batch:
+            run["batch_id"] = batch
+        ev.append(run)
+        ev.append({**base, "type": "status", "status": "running", "ts": at(start + 1)})
+        ev.append({**base, "type": "tag", "key": "team", "value": f"team-{model}",
+                   "ts": at(start + 1)})
+        ev.append({**base, "type": "step", "step": "load", "status": "completed",
+                   "ts": at(start + 1)})
+        for i, v in enumerate(LATENCIES[run_id]):
+            ev.append({**base, "type": "metric", "name": "latency_ms", "value": v, "unit": "ms",
+                       "step": i, "ts": at(start + 2)})
+        ev.append({**base, "type": "log", "level": "info", "message": f"hello from {run_id}",
+                   "ts": at(start + 2)})
+        if final:
+            status: dict[str, Any] = {**base, "type": "status", "status": final, "ts": at(end)}
+            if final == "failed":
+                status["error"] = "CUDA out of memory"
+            ev.append(status)
+    ev.append({"type": "result", "component": "test", "run_id": "r1", "test": "t::a",
+               "outcome": "passed", "ts": at(3)})
+    ev.append({"type": "result", "component": "test", "run_id": "r1", "test": "t::b",
+               "outcome": "failed", "message": "boom", "ts": at(4)})
+    return ev
+
+
+def duration(run: tuple[Any, ...]) -> float | None:
+    _, _, _, final, start, end, _ = run
+    return None if final is None else (end - (start + 1)) * 60.0
+
+
+def quantile_cont(values: list[float], q: float) -> float:
+    s = sorted(values)
+    pos = q * (len(s) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def expected_model_stats(model: str) -> dict[str, Any]:
+    runs = [r for r in RUNS if r[1] == model]
+    by = {s: 0 for s in ("pending", "running", "completed", "failed", "cancelled")}
+    for r in runs:
+        by[r[3] or "running"] += 1
+    durations = [d for r in runs if (d := duration(r)) is not None]
+    done = by["completed"] + by["failed"]
+    return {"runs": len(runs), "by_status": by,
+            "success_rate": by["completed"] / done if done else None,
+            "duration_avg_s": statistics.fmean(durations),
+            "duration_p50_s": quantile_cont(durations, 0.5),
+            "duration_p95_s": quantile_cont(durations, 0.95)}
+
+
+def test_every_read_route(make_server: MakeServer) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            reply = await client.post_events(stream())
+            assert reply.status == 202, reply.body
+            last = reply.json()["last_seq"]
+            await check_reads(client, last)
+
+    asyncio.run(main())
+
+
+async def get(client: Client, path: str, last: int) -> Any:
+    sep = "&" if "?" in path else "?"
+    reply = await client.get(f"{path}{sep}min_seq={last}")
+    assert reply.status == 200, (path, reply.body)
+    return reply.json()
+
+
+async def check_reads(client: Client, last: int) -> None:
+    stats = await get(client, "/api/test/db/models/stats", last)
+    assert stats["total"] == 2
+    for item in stats["items"]:
+        want = expected_model_stats(item["model"])
+        for key, value in want.items():
+            got = item[key]
+            assert got == value or abs(got - value) < 1e-6, (item["model"], key, got, value)
+    assert [i["model"] for i in stats["items"]] == ["llama", "mistral"]  # most runs first
+
+    hw = await get(client, "/api/test/db/hardware/stats", last)
+    assert {i["hardware"]: i["runs"] for i in hw["items"]} == {"a100": 3, "h100": 2}
+
+    runs = await get(client, "/api/test/db/runs?model=llama&sort=run_id", last)
+    assert [r["run_id"] for r in runs["items"]] == ["r1", "r2", "r3"] and runs["total"] == 3
+    failed = await get(client, "/api/test/db/tasks?status=failed", last)
+    assert [r["run_id"] for r in failed["items"]] == ["r2"]
+    assert failed["items"][0]["error"] == "CUDA out of memory"
+    tagged = await get(client, "/api/test/db/runs?tag=team:team-mistral&sort=-run_id", last)
+    assert [r["run_id"] for r in tagged["items"]] == ["r5", "r4"]
+    page = await get(client, "/api/test/db/runs?sort=duration_s&limit=2&offset=1", last)
+    by_duration = sorted((d, r[0]) for r in RUNS if (d := duration(r)) is not None)
+    assert [r["run_id"] for r in page["items"]] == [rid for _, rid in by_duration[1:3]]
+    since = (NOW - timedelta(days=2) + timedelta(minutes=8)).isoformat()
+    recent = await get(client, f"/api/test/db/runs?since={since.replace('+', '%2B')}", last)
+    assert {r["run_id"] for r in recent["items"]} == {"r3", "r4", "r5"}
+
+    run = await get(client, "/api/test/db/run/r1", last)
+    assert run["status"] == "completed" and run["duration_s"] == duration(RUNS[0])
+    assert run["tags"] == {"team": "team-llama"}
+    assert [s["step"] for s in run["steps"]] == ["load"]
+    assert run["metrics"][0]["count"] == 2 and run["metrics"][0]["mean"] == 11.0
+    assert run["results"]["passed"] == 1 and run["results"]["failed"] == 1
+    assert run["logs"][0]["message"] == "hello from r1"
+    alias = await get(client, "/api/test/db/task/r1", last)
+    assert alias["run_id"] == "r1"
+    points = await get(client, "/api/test/db/run/r3/metrics?name=latency_ms", last)
+    assert [p["value"] for p in points["items"]] == LATENCIES["r3"]
+    logs = await get(client, "/api/test/db/run/r2/logs", last)
+    assert logs["total"] == 1
+    results = await get(client, "/api/test/db/run/r1/results?outcome=failed", last)
+    assert [r["test"] for r in results["items"]] == ["t::b"]
+    raw = await get(client, "/api/test/db/run/r5/events", last)
+    assert raw["total"] == 4 + len(LATENCIES["r5"]) + 1
+
+    batches = await get(client, "/api/test/db/batches", last)
+    (b1,) = batches["items"]
+    assert b1["runs"] == 3 and b1["expected_count"] == 4 and b1["finished"] == 3
+    assert b1["progress"] == 3 / 4
+    batch = await get(client, "/api/test/db/batch/b1", last)
+    assert {r["run_id"] for r in batch["runs_list"]} == {"r1", "r2", "r4"}
+
+    perf = await get(client, "/api/test/db/performance?days=7", last)
+    groups = {(i["model"], i["hardware"]): i for i in perf["items"]}
+    llama_a100 = LATENCIES["r1"] + LATENCIES["r2"]
+    g = groups[("llama", "a100")]
+    assert g["count"] == 3 and g["min"] == 10.0 and g["max"] == 30.0
+    exact_p50 = sorted(llama_a100)[int(0.5 * (len(llama_a100) - 1))]
+    assert abs(g["p50"] - exact_p50) <= 0.01 * exact_p50
+    assert sum(t["count"] for t in g["trend"]) == 3
+
+    found = await get(client, "/api/test/db/search?query=out%20of%20memory", last)
+    assert [r["run_id"] for r in found["results"]["test"]] == ["r2"]
+    everywhere = await get(client, "/api/db/search?query=hello%20from%20r4", last)
+    assert everywhere["result_counts"] == {"total": 1, "test": 1}
+    posted = await client.request("POST", "/api/db/search", json={"query": "team-mistral"})
+    assert posted.json()["result_counts"]["total"] == 2
+
+    overview = await get(client, "/api/db/overview", last)
+    assert overview["total"]["runs"] == len(RUNS)
+    assert overview["components"]["test"]["events"] == len(stream())
+    model = await get(client, "/api/db/model/mistral", last)
+    assert model["total"]["runs"] == 2 and model["components"]["test"]["runs"] == 2
+
+    missing = await client.get("/api/test/db/run/nope")
+    assert missing.status == 404 and missing.json()["error"]["code"] == "not_found"
+
+    deleted = await client.request("DELETE", "/api/test/db/batch/b1")
+    assert deleted.status == 202
+    after = await get(client, "/api/test/db/runs", deleted.json()["last_seq"])
+    assert {r["run_id"] for r in after["items"]} == {"r3", "r5"}
+    gone = await client.get("/api/test/db/batch/b1")
+    assert gone.status == 404
