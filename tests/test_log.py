@@ -113,7 +113,9 @@ def wal_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in (directory / "wal").glob("*"))
 
 
-def test_events_read_back_identical_in_seq_order_across_rolls(tmp_path: Path, no_leaks: None) -> None:
+def test_events_read_back_identical_in_seq_order_across_rolls(
+    tmp_path: Path, no_leaks: None
+) -> None:
     expected: list[Event] = []
     with EventLog(tmp_path, roll_rows=50) as log:
         for i in range(20):
