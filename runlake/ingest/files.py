@@ -1,25 +1,52 @@
 """Reading event files (NDJSON, JSON, Parquet, optionally gzip) for `runlake ingest`
-and the watched folder. A file is validated whole: all of it, or an error."""
+and the watched folder. A file is validated whole: all of it, or an error.
+
+Parquet files take a vectorized path first (`parquet_table`): every rule of the
+event schema checked per column with Arrow compute, giving a table in the log's
+schema without building an event object per row. Only when that path finds
+anything wrong, or a column type it does not handle, does the row-by-row path
+(`load_parquet`) run, which decides and names each bad row and field.
+"""
 
 from __future__ import annotations
 
-import gzip
 import io
+import os
+import re
+import stat
+import zlib
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import msgspec.inspect as mi
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from runlake.errors import InvalidEvents
-from runlake.events.columns import COLUMNS, SERVER_COLUMNS
-from runlake.events.schema import AnyEvent, Event, decode_events, split_error
+from runlake.events.columns import COLUMNS, LOG_SCHEMA, SERVER_COLUMNS, events_to_table
+from runlake.events.schema import (
+    EVENT_TYPES,
+    AnyEvent,
+    Event,
+    RunEvent,
+    check_rules,
+    decode_events,
+    encode_params,
+    split_error,
+)
 
 SUFFIXES = (".ndjson", ".jsonl", ".json", ".parquet")
 MAX_FILE_EVENTS = 10_000_000
+MAX_FILE_BYTES = 1 << 30  # after gunzip
 
 _WIRE = {"step_name": "step", "tag_value": "value"}  # log column -> wire field
 _SERVER = frozenset(SERVER_COLUMNS)
+
+
+class FileChanged(Exception):
+    """The file changed while it was read (a writer still at work): try again later."""
 
 
 def file_format(path: Path) -> str | None:
@@ -34,14 +61,62 @@ def file_format(path: Path) -> str | None:
     return None
 
 
-def read_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    if path.name.lower().endswith(".gz"):
+def read_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The content of a regular file, gunzipped if its name ends in .gz.
+
+    Symbolic links are not followed, and a FIFO or device is refused rather than
+    opened (which could block). Raises InvalidEvents for a file that cannot be
+    events, FileChanged if it changed while being read, OSError if it vanished.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: the name is a symbolic link
+            raise InvalidEvents(f"{path.name}: is a symbolic link; links are not followed") from e
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise InvalidEvents(f"{path.name}: cannot be read: {e.strerror}") from e
+    with open(fd, "rb", closefd=True) as f:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise InvalidEvents(f"{path.name}: is not a regular file")
+        if before.st_size > max_bytes:
+            raise InvalidEvents(f"{path.name}: is {before.st_size} bytes; at most {max_bytes}")
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise InvalidEvents(f"{path.name}: not a readable gzip file: {e}") from e
+            data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise InvalidEvents(f"{path.name}: cannot be read: {e.strerror}") from e
+        after = os.fstat(fd)
+    if len(data) > max_bytes:
+        raise FileChanged(f"{path.name}: grew while being read")
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+        raise FileChanged(f"{path.name}: changed while being read")
+    if path.name.lower().endswith(".gz"):
+        data = gunzip(data, path.name, max_bytes)
     return data
+
+
+def gunzip(data: bytes, name: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Every gzip member of `data`, refusing more than `max_bytes` of output."""
+    out: list[bytes] = []
+    size = 0
+    rest = data
+    try:
+        while rest:
+            d = zlib.decompressobj(wbits=31)
+            chunk = d.decompress(rest, max_bytes - size + 1)
+            size += len(chunk)
+            out.append(chunk)
+            if size > max_bytes:
+                raise InvalidEvents(f"{name}: unzips to more than {max_bytes} bytes")
+            if not d.eof:
+                raise InvalidEvents(f"{name}: not a readable gzip file: it is truncated")
+            rest = d.unused_data.lstrip(b"\0")  # members may be zero-padded
+    except zlib.error as e:
+        raise InvalidEvents(f"{name}: not a readable gzip file: {e}") from e
+    if not data:
+        raise InvalidEvents(f"{name}: not a readable gzip file: it is empty")
+    return b"".join(out)
 
 
 def load_file(path: Path, max_events: int = MAX_FILE_EVENTS) -> list[Event]:
@@ -49,41 +124,424 @@ def load_file(path: Path, max_events: int = MAX_FILE_EVENTS) -> list[Event]:
     fmt = file_format(path)
     if fmt is None:
         raise InvalidEvents(f"{path.name}: unknown file type; expected one of {SUFFIXES} (+ .gz)")
-    data = read_bytes(path)
+    return decode_file(read_bytes(path), fmt, path.name, max_events)
+
+
+def decode_file(data: bytes, fmt: str, name: str, max_events: int = MAX_FILE_EVENTS) -> list[Event]:
+    """Validated events of a file's content in format `fmt` (see `file_format`).
+
+    Errors name `line` (1-based: NDJSON line, JSON line where the event starts,
+    Parquet row), plus `event` (0-based) for JSON arrays.
+    """
     if fmt == "parquet":
-        return load_parquet(data, path.name, max_events)
-    return decode_events(data, ndjson=fmt == "ndjson", max_events=max_events)
+        return load_parquet(data, name, max_events)
+    try:
+        return decode_events(data, ndjson=fmt == "ndjson", max_events=max_events)
+    except InvalidEvents as e:
+        raise _per_file(e, data, fmt) from None
 
 
 def load_parquet(data: bytes, name: str, max_events: int = MAX_FILE_EVENTS) -> list[Event]:
     """Events of a Parquet file in the log's column schema, validated row by row
     with the same rules as JSON (server-assigned columns, if present, are ignored:
     the log assigns them). `line` in errors is the 1-based row number."""
+    table = _read_parquet(data, name, max_events)
+    return _parquet_rows(table, name, range(table.num_rows))[0]
+
+
+def parquet_table(data: bytes, name: str, max_events: int = MAX_FILE_EVENTS) -> pa.Table:
+    """A Parquet file as a table in LOG_SCHEMA, `seq` and `received_at` zero and `ts`
+    null where the file has none (`EventLog.submit_table` assigns all three).
+
+    Accepts and rejects exactly what `load_parquet` does, with its error details.
+    """
+    table = _read_parquet(data, name, max_events)
+    fast = _vectorized(table, name)
+    if fast is not None:
+        return fast
+    events = _parquet_rows(table, name, range(table.num_rows))[0]
+    out = events_to_table(events, 0, 0)
+    if "ts" in table.column_names:
+        missing = pc.is_null(table.column("ts").combine_chunks())
+    else:
+        missing = pa.repeat(True, table.num_rows)
+    ts_type = LOG_SCHEMA.field("ts").type
+    ts = pc.if_else(missing, pa.scalar(None, ts_type), out.column("ts").combine_chunks())
+    return out.set_column(COLUMNS.index("ts"), LOG_SCHEMA.field("ts"), ts)
+
+
+# -- Parquet -------------------------------------------------------------------
+
+
+def _read_parquet(data: bytes, name: str, max_events: int) -> pa.Table:
     try:
-        table = pq.read_table(io.BytesIO(data))
+        pf = pq.ParquetFile(io.BytesIO(data))
+        if pf.metadata.num_rows > max_events:
+            n = pf.metadata.num_rows
+            raise InvalidEvents(f"{name}: {n} events; at most {max_events} per file")
+        table = pf.read()
     except (pa.ArrowException, OSError) as e:
         raise InvalidEvents(f"{name}: not a readable Parquet file: {e}") from e
     unknown = [c for c in table.column_names if c not in COLUMNS]
     if unknown:
         details = [{"line": None, "field": c, "message": "unknown column"} for c in unknown]
         raise InvalidEvents(f"{name}: unknown columns {unknown}", details)
+    if len(set(table.column_names)) < table.num_columns:
+        raise InvalidEvents(f"{name}: a column name appears twice")
     if table.num_rows == 0:
         raise InvalidEvents(f"{name}: no events")
-    if table.num_rows > max_events:
-        raise InvalidEvents(f"{name}: {table.num_rows} events; at most {max_events} per file")
+    return table
+
+
+def _parquet_rows(table: pa.Table, name: str, rows: range) -> tuple[list[Event], list[int]]:
+    """Events of `rows` of `table`, or InvalidEvents naming every bad row and field."""
     events: list[Event] = []
-    errors: list[dict[str, object]] = []
-    for i, row in enumerate(table.to_pylist(), start=1):
+    positions: list[int] = []
+    errors: list[dict[str, Any]] = []
+    sliced = table.slice(rows.start, len(rows))
+    for i, row in enumerate(sliced.to_pylist(), start=rows.start + 1):
         wire = {_WIRE.get(k, k): v for k, v in row.items() if v is not None and k not in _SERVER}
         try:
             if isinstance(wire.get("params"), str):
                 wire["params"] = msgspec.json.decode(wire["params"])
             events.append(msgspec.convert(wire, AnyEvent))
+            positions.append(i)
         except msgspec.ValidationError as e:
             field, message = split_error(e)
             errors.append({"line": i, "field": field, "message": message})
         except msgspec.DecodeError as e:
             errors.append({"line": i, "field": "params", "message": f"is not JSON: {e}"})
+    errors += check_rules(events, None, "line", positions)  # component, delete, params
     if errors:
-        raise InvalidEvents(f"{name}: {len(errors)} bad rows", errors[:1000])
-    return events
+        errors.sort(key=lambda e: e["line"] or 0)
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        e = InvalidEvents(f"{name}: row {first['line']} field {first['field']!r}: "
+                          f"{first['message']}{more}", errors[:1000])
+        e.error_count = len(errors)  # type: ignore[attr-defined]
+        raise e
+    return events, positions
+
+
+# Which log column holds each wire field of each event type, and that field's rules,
+# read from the msgspec schema itself so the two paths cannot drift apart.
+_RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
+
+
+class _Rule:
+    """One column's rule, and the event types it applies to."""
+
+    def __init__(self, column: str, info: Any) -> None:
+        self.column, self.info, self.types = column, info, []  # type: list[str]
+
+
+def _rules() -> tuple[list[_Rule], dict[str, list[str]], dict[str, list[str]]]:
+    """Rules per (column, distinct type info); {column: types having it};
+    {column: types requiring it}."""
+    rules: dict[tuple[str, str], _Rule] = {}
+    having: dict[str, list[str]] = {}
+    requiring: dict[str, list[str]] = {}
+    for cls in EVENT_TYPES:
+        info = mi.type_info(cls)
+        assert isinstance(info, mi.StructType)
+        tag = str(info.tag)
+        for f in info.fields:
+            column = _RENAMED.get((tag, f.name), f.name)
+            rule = rules.setdefault((column, repr(f.type)), _Rule(column, f.type))
+            rule.types.append(tag)
+            having.setdefault(column, []).append(tag)
+            if f.required:
+                requiring.setdefault(column, []).append(tag)
+    return list(rules.values()), having, requiring
+
+
+_RULES, _HAVING, _REQUIRING = _rules()
+_TYPES = tuple(t.__struct_config__.tag for t in EVENT_TYPES)  # type: ignore[misc]
+_STRING = pa.string()
+
+
+def _vectorized(table: pa.Table, name: str) -> pa.Table | None:
+    """The table in LOG_SCHEMA if every row passes every rule, else None."""
+    n = table.num_rows
+    cols: dict[str, pa.Array] = {}
+    for column in table.column_names:
+        if column in _SERVER:
+            continue
+        array = _as_log_type(column, table.column(column).combine_chunks())
+        if array is None:
+            return None
+        if array.null_count < n:
+            cols[column] = array
+    kind = cols.get("type")
+    if kind is None or "component" not in cols or cols["component"].null_count:
+        return None
+    if kind.null_count or not pc.all(pc.is_in(kind, pa.array(_TYPES))).as_py():
+        return None
+    present = set(pc.unique(kind).to_pylist())
+    codes = pc.index_in(kind, value_set=pa.array(_TYPES))  # small ints compare faster
+    masks: list[pa.Array] = []
+    seen: dict[frozenset[str], pa.Array | bool] = {}
+
+    def of_types(types: list[str]) -> pa.Array | bool:
+        """Rows whose type is one of `types` (True/False when that is every/no row)."""
+        hit = frozenset(present.intersection(types))
+        if hit not in seen:
+            wanted = pa.array([_TYPES.index(t) for t in hit], codes.type)
+            seen[hit] = True if hit == present else bool(hit) and pc.is_in(codes, wanted)
+        return seen[hit]
+
+    for column, types in _REQUIRING.items():
+        where = of_types(types)
+        if where is False:
+            continue
+        if column not in cols:
+            return None
+        masks.append(_and(where, pc.is_null(cols[column])))
+    for column, array in cols.items():
+        having = of_types(_HAVING.get(column, []))
+        if column != "type" and having is not True:  # a value in a column the type lacks
+            masks.append(_and(pc.invert(_bool(having, n)), pc.is_valid(array)))
+    for rule in _RULES:
+        where = of_types(rule.types)
+        if where is False or rule.column not in cols:
+            continue
+        broken = _breaks(cols[rule.column], rule.info)
+        if broken is None:
+            return None
+        if broken is not False:
+            masks.append(_and(where, broken))
+    if "delete" in present:
+        no_run, no_batch = (
+            pc.is_null(cols[c]) if c in cols else pa.repeat(True, n) for c in ("run_id", "batch_id")
+        )
+        masks.append(_and(pc.equal(kind, "delete"), pc.equal(no_run, no_batch)))
+    bad = _any(masks)
+    if bad is not False and pc.any(pc.fill_null(bad, False)).as_py():
+        return None
+    if "params" in cols and not _normalize_params(cols):
+        return None
+    arrays = [
+        cols[c] if c in cols else pa.nulls(n, LOG_SCHEMA.field(c).type) for c in COLUMNS[2:]
+    ]
+    zero = pa.repeat(pa.scalar(0, LOG_SCHEMA.field("received_at").type), n)
+    return pa.Table.from_arrays([pa.repeat(0, n).cast(pa.int64()), zero, *arrays],
+                                schema=LOG_SCHEMA)
+
+
+def _bool(mask: pa.Array | bool, n: int) -> pa.Array:
+    return pa.repeat(mask, n) if isinstance(mask, bool) else mask
+
+
+def _and(where: pa.Array | bool, mask: pa.Array) -> pa.Array:
+    return mask if where is True else pc.and_(where, mask)
+
+
+def _as_log_type(column: str, array: pa.Array) -> pa.Array | None:
+    """`array` as the log column's type, or None where the row path must decide."""
+    want = LOG_SCHEMA.field(column).type
+    t = array.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(array), want)
+    if pa.types.is_dictionary(t):
+        array, t = array.dictionary_decode(), t.value_type
+    if column == "ts":
+        return _ts_array(array)
+    if want == _STRING:
+        ok = pa.types.is_string(t) or pa.types.is_large_string(t)
+    elif pa.types.is_integer(want):
+        ok = pa.types.is_integer(t)
+    else:  # float64
+        ok = pa.types.is_floating(t) or pa.types.is_integer(t)
+    if not ok:
+        return None
+    try:
+        return array.cast(want)
+    except pa.ArrowInvalid:  # e.g. a uint64 beyond int64
+        return None
+
+
+def _ts_array(array: pa.Array) -> pa.Array | None:
+    """Event times as µs UTC, the way `events_to_table` stores them; None if the
+    column holds anything else (strings, naive or nanosecond timestamps)."""
+    t = array.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(array), LOG_SCHEMA.field("ts").type)
+    if pa.types.is_timestamp(t):
+        if t.tz is None or t.unit == "ns":
+            return None
+        return array.cast(LOG_SCHEMA.field("ts").type)
+    if pa.types.is_floating(t) or pa.types.is_integer(t):
+        secs = array.cast(pa.float64())
+        low, high = pc.min_max(secs).values()
+        if low.is_valid and (low.as_py() < 0 or high.as_py() > 4_102_444_800.0):
+            return None  # outside EpochSeconds: the row path names the rows
+        us = pc.round(pc.multiply(secs, 1_000_000.0))
+        return us.cast(pa.int64()).cast(LOG_SCHEMA.field("ts").type)
+    return None
+
+
+def _breaks(array: pa.Array, rule: Any) -> pa.Array | bool | None:
+    """A mask of values breaking `rule` (False: none can), or None if not checkable here."""
+    if isinstance(rule, mi.UnionType):
+        kinds = [t for t in rule.types if not isinstance(t, mi.NoneType)]
+        if len(kinds) != 1:
+            return False if _is_timestamp_rule(kinds) else None  # ts: checked on reading
+        rule = kinds[0]
+    if isinstance(rule, mi.StrType):
+        if not pa.types.is_string(array.type):
+            return None
+        masks = []
+        if rule.min_length is not None or rule.max_length is not None:
+            length = pc.utf8_length(array)
+            if rule.min_length is not None:
+                masks.append(pc.less(length, rule.min_length))
+            if rule.max_length is not None:
+                masks.append(pc.greater(length, rule.max_length))
+        if rule.pattern is not None:
+            masks.append(_mismatch(array, rule.pattern))
+        return _any(masks)
+    if isinstance(rule, mi.LiteralType):
+        if not pa.types.is_string(array.type):
+            return None
+        return pc.invert(pc.is_in(array, pa.array(rule.values, _STRING)))
+    if isinstance(rule, mi.IntType | mi.FloatType):
+        if isinstance(rule, mi.IntType) != pa.types.is_integer(array.type):
+            return None
+        if getattr(rule, "multiple_of", None) is not None:
+            return None
+        masks = [pc.is_nan(array)] if pa.types.is_floating(array.type) else []
+        for bound, op in (("ge", pc.less), ("gt", pc.less_equal), ("le", pc.greater),
+                          ("lt", pc.greater_equal)):
+            limit = getattr(rule, bound)
+            if limit is not None:
+                masks.append(op(array, limit))
+        return _any(masks)
+    if isinstance(rule, mi.DictType):
+        return False  # params: checked by _normalize_params
+    return None
+
+
+def _mismatch(array: pa.Array, pattern: str) -> pa.Array:
+    """Values that Python's `re.search(pattern)` (msgspec's rule) does not match."""
+    if "$" not in pattern and "(?" not in pattern:  # RE2 agrees with Python on these
+        try:
+            return pc.invert(pc.match_substring_regex(array, pattern.replace(r"\Z", r"\z")))
+        except pa.ArrowInvalid:
+            pass
+    search = re.compile(pattern).search
+    values = pc.unique(array).drop_null()
+    misses = [v for v in values.to_pylist() if not search(v)]
+    return pc.is_in(array, pa.array(misses, _STRING))
+
+
+def _is_timestamp_rule(kinds: list[Any]) -> bool:
+    return {type(k) for k in kinds} == {mi.DateTimeType, mi.FloatType}
+
+
+def _any(masks: list[pa.Array]) -> pa.Array | bool:
+    if not masks:
+        return False
+    out = masks[0]
+    for m in masks[1:]:
+        out = pc.or_(out, m)
+    return out
+
+
+_params = msgspec.json.Decoder(dict[str, Any])
+
+
+def _normalize_params(cols: dict[str, pa.Array]) -> bool:
+    """Check `params` the row path's way (a JSON object within the size and depth
+    limits) on the rows that have them, and store each as compact JSON text, as
+    `events_to_table` does. False if any is bad."""
+    params = cols["params"]
+    texts = params.to_pylist()
+    runs = []
+    try:
+        for i, text in enumerate(texts):
+            if text is not None:
+                runs.append(RunEvent(component="x", run_id="-", params=_params.decode(text)))
+                texts[i] = encode_params(runs[-1].params)
+    except msgspec.DecodeError:
+        return False
+    if check_rules(runs, None, "line", range(len(runs))):  # type: ignore[arg-type]
+        return False
+    cols["params"] = pa.array(texts, _STRING)
+    return True
+
+
+# -- JSON errors -----------------------------------------------------------------
+
+_BYTE = re.compile(r"\(byte (\d+)\)")
+_MORE = re.compile(r"\(and (\d+) more\)")
+_raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _per_file(e: InvalidEvents, data: bytes, fmt: str) -> InvalidEvents:
+    """decode_events' error worded for a file: every detail names a `line` (and JSON
+    ones the `event` index too), limits are per file, and the total count is kept."""
+    indexes = [d["event"] for d in e.details if d.get("event") is not None]
+    starts = _element_lines(data, indexes) if fmt == "json" else {}
+    details = []
+    for d in e.details:
+        entry = {"line": d.get("line"), **{k: v for k, v in d.items() if k != "line"}}
+        if d.get("event") is not None:
+            entry["line"] = starts.get(d["event"])
+        entry["message"] = str(entry["message"]).replace("per request", "per file")
+        if entry["line"] is None and (m := _BYTE.search(entry["message"])):
+            entry["line"] = data.count(b"\n", 0, int(m[1])) + 1
+        details.append(entry)
+    message = e.message.replace("per request", "per file")
+    first = details[0] if details else {}
+    if first.get("event") is not None and first.get("line") is not None:
+        message = message.replace(f"event {first['event']}", f"line {first['line']}", 1)
+    out = InvalidEvents(message, details)
+    m = _MORE.search(e.message)
+    out.error_count = int(m[1]) + 1 if m else max(1, len(details))  # type: ignore[attr-defined]
+    return out
+
+
+def _element_lines(data: bytes, wanted: list[int]) -> dict[int, int]:
+    """The 1-based line where each wanted element of a JSON array (or the one object)
+    starts."""
+    if not wanted:
+        return {}
+    stripped = data.lstrip()
+    if stripped[:1] != b"[":
+        return {0: data.count(b"\n", 0, len(data) - len(stripped)) + 1}
+    try:
+        raws = _raw_list.decode(data)
+    except msgspec.DecodeError:
+        return {}
+    want, out, pos = set(wanted), {}, 0
+    for i, raw in enumerate(raws[: max(want) + 1]):
+        text = bytes(raw)
+        # Elements appear in order with only commas and blanks between them, so the
+        # first match at or after the previous element's end is this element.
+        pos = data.find(text, pos)
+        if i in want:
+            out[i] = data.count(b"\n", 0, pos) + 1
+        pos += len(text)
+    return out
+
+
+def error_count(e: InvalidEvents) -> int:
+    """How many problems `e` reports in all (its details keep at most the first 1000)."""
+    count = getattr(e, "error_count", None)
+    return count if isinstance(count, int) else max(1, len(e.details))
+
+
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_FILE_EVENTS",
+    "SUFFIXES",
+    "FileChanged",
+    "decode_file",
+    "error_count",
+    "file_format",
+    "gunzip",
+    "load_file",
+    "load_parquet",
+    "parquet_table",
+    "read_bytes",
+]
