@@ -62,7 +62,8 @@ def _latest(table: str, key: str, cols: str, src_cols: str, where: str) -> str:
     set_cols = ", ".join(f"{c} = s.{c}" for c in cols.split(", "))
     return f"""
 MERGE INTO {table} t USING (
-    SELECT component, run_id, {src_cols}, ts, seq FROM batch WHERE {where}
+    -- Partition over the renamed columns: in `batch`, `step` is a metric's integer step.
+    SELECT * FROM (SELECT component, run_id, {src_cols}, ts, seq FROM batch WHERE {where})
     QUALIFY row_number() OVER (PARTITION BY component, run_id, {key} ORDER BY ts DESC, seq DESC) = 1
 ) s ON t.component = s.component AND t.run_id = s.run_id AND t.{key} = s.{key}
 WHEN MATCHED AND (s.ts > t.ts OR (s.ts = t.ts AND s.seq > t.seq))
