@@ -101,6 +101,8 @@ def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
         con.execute(_DEDUPE if has_ids else _NO_IDS)
     finally:
         con.unregister("incoming")
+    for sql in tables.RECORD:
+        con.execute(sql)
     types = frozenset(pc.unique(table.column("type")).to_pylist())
     deletes = con.execute(
         "SELECT seq, component, run_id, batch_id FROM batch_all WHERE type = 'delete' ORDER BY seq"

@@ -74,12 +74,6 @@ WHEN NOT MATCHED THEN INSERT BY NAME"""
 # (event type the statement reads, or None for every batch, SQL): statements for
 # types absent from a batch are skipped, since each costs a few ms even when empty.
 APPLY: tuple[tuple[str | None, str], ...] = (
-    (None, "INSERT INTO event_ids SELECT id FROM batch WHERE id IS NOT NULL"),
-    (None, """
-MERGE INTO component_events t USING (SELECT component, count(*) AS n FROM batch GROUP BY 1) s
-    ON t.component = s.component
-WHEN MATCHED THEN UPDATE SET events = t.events + s.n
-WHEN NOT MATCHED THEN INSERT VALUES (s.component, s.n)"""),
     (None, """
 MERGE INTO run_span t USING (
     SELECT component, run_id, min(ts) AS lo, max(ts) AS hi, count(*) AS n FROM batch
@@ -122,6 +116,15 @@ SELECT component, run_id FROM (
     SELECT component, run_id, arg_max(batch_id, (ts, seq)) FILTER (WHERE batch_id IS NOT NULL) AS b
     FROM run_events WHERE component = $1 GROUP BY ALL
 ) WHERE b = $2"""
+# Once per batch, over every event kept (deletes included): ids seen, events counted.
+RECORD = (
+    "INSERT INTO event_ids SELECT id FROM batch_all WHERE id IS NOT NULL",
+    """
+MERGE INTO component_events t USING (SELECT component, count(*) AS n FROM batch_all GROUP BY 1) s
+    ON t.component = s.component
+WHEN MATCHED THEN UPDATE SET events = t.events + s.n
+WHEN NOT MATCHED THEN INSERT VALUES (s.component, s.n)""",
+)
 DELETE_BATCH_EVENTS = "DELETE FROM batch_events WHERE component = ? AND batch_id = ?"
 
 

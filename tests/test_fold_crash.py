@@ -1,0 +1,152 @@
+"""kill -9 the fold at random moments (DESIGN §3): it resumes from its high-water mark,
+and what it ends with equals a full replay of the log into a fresh file.
+
+A real subprocess (tests/helpers/folder.py) folds an existing log in small batches and
+prints each committed seq; this test kills it again and again on the same DuckDB file,
+then lets one run finish. Every committed batch must survive its kill (the next run
+starts at or past it), and the final database must equal, table by table and view by
+view, one replay of the whole log (floats within a relative 1e-9).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+import pytest
+from helpers.folder import assert_same_database, dump_database
+
+from runlake import demo
+from runlake.events import EventLog, decode_events
+from runlake.ingest.fold import fold_table, rebuild_views
+from runlake.views.db import Database, folded_seq
+
+HELPER = Path(__file__).parent / "helpers" / "folder.py"
+RUNS = 1000  # ~31 k events: ~60 batches of 500 (the fold runs ~0.1–0.2 s per batch)
+BATCH_ROWS = 500
+KILLS = 10
+
+
+class Folder:
+    """One run of the helper, its stdout lines collected by a thread."""
+
+    def __init__(self, log_dir: Path, db_file: Path, *, use_fold: bool) -> None:
+        cmd = [sys.executable, str(HELPER), str(log_dir), str(db_file),
+               "--batch-rows", str(BATCH_ROWS)]
+        self.proc = subprocess.Popen(
+            cmd + (["--use-fold"] if use_fold else []),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self._reader = threading.Thread(target=self._read)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            if raw.endswith(b"\n"):
+                self.lines.append(raw.decode().strip())
+                if raw.startswith(b"ready"):
+                    self.ready.set()
+
+    def seqs(self, word: str) -> list[int]:
+        return [int(line.split()[1]) for line in self.lines if line.split()[0] == word]
+
+    def finish(self, *, kill: bool) -> bool:
+        """SIGKILL (or wait for the end); True if the helper was still folding."""
+        alive = self.proc.poll() is None
+        if kill:
+            self.proc.kill()
+        self.proc.wait(timeout=120)
+        self._reader.join(timeout=30)
+        assert self.proc.stderr is not None and self.proc.stdout is not None
+        stderr = self.proc.stderr.read().decode()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        expected = -9 if kill and alive else 0
+        assert self.proc.returncode == expected, f"folder exited {self.proc.returncode}:\n{stderr}"
+        return alive
+
+
+def fill_log(log_dir: Path) -> int:
+    """The demo's runs, then a resent chunk (duplicate ids), deletes of runs and of a
+    batch, and events that bring a deleted run back. Returns the last seq."""
+    wires = list(demo.generate(RUNS, seed=7, now=1_767_225_600, with_ids=True))
+    runs = sorted({(w["component"], w["run_id"]) for w in wires if "run_id" in w})
+    batch = next(w for w in wires if w["type"] == "batch")
+    extra = wires[5_000:6_000]  # a client retrying: every one a duplicate
+    extra += [{"type": "delete", "component": c, "run_id": r, "id": f"del-{r}"}
+              for c, r in runs[::97]]
+    extra += [{"type": "delete", "component": batch["component"], "batch_id": batch["batch_id"]}]
+    c, r = runs[0]
+    extra += [{"type": "status", "component": c, "run_id": r, "status": "running",
+               "ts": "2025-12-01T00:00:00Z"},
+              {"type": "metric", "component": c, "run_id": r, "name": "loss", "value": 0.5}]
+    with EventLog(log_dir, roll_rows=4_000) as log:
+        for start in range(0, len(wires), 2_500):
+            log.append(decode_events(msgspec.json.encode(wires[start:start + 2_500])))
+        log.append(decode_events(msgspec.json.encode(extra)))
+        return log.last_seq
+
+
+def replay(log_dir: Path, db_file: Path) -> dict[str, list[tuple[object, ...]]]:
+    """The reference: the whole log folded in one batch into a fresh file, views rebuilt."""
+    with EventLog(log_dir, readonly=True) as log:
+        table = pa.Table.from_batches(list(log.read(1)))
+    db = Database(db_file).open()
+    try:
+        fold_table(db.connection, table, incremental=False)
+        rebuild_views(db.connection)
+        return dump_database(db.connection)
+    finally:
+        db.close()
+
+
+@pytest.mark.slow
+def test_kill_9_during_fold_ends_equal_to_full_replay(tmp_path: Path) -> None:
+    seed = int(os.environ.get("RUNLAKE_CRASH_SEED", random.randrange(2**32)))
+    print(f"RUNLAKE_CRASH_SEED={seed}")  # shown on failure, to replay the same kill moments
+    rng = random.Random(seed)
+    log_dir, db_file = tmp_path / "log", tmp_path / "runlake.duckdb"
+    last_seq = fill_log(log_dir)
+
+    committed = 0  # the highest seq a killed run reported as folded
+    kills_mid_fold = 0
+    for n in range(KILLS):
+        folder = Folder(log_dir, db_file, use_fold=n % 3 == 2)
+        assert folder.ready.wait(timeout=60), "the folder never opened the database"
+        time.sleep(rng.uniform(0.05, 1.0))  # while opening, folding or committing
+        kills_mid_fold += folder.finish(kill=True)
+        (start,) = folder.seqs("ready")
+        assert committed <= start <= last_seq, "a committed batch was lost"
+        folded = folder.seqs("folded")
+        assert folded == sorted(folded) and all(s > start for s in folded)
+        committed = max([committed, start, *folded])
+        print(f"kill {n}: resumed at seq {start}, reported {len(folded)} batches folded")
+    assert kills_mid_fold >= 8, "the fold finished before enough kills: use more runs"
+    assert committed < last_seq
+
+    folder = Folder(log_dir, db_file, use_fold=False)
+    folder.finish(kill=False)
+    (start,) = folder.seqs("ready")
+    assert committed <= start
+    assert folder.seqs("done") == [last_seq]
+
+    db = Database(db_file).open()
+    try:
+        assert folded_seq(db.connection) == last_seq
+        crashed = dump_database(db.connection)
+    finally:
+        db.close()
+    expected = replay(log_dir, tmp_path / "replay.duckdb")
+    assert expected["fold_state"] == [(last_seq, 1)]
+    assert expected["runs"] and expected["metric_hist"], "the log should hold runs and metrics"
+    assert_same_database(crashed, expected, "killed and resumed vs full replay")
