@@ -279,8 +279,8 @@ def test_nan_and_infinity_are_rejected(literal: bytes) -> None:
     data = b'{"type":"metric","component":"t","run_id":"r","name":"x","value":' + literal + b"}"
     (detail,) = rejected(data)
     assert detail["event"] == 0
-    if not literal.endswith(b"Infinity") and literal != b"NaN":
-        assert detail["field"] == "value"  # not even JSON otherwise: no field to name
+    if literal in (b"1e999", b"-1e999"):  # NaN and Infinity are not JSON: no field to name
+        assert detail["field"] == "value"
     (line,) = rejected(ndjson(FULL["tag"]) + data, ndjson=True)
     assert line["line"] == 2
 

@@ -7,7 +7,8 @@ requests have finished:
 1. the event log: opened (recovering the write-ahead tail), closed last so the
    tail rolls into a segment and the stopped log is all Parquet (DESIGN §2);
 2. the database and the fold: the fold stops only after folding to the end;
-3. (later) the inbox watcher.
+3. the inbox watcher (when `settings.inbox`): stopped first, after the files it
+   already appended have moved to `.done/`.
 
 Opening and closing touch files and DuckDB, so they run in the default executor.
 """
@@ -23,9 +24,10 @@ from aiohttp import web
 from runlake.api.metrics import HttpMetrics
 from runlake.api.middleware import errors_and_metrics
 from runlake.api.routes import add_routes
-from runlake.api.state import DATABASE, EVENT_LOG, FOLD, HTTP_METRICS, SETTINGS
+from runlake.api.state import DATABASE, EVENT_LOG, FOLD, HTTP_METRICS, INBOX, SETTINGS
 from runlake.events import EventLog
 from runlake.ingest.fold import Fold
+from runlake.ingest.inbox import Inbox
 from runlake.settings import Settings
 from runlake.views.db import Database
 
@@ -41,6 +43,7 @@ def make_app(settings: Settings) -> web.Application:
     app[HTTP_METRICS] = HttpMetrics()
     app.cleanup_ctx.append(event_log_context)
     app.cleanup_ctx.append(fold_context)
+    app.cleanup_ctx.append(inbox_context)
     add_routes(app)
     return app
 
@@ -95,3 +98,18 @@ def _start_fold(db: Database, event_log: EventLog, batch_rows: int) -> Fold:
     fold = Fold(db, event_log, batch_rows)  # reads the high-water mark from DuckDB
     fold.start()
     return fold
+
+
+async def inbox_context(app: web.Application) -> AsyncIterator[None]:
+    """Files dropped into `<data>/inbox` are appended like POSTed events (DESIGN §5)."""
+    settings = app[SETTINGS]
+    if not settings.inbox:
+        yield
+        return
+    inbox = Inbox(settings, app[EVENT_LOG])
+    app[INBOX] = inbox
+    inbox.start()
+    try:
+        yield
+    finally:
+        await inbox.stop()

@@ -7,7 +7,7 @@ from aiohttp import web
 from runlake.api.metrics import exposition, metric
 from runlake.api.openapi import openapi_json
 from runlake.api.responses import Health, Readiness, ReadyStatus, json_response
-from runlake.api.state import EVENT_LOG, FOLD, HTTP_METRICS, ROUTES, SETTINGS
+from runlake.api.state import EVENT_LOG, FOLD, HTTP_METRICS, INBOX, ROUTES, SETTINGS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -58,6 +58,7 @@ async def metrics(request: web.Request) -> web.Response:
                 lag_events),
         *metric("runlake_fold_lag_seconds", "gauge", "seconds since the fold was last caught up",
                 lag_seconds),
+        *_inbox_metrics(app),
         *app[HTTP_METRICS].render(),
     ]
     return web.Response(
@@ -68,3 +69,19 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=openapi_json(request.app[ROUTES]), content_type="application/json")
+
+
+def _inbox_metrics(app: web.Application) -> list[str]:
+    inbox = app.get(INBOX)
+    if inbox is None:
+        return []
+    return [
+        *metric("runlake_inbox_files_ingested_total", "counter",
+                "inbox files appended and moved out", inbox.files_ingested),
+        *metric("runlake_inbox_files_rejected_total", "counter",
+                "inbox files moved to .rejected/", inbox.files_rejected),
+        *metric("runlake_inbox_events_total", "counter",
+                "events appended from inbox files", inbox.events_ingested),
+        *metric("runlake_inbox_files_waiting", "gauge",
+                "files seen in the inbox at the last look", inbox.files_waiting),
+    ]

@@ -16,6 +16,7 @@ from runlake.settings import Settings
 if TYPE_CHECKING:
     from runlake.api.routes import Route
     from runlake.ingest.fold import Fold
+    from runlake.ingest.inbox import Inbox
     from runlake.views.db import Database
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -24,3 +25,4 @@ HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
 ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 FOLD: web.AppKey[Fold] = web.AppKey("fold")
+INBOX: web.AppKey[Inbox] = web.AppKey("inbox")  # absent when settings.inbox is off

@@ -10,11 +10,13 @@ anything wrong, or a column type it does not handle, does the row-by-row path
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
 import stat
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +30,13 @@ from runlake.errors import InvalidEvents
 from runlake.events.columns import COLUMNS, LOG_SCHEMA, SERVER_COLUMNS, events_to_table
 from runlake.events.schema import (
     EVENT_TYPES,
+    MAX_PARAMS_BYTES,
+    MAX_PARAMS_DEPTH,
     AnyEvent,
     Event,
     RunEvent,
     check_rules,
     decode_events,
-    encode_params,
     split_error,
 )
 
@@ -61,17 +64,20 @@ def file_format(path: Path) -> str | None:
     return None
 
 
-def read_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+def read_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES, *,
+               follow_symlinks: bool = True) -> bytes:
     """The content of a regular file, gunzipped if its name ends in .gz.
 
-    Symbolic links are not followed, and a FIFO or device is refused rather than
-    opened (which could block). Raises InvalidEvents for a file that cannot be
-    events, FileChanged if it changed while being read, OSError if it vanished.
+    A FIFO or device is refused rather than opened (which could block), and so is
+    a symbolic link unless `follow_symlinks`. Raises InvalidEvents for a file that
+    cannot be events, FileChanged if it changed while being read, OSError if it
+    vanished.
     """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags)
     except OSError as e:
-        if e.errno == 40:  # ELOOP: the name is a symbolic link
+        if e.errno == errno.ELOOP and not follow_symlinks:  # the name is a symbolic link
             raise InvalidEvents(f"{path.name}: is a symbolic link; links are not followed") from e
         if isinstance(e, FileNotFoundError):
             raise
@@ -83,13 +89,13 @@ def read_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         if before.st_size > max_bytes:
             raise InvalidEvents(f"{path.name}: is {before.st_size} bytes; at most {max_bytes}")
         try:
-            data = f.read(max_bytes + 1)
+            data = f.read(before.st_size + 1)  # one more: a file still growing shows
         except OSError as e:
             raise InvalidEvents(f"{path.name}: cannot be read: {e.strerror}") from e
         after = os.fstat(fd)
-    if len(data) > max_bytes:
-        raise FileChanged(f"{path.name}: grew while being read")
-    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
+    if len(data) != before.st_size or (before.st_size, before.st_mtime_ns) != (
+        after.st_size, after.st_mtime_ns
+    ):
         raise FileChanged(f"{path.name}: changed while being read")
     if path.name.lower().endswith(".gz"):
         data = gunzip(data, path.name, max_bytes)
@@ -146,7 +152,7 @@ def load_parquet(data: bytes, name: str, max_events: int = MAX_FILE_EVENTS) -> l
     with the same rules as JSON (server-assigned columns, if present, are ignored:
     the log assigns them). `line` in errors is the 1-based row number."""
     table = _read_parquet(data, name, max_events)
-    return _parquet_rows(table, name, range(table.num_rows))[0]
+    return _parquet_rows(table, name)
 
 
 def parquet_table(data: bytes, name: str, max_events: int = MAX_FILE_EVENTS) -> pa.Table:
@@ -156,10 +162,10 @@ def parquet_table(data: bytes, name: str, max_events: int = MAX_FILE_EVENTS) -> 
     Accepts and rejects exactly what `load_parquet` does, with its error details.
     """
     table = _read_parquet(data, name, max_events)
-    fast = _vectorized(table, name)
+    fast = _vectorized(table)
     if fast is not None:
         return fast
-    events = _parquet_rows(table, name, range(table.num_rows))[0]
+    events = _parquet_rows(table, name)
     out = events_to_table(events, 0, 0)
     if "ts" in table.column_names:
         missing = pc.is_null(table.column("ts").combine_chunks())
@@ -193,13 +199,12 @@ def _read_parquet(data: bytes, name: str, max_events: int) -> pa.Table:
     return table
 
 
-def _parquet_rows(table: pa.Table, name: str, rows: range) -> tuple[list[Event], list[int]]:
-    """Events of `rows` of `table`, or InvalidEvents naming every bad row and field."""
+def _parquet_rows(table: pa.Table, name: str) -> list[Event]:
+    """The events of `table`, or InvalidEvents naming every bad row and field."""
     events: list[Event] = []
     positions: list[int] = []
     errors: list[dict[str, Any]] = []
-    sliced = table.slice(rows.start, len(rows))
-    for i, row in enumerate(sliced.to_pylist(), start=rows.start + 1):
+    for i, row in enumerate(table.to_pylist(), start=1):
         wire = {_WIRE.get(k, k): v for k, v in row.items() if v is not None and k not in _SERVER}
         try:
             if isinstance(wire.get("params"), str):
@@ -220,7 +225,7 @@ def _parquet_rows(table: pa.Table, name: str, rows: range) -> tuple[list[Event],
                           f"{first['message']}{more}", errors[:1000])
         e.error_count = len(errors)  # type: ignore[attr-defined]
         raise e
-    return events, positions
+    return events
 
 
 # Which log column holds each wire field of each event type, and that field's rules,
@@ -228,11 +233,13 @@ def _parquet_rows(table: pa.Table, name: str, rows: range) -> tuple[list[Event],
 _RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
 
 
+@dataclass
 class _Rule:
-    """One column's rule, and the event types it applies to."""
+    """One column's rule (msgspec type info), and the event types it applies to."""
 
-    def __init__(self, column: str, info: Any) -> None:
-        self.column, self.info, self.types = column, info, []  # type: list[str]
+    column: str
+    info: Any
+    types: list[str] = field(default_factory=list)
 
 
 def _rules() -> tuple[list[_Rule], dict[str, list[str]], dict[str, list[str]]]:
@@ -260,7 +267,7 @@ _TYPES = tuple(t.__struct_config__.tag for t in EVENT_TYPES)  # type: ignore[mis
 _STRING = pa.string()
 
 
-def _vectorized(table: pa.Table, name: str) -> pa.Table | None:
+def _vectorized(table: pa.Table) -> pa.Table | None:
     """The table in LOG_SCHEMA if every row passes every rule, else None."""
     n = table.num_rows
     cols: dict[str, pa.Array] = {}
@@ -332,8 +339,9 @@ def _bool(mask: pa.Array | bool, n: int) -> pa.Array:
     return pa.repeat(mask, n) if isinstance(mask, bool) else mask
 
 
+# Kleene logic throughout: a null (an absent optional value) never hides a True.
 def _and(where: pa.Array | bool, mask: pa.Array) -> pa.Array:
-    return mask if where is True else pc.and_(where, mask)
+    return mask if where is True else pc.and_kleene(where, mask)
 
 
 def _as_log_type(column: str, array: pa.Array) -> pa.Array | None:
@@ -443,11 +451,12 @@ def _any(masks: list[pa.Array]) -> pa.Array | bool:
         return False
     out = masks[0]
     for m in masks[1:]:
-        out = pc.or_(out, m)
+        out = pc.or_kleene(out, m)
     return out
 
 
 _params = msgspec.json.Decoder(dict[str, Any])
+_json = msgspec.json.Encoder()
 
 
 def _normalize_params(cols: dict[str, pa.Array]) -> bool:
@@ -456,16 +465,24 @@ def _normalize_params(cols: dict[str, pa.Array]) -> bool:
     `events_to_table` does. False if any is bad."""
     params = cols["params"]
     texts = params.to_pylist()
-    runs = []
+    rows = [i for i, t in enumerate(texts) if t is not None]
+    given = [texts[i] for i in rows]
     try:
-        for i, text in enumerate(texts):
-            if text is not None:
-                runs.append(RunEvent(component="x", run_id="-", params=_params.decode(text)))
-                texts[i] = encode_params(runs[-1].params)
+        objects = [_params.decode(t) for t in given]
     except msgspec.DecodeError:
         return False
-    if check_rules(runs, None, "line", range(len(runs))):  # type: ignore[arg-type]
+    encoded = [_json.encode(o) for o in objects]
+    # Only a text with more than MAX_PARAMS_DEPTH brackets, or too long, can break the
+    # size or depth rule: let the schema's own check judge just those.
+    doubtful = [
+        RunEvent(component="x", run_id="-", params=o)
+        for o, b in zip(objects, encoded, strict=True)
+        if len(b) > MAX_PARAMS_BYTES or b.count(b"{") + b.count(b"[") > MAX_PARAMS_DEPTH
+    ]
+    if doubtful and check_rules(doubtful, None, "line", range(len(doubtful))):  # type: ignore[arg-type]
         return False
+    for i, b in zip(rows, encoded, strict=True):
+        texts[i] = b.decode()
     cols["params"] = pa.array(texts, _STRING)
     return True
 
