@@ -372,8 +372,3 @@ def _summary(errors: list[dict[str, Any]]) -> str:
     field = f" field {first['field']!r}:" if first.get("field") else ""
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"invalid events: {head}{field} {first['message']}{more}".replace(":  ", ": ")
-
-
-def encode_params(params: dict[str, Any] | None) -> str | None:
-    """`params` as stored in the log: compact JSON text."""
-    return None if params is None else _params_encoder.encode(params).decode()

@@ -33,6 +33,9 @@ KEY = ("component", "model", "hardware", "metric", "day")
 # New points of runs whose groups did not move are merged in (fold's `new_points`);
 # groups in `recompute_metrics` (runs deleted or re-attributed) are recomputed.
 _GROUPS = "SELECT DISTINCT * FROM recompute_metrics"
+# Both rollups recompute the same (group, day) keys.
+_SCOPING = {"scope": f"SEMI JOIN g ON {same('r', 'g', *KEY)}", "groups": _GROUPS,
+            "match": same("v", "g", *KEY)}
 _ON = " AND ".join(f"v.{c} IS NOT DISTINCT FROM p.{c}" for c in KEY)
 
 _POINTS = """
@@ -48,9 +51,7 @@ CREATE TABLE IF NOT EXISTS metric_daily (
     select=f"""
 SELECT component, model, hardware, metric, day, count(*), sum(value), min(value), max(value)
 FROM ({_POINTS}) r {{scope}} GROUP BY ALL""",
-    scope=f"SEMI JOIN g ON {same('r', 'g', *KEY)}",
-    groups=_GROUPS,
-    match=same("v", "g", *KEY),
+    **_SCOPING,
     add=f"""
 MERGE INTO metric_daily v USING (
     SELECT component, model, hardware, metric, day,
@@ -72,9 +73,7 @@ CREATE TABLE IF NOT EXISTS metric_hist (
     select=f"""
 SELECT component, model, hardware, metric, day, {BUCKET} AS bucket, count(*)
 FROM ({_POINTS}) r {{scope}} GROUP BY ALL""",
-    scope=f"SEMI JOIN g ON {same('r', 'g', *KEY)}",
-    groups=_GROUPS,
-    match=same("v", "g", *KEY),
+    **_SCOPING,
     add=f"""
 MERGE INTO metric_hist v USING (
     SELECT component, model, hardware, metric, day, {BUCKET} AS bucket, count(*) AS n

@@ -293,19 +293,6 @@ def performance(cur: Cursor, component: str, days: int = 30, *, model: str | Non
             "items": items}
 
 
-def metric_stats(cur: Cursor, component: str, model: str | None = None,
-                 hardware: str | None = None, metric: str | None = None) -> list[dict[str, Any]]:
-    """All-time per (model, hardware, metric) statistics with exact percentiles."""
-    where, params = ["component = ?"], [component]
-    for col, value in (("model", model), ("hardware", hardware), ("metric", metric)):
-        if value is not None:
-            where.append(f"{col} = ?")
-            params.append(value)
-    return _dicts(cur, f"SELECT model, hardware, metric, unit, count, mean, min, max, p50, p95, "
-                  f"p99 FROM metric_stats WHERE {' AND '.join(where)} "
-                  "ORDER BY model NULLS LAST, hardware NULLS LAST, metric", params)
-
-
 # -- across components --------------------------------------------------------
 
 _TOTALS = "runs, pending, running, completed, failed, cancelled, success_rate, events"
@@ -397,9 +384,3 @@ def search(cur: Cursor, query: str, limit: int = 20,
         results.setdefault(row["component"], []).append(_run_item(row))
     return {"query": query, "results": results,
             "result_counts": {"total": sum(counts.values()), **counts}}
-
-
-def components(cur: Cursor) -> list[str]:
-    """Every component that has events."""
-    return [r[0] for r in cur.execute("SELECT component FROM component_events "
-                                      "ORDER BY component").fetchall()]
