@@ -23,14 +23,12 @@ from runlake.views.db import Database, folded_seq
 log = logging.getLogger("runlake.fold")
 
 # Duplicate ids are dropped: only the first event (lowest seq) with an id counts.
-_DEDUPE = """
-CREATE OR REPLACE TEMP TABLE batch_all AS
-SELECT * EXCLUDE (ts, received_at), timezone('UTC', ts) AS ts FROM incoming i
-WHERE id IS NULL OR NOT EXISTS (SELECT 1 FROM event_ids e WHERE e.id = i.id)
-QUALIFY id IS NULL OR row_number() OVER (PARTITION BY id ORDER BY seq) = 1"""
-_NO_IDS = """
-CREATE OR REPLACE TEMP TABLE batch_all AS
-SELECT * EXCLUDE (ts, received_at), timezone('UTC', ts) AS ts FROM incoming"""
+# Returns the seqs to drop (usually none), so the batch itself is never copied.
+_DUPLICATES = """
+SELECT seq FROM incoming i WHERE id IS NOT NULL
+QUALIFY EXISTS (SELECT 1 FROM event_ids e WHERE e.id = i.id)
+    OR seq <> min(seq) OVER (PARTITION BY id)"""
+NAIVE_TS = pa.timestamp("us")  # the tables hold naive UTC; the cast keeps the values
 
 # The scope of an incremental refresh: which runs, batches, components and metric
 # groups this batch touched, and the runs' keys before (old_keys) and after.
@@ -95,29 +93,59 @@ def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
     incremental=True refreshes the views for the groups the batch touched;
     False only updates base tables (replay rebuilds every view at the end).
     """
-    con.register("incoming", table)
+    batch_all = _without_duplicates(con, table)
+    if batch_all.num_rows == 0:  # every event was a duplicate
+        return
+    con.register("batch_all", batch_all)
     try:
-        has_ids = table.column("id").null_count < table.num_rows
-        con.execute(_DEDUPE if has_ids else _NO_IDS)
+        _fold_registered(con, batch_all, incremental)
+    finally:
+        con.unregister("batch_all")
+        con.unregister("batch")
+
+
+def _without_duplicates(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
+    """The batch as the SQL reads it: no received_at, naive UTC ts, duplicates dropped.
+
+    The batch stays an Arrow table that DuckDB scans in place: copying it into a
+    temp table cost more than all the statements that read it.
+    """
+    table = table.drop_columns(["received_at"])
+    at = table.schema.get_field_index("ts")
+    table = table.set_column(at, "ts", table.column(at).cast(NAIVE_TS))
+    if table.column("id").null_count == table.num_rows:
+        return table
+    con.register("incoming", table.select(["seq", "id"]))
+    try:
+        dropped = con.sql(_DUPLICATES).to_arrow_table().column("seq")
     finally:
         con.unregister("incoming")
+    if len(dropped) == 0:
+        return table
+    return table.filter(pc.invert(pc.is_in(table.column("seq"), value_set=dropped)))
+
+
+def _fold_registered(con: duckdb.DuckDBPyConnection, table: pa.Table, incremental: bool) -> None:
     for sql in tables.RECORD:
         con.execute(sql)
     types = frozenset(pc.unique(table.column("type")).to_pylist())
     deletes = con.execute(
         "SELECT seq, component, run_id, batch_id FROM batch_all WHERE type = 'delete' ORDER BY seq"
-    ).fetchall()
+    ).fetchall() if "delete" in types else []
     if incremental:
         for sql in _SCOPE_BEFORE:
             con.execute(sql)
     lo = 0
+    seqs = table.column("seq")
     for seq, component, run_id, batch_id in [*deletes, (None, None, None, None)]:
         # Events between two deletes form one sub-batch, applied before the next delete.
-        bound = "" if seq is None else f" AND seq < {int(seq)}"
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM batch_all "
-            f"WHERE type <> 'delete' AND seq > {lo}{bound}"
-        )
+        if not deletes:
+            con.register("batch", table)
+        else:
+            keep = pc.and_(pc.greater(seqs, lo), pc.not_equal(table.column("type"), "delete"))
+            if seq is not None:
+                keep = pc.and_(keep, pc.less(seqs, seq))
+            con.register("batch", table.filter(keep))
         tables.apply(con, types)
         if seq is None:
             break
