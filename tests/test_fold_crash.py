@@ -18,13 +18,11 @@ import threading
 import time
 from pathlib import Path
 
-import msgspec
 import pyarrow as pa
 import pytest
-from helpers.folder import assert_same_database, dump_database
+from helpers.folder import assert_same_database, dump_database, fill_log
 
-from runlake import demo
-from runlake.events import EventLog, decode_events
+from runlake.events import EventLog
 from runlake.ingest.fold import fold_table, rebuild_views
 from runlake.views.db import Database, folded_seq
 
@@ -76,27 +74,6 @@ class Folder:
         return alive
 
 
-def fill_log(log_dir: Path) -> int:
-    """The demo's runs, then a resent chunk (duplicate ids), deletes of runs and of a
-    batch, and events that bring a deleted run back. Returns the last seq."""
-    wires = list(demo.generate(RUNS, seed=7, now=1_767_225_600, with_ids=True))
-    runs = sorted({(w["component"], w["run_id"]) for w in wires if "run_id" in w})
-    batch = next(w for w in wires if w["type"] == "batch")
-    extra = wires[5_000:6_000]  # a client retrying: every one a duplicate
-    extra += [{"type": "delete", "component": c, "run_id": r, "id": f"del-{r}"}
-              for c, r in runs[::97]]
-    extra += [{"type": "delete", "component": batch["component"], "batch_id": batch["batch_id"]}]
-    c, r = runs[0]
-    extra += [{"type": "status", "component": c, "run_id": r, "status": "running",
-               "ts": "2025-12-01T00:00:00Z"},
-              {"type": "metric", "component": c, "run_id": r, "name": "loss", "value": 0.5}]
-    with EventLog(log_dir, roll_rows=4_000) as log:
-        for start in range(0, len(wires), 2_500):
-            log.append(decode_events(msgspec.json.encode(wires[start:start + 2_500])))
-        log.append(decode_events(msgspec.json.encode(extra)))
-        return log.last_seq
-
-
 def replay(log_dir: Path, db_file: Path) -> dict[str, list[tuple[object, ...]]]:
     """The reference: the whole log folded in one batch into a fresh file, views rebuilt."""
     with EventLog(log_dir, readonly=True) as log:
@@ -116,7 +93,7 @@ def test_kill_9_during_fold_ends_equal_to_full_replay(tmp_path: Path) -> None:
     print(f"RUNLAKE_CRASH_SEED={seed}")  # shown on failure, to replay the same kill moments
     rng = random.Random(seed)
     log_dir, db_file = tmp_path / "log", tmp_path / "runlake.duckdb"
-    last_seq = fill_log(log_dir)
+    last_seq = fill_log(log_dir, RUNS)
 
     committed = 0  # the highest seq a killed run reported as folded
     kills_mid_fold = 0

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
 import pyarrow as pa
 
-from runlake.events import EventLog
+from runlake import demo
+from runlake.events import EventLog, decode_events
 from runlake.ingest.fold import Fold, fold_table
 from runlake.views.db import Database, folded_seq
 
@@ -114,3 +116,24 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def fill_log(log_dir: Path, runs: int) -> int:
+    """The demo's runs, then a resent chunk (duplicate ids), deletes of runs and of a
+    batch, and events that bring a deleted run back. Returns the last seq."""
+    wires = list(demo.generate(runs, seed=7, now=1_767_225_600, with_ids=True))
+    runs = sorted({(w["component"], w["run_id"]) for w in wires if "run_id" in w})
+    batch = next(w for w in wires if w["type"] == "batch")
+    extra = wires[5_000:6_000]  # a client retrying: every one a duplicate
+    extra += [{"type": "delete", "component": c, "run_id": r, "id": f"del-{r}"}
+              for c, r in runs[::97]]
+    extra += [{"type": "delete", "component": batch["component"], "batch_id": batch["batch_id"]}]
+    c, r = runs[0]
+    extra += [{"type": "status", "component": c, "run_id": r, "status": "running",
+               "ts": "2025-12-01T00:00:00Z"},
+              {"type": "metric", "component": c, "run_id": r, "name": "loss", "value": 0.5}]
+    with EventLog(log_dir, roll_rows=4_000) as log:
+        for start in range(0, len(wires), 2_500):
+            log.append(decode_events(msgspec.json.encode(wires[start:start + 2_500])))
+        log.append(decode_events(msgspec.json.encode(extra)))
+        return log.last_seq

@@ -1,0 +1,160 @@
+"""`runlake replay` (DESIGN §3): rebuild the database from the log into a new file and
+swap it in; the old file is untouched until the swap.
+
+The log holds the demo's runs plus duplicates, run and batch deletes and a resurrected
+run (helpers.folder.fill_log). The reference is the same log folded incrementally,
+as the server folds it, in small batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from helpers.folder import assert_same_database, dump_database, fill_log
+
+from runlake.events import EventLog
+from runlake.ingest.fold import Fold
+from runlake.ingest.replay import staging_path
+from runlake.views.db import Database
+
+RUNS = 400  # ~12 k events
+
+
+def replay_cli(data: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runlake", "replay", "--data", str(data), *flags],
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def fold_incrementally(data: Path, batch_rows: int = 1_500) -> dict[str, list[tuple[object, ...]]]:
+    """The database the server would have: the log followed in small batches."""
+    with EventLog(data / "log", readonly=True) as event_log:
+        db = Database(data / "runlake.duckdb").open()
+        try:
+            Fold(db, event_log, batch_rows).fold_available()
+            return dump_database(db.connection)
+        finally:
+            db.close()
+
+
+def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    db = Database(path).open()
+    try:
+        return dump_database(db.connection)
+    finally:
+        db.close()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    fill_log(tmp_path / "log", RUNS)
+    return tmp_path
+
+
+def test_replay_rebuilds_what_the_incremental_fold_built(data: Path) -> None:
+    last_seq = EventLog(data / "log", readonly=True).open().last_seq
+    incremental = fold_incrementally(data)
+    assert incremental["fold_state"] == [(last_seq, 1)]
+
+    done = replay_cli(data)
+    assert done.returncode == 0, done.stderr
+    assert f"{last_seq:,}/{last_seq:,} events" in done.stderr  # the progress bar's last line
+    assert "/s" in done.stderr and "ETA" in done.stderr
+    assert not staging_path(data / "runlake.duckdb").exists()
+    replayed = dump(data / "runlake.duckdb")
+    assert replayed["runs"] and replayed["metric_hist"]
+    assert_same_database(replayed, incremental, "replayed vs incrementally folded")
+
+
+def test_replay_of_a_database_that_is_missing_or_stale(data: Path) -> None:
+    """No database at all: replay creates one. A database folded from another log:
+    replay throws it away, whatever it held."""
+    assert replay_cli(data).returncode == 0
+    expected = dump(data / "runlake.duckdb")
+    con = duckdb.connect(str(data / "runlake.duckdb"))
+    con.execute("DELETE FROM runs")
+    con.execute("UPDATE fold_state SET folded_seq = 5")
+    con.close()
+    assert replay_cli(data).returncode == 0
+    assert_same_database(dump(data / "runlake.duckdb"), expected, "after a second replay")
+
+
+def test_replay_drops_the_old_files_duckdb_wal(data: Path) -> None:
+    """A server killed with -9 leaves `runlake.duckdb.wal` beside its file. That WAL
+    belongs to the old file: left beside the new one DuckDB would replay it into it."""
+    assert replay_cli(data).returncode == 0
+    expected = dump(data / "runlake.duckdb")
+    crash = (
+        "import duckdb, os, sys\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        "con.execute(\"SET checkpoint_threshold = '1TB'\")\n"
+        "con.execute(\"INSERT INTO component_events SELECT 'zz' || range, range "
+        "FROM range(1000)\")\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", crash, str(data / "runlake.duckdb")], check=True)
+    wal = Path(str(data / "runlake.duckdb") + ".wal")
+    assert wal.exists() and wal.stat().st_size > 0, "the crash should leave a DuckDB WAL"
+
+    assert replay_cli(data).returncode == 0
+    assert not wal.exists()
+    assert_same_database(dump(data / "runlake.duckdb"), expected, "replayed after a crash")
+
+
+def test_replay_refuses_while_a_server_runs(data: Path, start_server_process) -> None:
+    assert replay_cli(data).returncode == 0
+    server = start_server_process(data, inbox=False)
+    try:
+        before = sha256(data / "log" / "LOCK") if (data / "log" / "LOCK").exists() else None
+        refused = replay_cli(data)
+        assert refused.returncode == 2
+        assert "in use by a running server" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not staging_path(data / "runlake.duckdb").exists()
+        assert before is None or sha256(data / "log" / "LOCK") == before
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_replay_killed_midway_leaves_the_old_database_as_it_was(data: Path) -> None:
+    """kill -9 during the build: the old file is byte for byte what it was and still
+    opens; the next replay cleans up the half-built file and finishes."""
+    assert replay_cli(data).returncode == 0
+    db_file = data / "runlake.duckdb"
+    expected, digest = dump(db_file), sha256(db_file)
+    staging = staging_path(db_file)
+    for delay in (0.0, 0.3, 0.8):
+        # Tiny batches make the build take seconds: time to kill it mid-way.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runlake", "replay", "--data", str(data),
+             "--fold-batch-rows", "200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not staging.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
+        assert proc.poll() is None, "the replay finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert sha256(db_file) == digest, "the old database changed before the swap"
+    assert staging.exists(), "a killed replay leaves its half-built file behind"
+    assert_same_database(dump(db_file), expected, "old database after the kills")
+
+    assert replay_cli(data).returncode == 0
+    assert not staging.exists()
+    assert_same_database(dump(db_file), expected, "replayed after the kills")
