@@ -141,6 +141,9 @@ def stop(proc: subprocess.Popen[str]) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+    finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +198,7 @@ def test_model_and_hardware_stats(loaded: str) -> None:
                  "by_status": by_status(pending=1, running=1, completed=1, failed=1),
                  "success_rate": 0.5, "duration_avg_s": 45.0, "duration_p50_s": 45.0,
                  "duration_p95_s": pytest.approx(58.5),  # 30 + 0.95 * (60 - 30)
-                 "first_seen": at(0), "last_seen": at(620)}
+                 "first_seen": at(0), "last_seen": at(610)}  # r7's running status
     assert b == {"model": "B", "runs": 3, "by_status": by_status(completed=2, cancelled=1),
                  "success_rate": 1.0, "duration_avg_s": 35.0, "duration_p50_s": 10.0,
                  "duration_p95_s": pytest.approx(82.0),  # [5, 10, 90] at position 1.9
@@ -225,7 +228,7 @@ def test_runs_list(loaded: str) -> None:
                   "started_at": at(100), "finished_at": at(130), "duration_s": 30.0,
                   "updated_at": at(130)}
     assert r1["params"] == {"lr": 0.1} and r1["duration_s"] == 60.0
-    assert r1["updated_at"] == at(71)
+    assert r1["updated_at"] == at(70)  # run/status events only: the tag at 71 is not a touch
     assert model_a["items"][2]["status"] == "pending"
     assert model_a["items"][2]["duration_s"] is None
 
@@ -239,7 +242,7 @@ def test_runs_list(loaded: str) -> None:
     batch = get(loaded, "/api/test/db/runs", batch_id="b1", hardware="cpu")
     assert [r["run_id"] for r in batch["items"]] == ["r4"]
     assert get(loaded, "/api/test/db/runs", q="FIRST")["items"][0]["run_id"] == "r1"
-    status, body = call(loaded, "/api/test/db/runs?sort=model")
+    status, body = call(loaded, "/api/test/db/runs?sort=params")  # not a sort key
     assert status == 400 and "error" in body
 
 
@@ -264,12 +267,41 @@ def test_overview(loaded: str) -> None:
     assert get(loaded, "/api/db/overview") == {
         "components": {
             "generator": {"runs": 2, "by_status": by_status(completed=1, failed=1),
-                          "success_rate": 0.5, "events": len(GEN_EVENTS)},
-            "test": {"runs": 7, "by_status": test_counts, "success_rate": 0.75,
-                     "events": len(TEST_EVENTS)}},
+                          "success_rate": 0.5},
+            "test": {"runs": 7, "by_status": test_counts, "success_rate": 0.75}},
         "total": {"runs": 9, "by_status": by_status(pending=1, running=1, completed=4,
                                                     failed=2, cancelled=1),
-                  "success_rate": 4 / 6, "events": len(TEST_EVENTS) + len(GEN_EVENTS)}}
+                  "success_rate": 4 / 6}}
+
+
+def test_run_batches_and_model(loaded: str) -> None:
+    r1 = get(loaded, "/api/test/db/run/r1")
+    assert (r1["status"], r1["duration_s"], r1["tags"]) == ("completed", 60.0, {"suite": "regress"})
+    assert r1["metrics"] == [{"name": "latency", "unit": "ms", "count": 3, "mean": 2.0,
+                              "min": 1.0, "max": 3.0, "last": 3.0}]
+    r4 = get(loaded, "/api/test/db/task/r4")
+    assert (r4["results"]["total"], r4["results"]["passed"]) == (1, 1)
+    g2 = get(loaded, "/api/generator/db/run/g2")
+    assert [(s["step"], s["status"]) for s in g2["steps"]] == [("encode-needle", "running")]
+    g1 = get(loaded, "/api/generator/db/run/g1")
+    assert [(lg["level"], lg["message"]) for lg in g1["logs"]] == [("info", "found a NEEDLE")]
+    assert call(loaded, "/api/test/db/run/r6")[0] == 404  # deleted
+
+    batches = get(loaded, "/api/test/db/batches")
+    assert batches["total"] == 1  # b2 was deleted with its run
+    (b1,) = batches["items"]
+    assert b1 == {"batch_id": "b1", "description": "nightly", "expected_count": 2, "runs": 2,
+                  "by_status": by_status(completed=1, cancelled=1), "finished": 2,
+                  "progress": 1.0, "declared_at": at(0), "first_seen": at(200),
+                  "last_seen": at(320)}
+
+    a = get(loaded, "/api/db/model/A")
+    assert (a["total"]["runs"], a["total"]["success_rate"]) == (5, 2 / 3)
+    assert [r["run_id"] for r in a["components"]["test"]["recent_runs"]] == [
+        "r7", "r5", "r2", "r1"]
+    assert a["components"]["generator"]["by_status"] == by_status(completed=1)
+    status, body = call(loaded, "/api/db/model/nope")
+    assert status == 404 and body["error"]["code"] == "not_found"
 
 
 def test_search(loaded: str) -> None:
@@ -301,8 +333,13 @@ def test_sigterm_stops_cleanly_and_data_survives_restart(tmp_path: Path) -> None
         runs = get(base, "/api/jobs/db/runs")["items"]
         assert [(r["run_id"], r["status"], r["duration_s"]) for r in runs] == [
             ("j1", "completed", 0.0)]  # finished at its own (receive-time) creation
-        assert get(base, "/api/db/overview")["total"]["events"] == 1
+        assert get(base, "/api/db/overview")["total"]["runs"] == 1
         assert get(base, "/api/jobs/db/search", query="J1")["result_counts"] == {
             "total": 1, "jobs": 1}
+        # a run event without attributes, twice: the second is an update that sets no attribute
+        bare = [{"type": "run", "run_id": "j2", "ts": at(0)}, {"type": "run", "run_id": "j2"}]
+        assert call(base, "/api/jobs/events", json.dumps(bare).encode())[0] == 202
+        j2 = get(base, "/api/jobs/db/run/j2")
+        assert (j2["status"], j2["model"], j2["created_at"]) == ("pending", None, at(0))
     finally:
         stop(proc)

@@ -1,8 +1,8 @@
 """Seed-style baseline: what runlake replaces, kept honest for side-by-side benchmarks.
 
-Each event is written straight into DuckDB as its request arrives (one small transaction
-per event, on one connection) and every statistic is a GROUP BY over the base tables at
-query time. No log, no views, no batching. Not part of runlake; never imports it.
+Each event is written straight into DuckDB as its request arrives: one INSERT (or upsert)
+per event, autocommitted, on one connection. Every statistic is a GROUP BY over the base
+tables at query time. No log, no views, no batching. Not part of runlake; never imports it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE TABLE IF NOT EXISTS batches (
     component VARCHAR, batch_id VARCHAR, description VARCHAR, expected_count BIGINT,
     created_at TIMESTAMP, updated_at TIMESTAMP, PRIMARY KEY (component, batch_id));
-CREATE TABLE IF NOT EXISTS event_counts (component VARCHAR PRIMARY KEY, n BIGINT);
 """
 
 # Required fields per event type ("light validation": presence only, plus status values).
@@ -64,8 +63,9 @@ APPEND: dict[str, tuple[str, tuple[str, ...]]] = {
     "result": ("results", ("test", "outcome", "duration_s", "message")),
 }
 # What search looks at (ILIKE %query%): table -> columns naming a run.
-SEARCH = {"runs": ("run_id", "model", "hardware", "batch_id", "error"), "tags": ("value",),
-          "steps": ("step",), "logs": ("message",), "results": ("test",)}
+SEARCH = {"runs": ("run_id", "model", "hardware", "batch_id", "name", "error"),
+          "tags": ("key", "value"), "steps": ("step",), "logs": ("message",),
+          "results": ("test",)}
 CHILD_TABLES = ("steps", "metrics", "tags", "logs", "artifacts", "results")
 DURATION = ("CASE WHEN finished_at IS NOT NULL THEN date_diff('microsecond', "
             "coalesce(started_at, created_at), finished_at) / 1e6 END")
@@ -73,9 +73,9 @@ RUN_COLS = ("component, run_id, model, hardware, batch_id, name, params, status,
             f"created_at, started_at, finished_at, {DURATION} AS duration_s, updated_at")
 RUN_KEYS = ("component", "run_id", "model", "hardware", "batch_id", "name", "params", "status",
             "error", "created_at", "started_at", "finished_at", "duration_s", "updated_at")
-SORTS = {"created_at": "created_at", "-created_at": "created_at DESC",
-         "duration_s": "duration_s", "-duration_s": "duration_s DESC",
-         "run_id": "run_id", "-run_id": "run_id DESC"}
+SORTS = {f"{sign}{col}": f"{col} {'DESC' if sign else 'ASC'} NULLS LAST"
+         for col in ("created_at", "updated_at", "started_at", "finished_at", "duration_s",
+                     "run_id", "status", "model", "hardware") for sign in ("", "-")}
 STATUS_COUNTS = ", ".join(f"count(*) FILTER (WHERE status = '{s}')" for s in STATUSES)
 
 
@@ -83,6 +83,10 @@ class BadRequestError(Exception):
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.details = details or []
+
+
+class NotFoundError(Exception):
+    pass
 
 
 def parse_ts(value: Any) -> datetime:
@@ -159,100 +163,90 @@ class Store:
         return self.con.execute(sql, params).fetchall()
 
     # -- writes ------------------------------------------------------------------------
+    # One statement per event, autocommitted: what the seed systems did. A run's row is
+    # written by its `run` and `status` events only; metrics, logs, steps, ... are rows of
+    # their own tables and do not touch it (so `updated_at` is the latest run/status event).
     def apply(self, ev: dict[str, Any]) -> None:
-        """One event, one transaction: exactly what the seed systems did per event."""
-        self.con.execute("BEGIN")
-        try:
-            kind = "append" if ev["type"] in APPEND else ev["type"]
-            getattr(self, "_" + kind)(ev, ev["component"], ev.get("run_id"), ev["ts"])
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+        kind = "append" if ev["type"] in APPEND else ev["type"]
+        getattr(self, "_" + kind)(ev, ev["component"], ev.get("run_id"), ev["ts"])
 
-    def count_events(self, per_component: dict[str, int]) -> None:
-        for comp, n in per_component.items():
-            self._update_or_insert("UPDATE event_counts SET n = n + ? WHERE component = ?",
-                                   [n, comp], "INSERT INTO event_counts VALUES (?, ?)", [comp, n])
-
-    def _update_or_insert(self, update: str, params: list[Any], insert: str,
-                          values: list[Any]) -> None:
-        # The row usually exists, and a plain UPDATE costs ~1/3 of INSERT ... ON CONFLICT.
-        (n,), = self.q(update, params)
+    def _put(self, table: str, key: dict[str, Any], values: dict[str, Any], sets: str,
+             params: list[Any]) -> None:
+        """Get-or-create: UPDATE the row by its key, INSERT it when there was none. (DuckDB
+        runs a plain UPDATE or INSERT in about a third of the time of INSERT ... ON CONFLICT.)"""
+        where = " AND ".join(f"{k} = ?" for k in key)
+        (n,), = self.q(f"UPDATE {table} SET {sets} WHERE {where}", [*params, *key.values()])
         if n == 0:
-            self.q(insert, values)
+            row = {**key, **values}
+            self.q(f"INSERT INTO {table} ({', '.join(row)}) VALUES "
+                   f"({', '.join('?' * len(row))})", list(row.values()))
 
-    def _touch(self, c: str, r: str, ts: datetime) -> None:
-        self._update_or_insert(
-            "UPDATE runs SET created_at = least(created_at, ?), updated_at = "
-            "greatest(updated_at, ?) WHERE component = ? AND run_id = ?", [ts, ts, c, r],
-            "INSERT INTO runs (component, run_id, created_at, updated_at) VALUES (?, ?, ?, ?)",
-            [c, r, ts, ts])
-
-    def _upsert_run(self, c: str, r: str, ts: datetime, sets: dict[str, str],
-                    values: dict[str, Any]) -> None:
-        cols = ", ".join(["component", "run_id", "created_at", "updated_at", *values])
-        marks = ", ".join("?" * (4 + len(values)))  # positional: cheaper to bind than $names
-        assign = ", ".join(["created_at = least(runs.created_at, excluded.created_at)",
-                            "updated_at = greatest(runs.updated_at, excluded.updated_at)",
-                            *(f"{k} = {v}" for k, v in sets.items())])
-        self.q(f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT (component, run_id) "
-               f"DO UPDATE SET {assign}", [c, r, ts, ts, *values.values()])
+    def _run_row(self, c: str, r: str, ts: datetime, values: dict[str, Any],
+                 sets: list[str], params: list[Any]) -> None:
+        self._put("runs", {"component": c, "run_id": r},
+                  {"created_at": ts, "updated_at": ts, **values},
+                  ", ".join(["created_at = least(created_at, ?)",
+                             "updated_at = greatest(updated_at, ?)", *sets]), [ts, ts, *params])
 
     def _run(self, ev: dict[str, Any], c: str, r: str, ts: datetime) -> None:
         values = {k: ev[k] for k in RUN_ATTRS if k in ev}  # absent attributes keep their value
         if "params" in values and values["params"] is not None:
             values["params"] = msgspec.json.encode(values["params"]).decode()
-        self._upsert_run(c, r, ts, {k: f"excluded.{k}" for k in values}, values)
+        self._run_row(c, r, ts, values, [f"{k} = ?" for k in values], list(values.values()))
 
     def _status(self, ev: dict[str, Any], c: str, r: str, ts: datetime) -> None:
         st = ev["status"]
         values = {"status": st, "error": ev.get("error"),
                   "started_at": ts if st == "running" else None,
                   "finished_at": ts if st in TERMINAL else None}
-        sets = {"status": "excluded.status", "error": "excluded.error",
-                "started_at": "coalesce(runs.started_at, excluded.started_at)",
-                "finished_at": "excluded.finished_at"}
-        self._upsert_run(c, r, ts, sets, values)
+        self._run_row(c, r, ts, values, ["status = ?", "error = ?",
+                                         "started_at = coalesce(started_at, ?)",
+                                         "finished_at = ?"], list(values.values()))
 
     def _step(self, ev: dict[str, Any], c: str, r: str, ts: datetime) -> None:
-        self._touch(c, r, ts)
-        self.q("INSERT INTO steps VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-               "status = excluded.status, progress = excluded.progress, "
-               "message = excluded.message, updated_at = excluded.updated_at",
-               [c, r, ev["step"], ev["status"], ev.get("progress"), ev.get("message"), ts])
+        values = {"status": ev["status"], "progress": ev.get("progress"),
+                  "message": ev.get("message"), "updated_at": ts}
+        self._put("steps", {"component": c, "run_id": r, "step": ev["step"]}, values,
+                  "status = ?, progress = ?, message = ?, updated_at = ?", list(values.values()))
 
     def _append(self, ev: dict[str, Any], c: str, r: str, ts: datetime) -> None:
         """metric/log/artifact/result: every event is one more row."""
         table, fields = APPEND[ev["type"]]
-        self._touch(c, r, ts)
         marks = ", ".join("?" * (len(fields) + 3))
         self.q(f"INSERT INTO {table} VALUES ({marks})", [c, r, *map(ev.get, fields), ts])
 
     def _tag(self, ev: dict[str, Any], c: str, r: str, ts: datetime) -> None:
-        self._touch(c, r, ts)
-        self.q("INSERT INTO tags VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
-               "SET value = excluded.value", [c, r, ev["key"], str(ev["value"])])
+        value = str(ev["value"])
+        self._put("tags", {"component": c, "run_id": r, "key": ev["key"]}, {"value": value},
+                  "value = ?", [value])
 
     def _batch(self, ev: dict[str, Any], c: str, r: None, ts: datetime) -> None:
-        self.q("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-               "description = coalesce(excluded.description, batches.description), "
-               "expected_count = coalesce(excluded.expected_count, batches.expected_count), "
-               "created_at = least(batches.created_at, excluded.created_at), "
-               "updated_at = greatest(batches.updated_at, excluded.updated_at)",
-               [c, ev["batch_id"], ev.get("description"), ev.get("expected_count"), ts, ts])
+        values = {"description": ev.get("description"),
+                  "expected_count": ev.get("expected_count"), "created_at": ts, "updated_at": ts}
+        self._put("batches", {"component": c, "batch_id": ev["batch_id"]}, values,
+                  "description = coalesce(?, description), expected_count = "
+                  "coalesce(?, expected_count), created_at = least(created_at, ?), "
+                  "updated_at = greatest(updated_at, ?)", list(values.values()))
 
     def _delete(self, ev: dict[str, Any], c: str, r: str | None, ts: datetime) -> None:
+        """The one multi-statement event, so it gets a transaction (deletes are rare)."""
         if r is not None:
             where, params = "component = ? AND run_id = ?", [c, r]
         else:
             where = ("component = ? AND run_id IN "
                      "(SELECT run_id FROM runs WHERE component = ? AND batch_id = ?)")
             params = [c, c, ev["batch_id"]]
-            self.q("DELETE FROM batches WHERE component = ? AND batch_id = ?",
-                   [c, ev["batch_id"]])
-        for table in (*CHILD_TABLES, "runs"):  # runs last: the batch subquery reads it
-            self.q(f"DELETE FROM {table} WHERE {where}", params)
+        self.con.execute("BEGIN")
+        try:
+            if r is None:
+                self.q("DELETE FROM batches WHERE component = ? AND batch_id = ?",
+                       [c, ev["batch_id"]])
+            for table in (*CHILD_TABLES, "runs"):  # runs last: the batch subquery reads it
+                self.q(f"DELETE FROM {table} WHERE {where}", params)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
 
     # -- reads (all GROUP BY over base tables, computed fresh per request) ---------------
     def group_stats(self, c: str, key: str, limit: int, offset: int) -> tuple[list[Any], int]:
@@ -293,17 +287,86 @@ class Store:
         return items, total
 
     def overview(self) -> dict[str, Any]:
-        by_comp: dict[str, dict[str, Any]] = {}
-        rows = self.q(f"SELECT component, count(*), {STATUS_COUNTS} FROM runs GROUP BY 1")
-        events = dict(self.q("SELECT component, n FROM event_counts"))
-        total = [0] * 6
-        for comp in sorted({r[0] for r in rows} | set(events)):
-            row = next((r[1:] for r in rows if r[0] == comp), (0,) * 6)
-            total = [a + b for a, b in zip(total, row, strict=True)]
-            by_comp[comp] = {"runs": row[0], **status_block(row[1:]),
-                             "events": events.get(comp, 0)}
-        return {"components": by_comp, "total": {"runs": total[0], **status_block(total[1:]),
-                                                 "events": sum(events.values())}}
+        rows = self.q(f"SELECT component, count(*), {STATUS_COUNTS} FROM runs GROUP BY 1 "
+                      "ORDER BY 1")
+        total = [sum(col) for col in zip(*(r[1:] for r in rows), strict=True)] or [0] * 6
+        return {"components": {r[0]: {"runs": r[1], **status_block(r[2:])} for r in rows},
+                "total": {"runs": total[0], **status_block(total[1:])}}
+
+    def model(self, model: str) -> dict[str, Any] | None:
+        rows = self.q(
+            f"SELECT component, count(*), {STATUS_COUNTS}, avg(d), quantile_cont(d, 0.5), "
+            f"quantile_cont(d, 0.95), min(created_at), max(updated_at) FROM "
+            f"(SELECT *, {DURATION} AS d FROM runs WHERE model = ?) GROUP BY 1 ORDER BY 1",
+            [model])
+        if not rows:
+            return None
+        per = {}
+        for row in rows:
+            recent, _ = self.runs(row[0], ["model = ?"], [model], SORTS["-created_at"], 10, 0)
+            per[row[0]] = {"runs": row[1], **status_block(row[2:7]), "duration_avg_s": row[7],
+                           "duration_p50_s": row[8], "duration_p95_s": row[9],
+                           "first_seen": utc(row[10]), "last_seen": utc(row[11]),
+                           "recent_runs": recent}
+        total = [sum(r[i] for r in rows) for i in range(1, 7)]
+        return {"model": model, "components": per,
+                "total": {"runs": total[0], **status_block(total[1:])}}
+
+    def batches(self, c: str, limit: int, offset: int) -> tuple[list[Any], int]:
+        """Declared batches and batches only named by runs, with their runs by status."""
+        counts = ", ".join(f"count(*) FILTER (WHERE status = '{s}') AS {s}" for s in STATUSES)
+        keys = ("SELECT batch_id FROM batches WHERE component = $c UNION "
+                "SELECT batch_id FROM runs WHERE component = $c AND batch_id IS NOT NULL")
+        rows = self.q(
+            f"WITH n AS (SELECT batch_id, count(*) AS runs, {counts}, min(created_at) AS first, "
+            "max(updated_at) AS last FROM runs WHERE component = $c AND batch_id IS NOT NULL "
+            "GROUP BY 1), b AS (SELECT * FROM batches WHERE component = $c) "
+            f"SELECT k.batch_id, b.description, b.expected_count, n.runs, "
+            f"{', '.join(f'n.{s}' for s in STATUSES)}, n.first, n.last, b.created_at "
+            f"FROM ({keys}) k LEFT JOIN b USING (batch_id) LEFT JOIN n USING (batch_id) "
+            "ORDER BY coalesce(n.last, b.created_at) DESC NULLS LAST, k.batch_id "
+            "LIMIT $limit OFFSET $offset", {"c": c, "limit": limit, "offset": offset})
+        (total,), = self.q(f"SELECT count(*) FROM ({keys})", {"c": c})
+        items = []
+        for bid, desc, expected, n, *by, first, last, declared in rows:
+            block = status_block([k or 0 for k in by])
+            finished = sum(block["by_status"][s] for s in TERMINAL)
+            items.append({"batch_id": bid, "description": desc, "expected_count": expected,
+                          "runs": n or 0, "by_status": block["by_status"],
+                          "finished": finished,
+                          "progress": finished / expected if expected else None,
+                          "declared_at": utc(declared), "first_seen": utc(first),
+                          "last_seen": utc(last)})
+        return items, total
+
+    def run(self, c: str, r: str) -> dict[str, Any] | None:
+        """The run with its steps, tags, metric and result summaries, recent logs, artifacts."""
+        key = [c, r]
+        where = "WHERE component = ? AND run_id = ?"
+        rows = self.q(f"SELECT {RUN_COLS} FROM runs {where}", key)
+        if not rows:
+            return None
+        run = run_item(rows[0])
+        run["steps"] = [
+            {"step": s, "status": st, "progress": pr, "message": m, "ts": utc(ts)}
+            for s, st, pr, m, ts in self.q("SELECT step, status, progress, message, updated_at "
+                                           f"FROM steps {where} ORDER BY updated_at", key)]
+        run["tags"] = dict(self.q(f"SELECT key, value FROM tags {where} ORDER BY key", key))
+        run["metrics"] = [
+            {"name": n, "unit": u, "count": k, "mean": mean, "min": lo, "max": hi, "last": last}
+            for n, u, k, mean, lo, hi, last in self.q(
+                "SELECT name, min(unit), count(*), avg(value), min(value), max(value), "
+                f"arg_max(value, ts) FROM metrics {where} GROUP BY name ORDER BY name", key)]
+        outcomes = dict(self.q(f"SELECT outcome, count(*) FROM results {where} GROUP BY 1", key))
+        run["results"] = {"total": sum(outcomes.values()), **{o: outcomes.get(o, 0) for o in (
+            "passed", "failed", "skipped", "error", "xfailed", "xpassed")}}
+        run["logs"] = [{"level": lv, "message": m, "ts": utc(ts)} for lv, m, ts in self.q(
+            f"SELECT level, message, ts FROM logs {where} ORDER BY ts DESC LIMIT 20", key)]
+        run["artifacts"] = [
+            {"name": n, "uri": u, "size_bytes": b, "media_type": mt, "ts": utc(ts)}
+            for n, u, b, mt, ts in self.q("SELECT name, uri, size_bytes, media_type, ts FROM "
+                                          f"artifacts {where} ORDER BY ts", key)]
+        return run
 
     def search(self, text: str, component: str | None, limit: int) -> dict[str, Any]:
         like = "ILIKE $p ESCAPE '\\'"
@@ -313,7 +376,7 @@ class Store:
                               for table, cols in SEARCH.items())
         rows = self.q(
             f"WITH hits AS ({hits}), ranked AS (SELECT {RUN_COLS}, row_number() OVER ("
-            "PARTITION BY component ORDER BY created_at DESC, run_id) AS rn, count(*) OVER "
+            "PARTITION BY component ORDER BY updated_at DESC, run_id) AS rn, count(*) OVER "
             "(PARTITION BY component) AS n FROM runs JOIN hits USING (component, run_id)) "
             "SELECT * FROM ranked WHERE rn <= greatest($limit, 1) ORDER BY component, rn",
             {"p": escape_like(text), "limit": limit, **({"comp": component} if component else {})})
@@ -380,6 +443,8 @@ async def errors(req: web.Request, handler: Any) -> web.StreamResponse:
     except BadRequestError as exc:
         return reply({"error": {"code": "bad_request", "message": str(exc),
                                 "details": exc.details}}, 400)
+    except NotFoundError as exc:
+        return reply({"error": {"code": "not_found", "message": str(exc), "details": []}}, 404)
 
 
 def store(req: web.Request) -> Store:
@@ -399,18 +464,14 @@ async def post_events(req: web.Request) -> web.Response:
     now = datetime.now(UTC).replace(tzinfo=None)
     valid = validate(events, req.match_info.get("component"), now)
     db = store(req)
-    per_component: dict[str, int] = {}
     done = 0
     try:
         for ev in valid:  # synchronously, in order: the seed systems blocked the loop too
             db.apply(ev)
             done += 1
-            per_component[ev["component"]] = per_component.get(ev["component"], 0) + 1
     except duckdb.Error as exc:  # e.g. a wrong-typed field; earlier events stay written
         raise BadRequestError(f"event {done} not stored; the {done} before it were", [
             {"index": done, "field": "", "message": str(exc)}]) from None
-    finally:
-        db.count_events(per_component)
     return reply({"accepted": len(valid)}, 202)
 
 
@@ -444,13 +505,12 @@ async def list_runs(req: web.Request) -> web.Response:
 
 
 async def performance(req: web.Request) -> web.Response:
-    try:
-        days = float(req.query.get("days", 30))
-    except ValueError:
-        raise BadRequestError("days must be a number") from None
-    if not (math.isfinite(days) and days > 0):
-        raise BadRequestError("days must be > 0")
-    since = datetime.now(UTC).replace(tzinfo=None) - timedelta(days=days)
+    days = int_arg(req, "days", 30)
+    if days < 1:
+        raise BadRequestError("days must be >= 1")
+    # the last `days` UTC calendar days, today included (as runlake's daily rollups)
+    today = datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    since = today - timedelta(days=days - 1)
     where, params = equals(req, {"model": "r.model", "hardware": "r.hardware",
                                  "metric": "m.name"})
     limit, offset = page(req, 100)
@@ -462,6 +522,28 @@ async def performance(req: web.Request) -> web.Response:
 
 async def overview(req: web.Request) -> web.Response:
     return reply(store(req).overview())
+
+
+async def model(req: web.Request) -> web.Response:
+    name = req.match_info["model"]
+    found = store(req).model(name)
+    if found is None:
+        raise NotFoundError(f"model {name!r} not found")
+    return reply(found)
+
+
+async def batches(req: web.Request) -> web.Response:
+    limit, offset = page(req, 50)
+    items, total = store(req).batches(req.match_info["component"], limit, offset)
+    return reply({"items": items, "limit": limit, "offset": offset, "total": total})
+
+
+async def run(req: web.Request) -> web.Response:
+    c, r = req.match_info["component"], req.match_info["run_id"]
+    found = store(req).run(c, r)
+    if found is None:
+        raise NotFoundError(f"run {r!r} of component {c!r} not found")
+    return reply(found)
 
 
 async def search(req: web.Request) -> web.Response:
@@ -485,7 +567,10 @@ def make_app(db_path: str) -> web.Application:
     app.router.add_get("/api/{component}/db/{what:models|hardware}/stats", group_stats)
     app.router.add_get("/api/{component}/db/{what:runs|tasks}", list_runs)
     app.router.add_get("/api/{component}/db/performance", performance)
+    app.router.add_get("/api/{component}/db/{what:run|task}/{run_id}", run)
+    app.router.add_get("/api/{component}/db/batches", batches)
     app.router.add_get("/api/db/overview", overview)
+    app.router.add_get("/api/db/model/{model}", model)
     app.router.add_get("/api/db/search", search)
     app.router.add_get("/api/{component}/db/search", search)
     app.router.add_get("/healthz", healthz)

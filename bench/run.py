@@ -1,0 +1,223 @@
+"""The benchmark suite (issue 7, DESIGN §9): runlake beside the seed-style baseline, in one run.
+
+    python bench/run.py --quick          # ~1 M events, a few minutes
+    python bench/run.py                  # 10 M events; scale curve 1 M, 3 M, 10 M
+    python bench/run.py --json out.json --dir /big/tmp
+
+One command, one table. It composes the other bench scripts, each measuring with the
+real parts (subprocess servers on loopback, load from this process):
+
+1. HTTP (`bench/http_api.py`): NDJSON batches of 1 000 and single events at 16 clients,
+   runlake and the baseline alternating on fresh servers; read latency p50/p99 of every
+   read route on the same workload for both; server RSS.
+2. Watched folder (`bench/folder.py`): drop → durable and → visible, NDJSON and Parquet;
+   the baseline ingests the same NDJSON events one statement each.
+3. Fold (`bench/fold.py`), at each size of the scale curve: replay events/s, bytes on disk
+   (log and database), incremental 1 000-event batch latency, and read latencies on a
+   server over that database; at the largest size, acknowledged → visible p50/p99 under a
+   sustained 100 k events/s.
+
+The baseline writes each event as it arrives (a few hundred events/s), so it is measured
+at smaller sizes; the table says where, and ratios compare rates, never extrapolations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench modules
+
+import fold as fold_bench  # bench/fold.py
+import folder as folder_bench
+import http_api
+
+
+@dataclass
+class Plan:
+    http: http_api.Sizes
+    folder_events: int
+    folder_file_events: int
+    folder_baseline_events: int
+    scale: tuple[int, ...]
+    incremental_batches: int
+    sustained_rate: int
+    sustained_seconds: float
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(http_api.Sizes(events=200_000, read_events=100_000, baseline_events=5_000,
+                                  single_events=10_000, baseline_single_events=1_000, reps=3,
+                                  read_requests=100),
+                   folder_events=500_000, folder_file_events=100_000,
+                   folder_baseline_events=2_000, scale=(300_000, 1_000_000),
+                   incremental_batches=50, sustained_rate=100_000, sustained_seconds=10)
+
+    @classmethod
+    def full(cls) -> Plan:
+        return cls(http_api.Sizes(events=2_000_000, read_events=1_000_000, baseline_events=20_000,
+                                  single_events=30_000, baseline_single_events=2_000, reps=3,
+                                  read_requests=200),
+                   folder_events=2_000_000, folder_file_events=100_000,
+                   folder_baseline_events=5_000, scale=(1_000_000, 3_000_000, 10_000_000),
+                   incremental_batches=100, sustained_rate=100_000, sustained_seconds=30)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    versions = {p: metadata.version(p) for p in ("duckdb", "pyarrow", "aiohttp", "msgspec")}
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"python": platform.python_version(), "cpus": os.cpu_count(),
+            "memory_gib": round(mem, 1), "platform": platform.platform(), **versions}
+
+
+def measure_folder(plan: Plan, root: Path) -> dict[str, Any]:
+    where = root / "folder"
+    where.mkdir()
+    files = folder_bench.make_files(where, plan.folder_events, plan.folder_file_events)
+    out: dict[str, Any] = {"baseline": {
+        "events": plan.folder_baseline_events,
+        "events_per_s": folder_bench.baseline_rate(
+            files["ndjson"], plan.folder_baseline_events, where / "baseline.duckdb")}}
+    for fmt in ("ndjson", "parquet"):
+        events, durable, visible = asyncio.run(
+            folder_bench.ingest(files[fmt], where / fmt / "data", plan.folder_file_events))
+        out[fmt] = {"events": events, "durable_per_s": events / durable,
+                    "visible_per_s": events / visible}
+        log(f"folder {fmt}: {events / durable:,.0f} events/s durable, "
+            f"{events / visible:,.0f} visible")
+    shutil.rmtree(where, ignore_errors=True)
+    return out
+
+
+async def reads_on(data: Path, requests: int) -> dict[str, Any]:
+    server = http_api.start_runlake(data)
+    try:
+        routes = await http_api.read_routes(server.url)
+        latency = await http_api.read_latency(server.url, routes, requests)
+        return {"latency": latency, "rss_mb": server.rss_mb()}
+    finally:
+        server.stop()
+
+
+def measure_scale(plan: Plan, root: Path) -> list[dict[str, Any]]:
+    """Per size: build the log, replay it, time incremental batches and the reads."""
+    points = []
+    for size in plan.scale:
+        data = root / f"scale-{size}"
+        log_dir, db = data / "log", data / "runlake.duckdb"
+        t0 = time.perf_counter()
+        fold_bench.make_log(log_dir, size)
+        log(f"scale {size:,}: log written in {time.perf_counter() - t0:.0f} s; replaying")
+        point: dict[str, Any] = {"size": size, "replay": fold_bench.measure_replay(log_dir, db)}
+        log(f"scale {size:,}: replay {point['replay']['events_per_s']:,.0f} events/s")
+        point["incremental"] = fold_bench.measure_incremental(
+            log_dir, db, plan.incremental_batches, 1000)
+        point["reads"] = asyncio.run(reads_on(data, plan.http.read_requests))
+        log(f"scale {size:,}: incremental p50 {point['incremental']['p50_ms']:.0f} ms")
+        if size == plan.scale[-1]:
+            point["sustained"] = fold_bench.measure_sustained(
+                log_dir, db, plan.sustained_rate, plan.sustained_seconds, 1000)
+            log(f"sustained: p99 {point['sustained']['p99_ms']:.0f} ms")
+        points.append(point)
+        shutil.rmtree(data, ignore_errors=True)
+    return points
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(ours: float | None, theirs: float | None, higher_is_better: bool = True) -> str:
+    if not ours or not theirs:
+        return "—"
+    return f"{ours / theirs:,.1f}×" if higher_is_better else f"{theirs / ours:,.1f}×"
+
+
+def markdown(fig: dict[str, Any]) -> str:
+    lines = [http_api.markdown(fig["http"]), ""]
+    f = fig["folder"]
+    lines += ["| watched folder | events | durable events/s | visible events/s | baseline "
+              "events/s | ratio (visible) | target |", "|---|---:|---:|---:|---:|---:|---|"]
+    for fmt, target in (("ndjson", 500_000), ("parquet", 2_000_000)):
+        r = f[fmt]
+        met = "met" if r["durable_per_s"] >= target else "not met"
+        lines.append(f"| {fmt} | {r['events']:,} | {_n(r['durable_per_s'])} | "
+                     f"{_n(r['visible_per_s'])} | {_n(f['baseline']['events_per_s'])} "
+                     f"({f['baseline']['events']:,} events) | "
+                     f"{_ratio(r['visible_per_s'], f['baseline']['events_per_s'])} | "
+                     f"≥ {target:,} durable: {met} |")
+    lines += ["", "| scale: events | replay events/s | log MB | database MB | incremental "
+              "1 000-event batch p50 / p99 ms | " + " | ".join(
+                  f"{name} p50/p99 ms" for name in fig["scale"][0]["reads"]["latency"]) + " |",
+              "|" + "---:|" * (5 + len(fig["scale"][0]["reads"]["latency"]))]
+    for p in fig["scale"]:
+        r, i = p["replay"], p["incremental"]
+        lat = " | ".join(f"{v['p50']:.1f} / {v['p99']:.1f}"
+                         for v in p["reads"]["latency"].values())
+        lines.append(f"| {p['size']:,} | {_n(r['events_per_s'])} | {r['log_bytes'] / 1e6:,.1f} | "
+                     f"{r['db_bytes'] / 1e6:,.1f} | {i['p50_ms']:.0f} / {i['p99_ms']:.0f} | "
+                     f"{lat} |")
+    s = fig["scale"][-1]["sustained"]
+    met = "met" if s["p99_ms"] <= 1000 else "not met"
+    lines += ["", f"Acknowledged → visible at {s['rate_achieved']:,.0f} events/s offered "
+              f"(target rate {s['rate_target']:,}), {fig['scale'][-1]['size']:,}-event "
+              f"database: p50 {s['p50_ms']:.0f} ms, p99 {s['p99_ms']:.0f} ms, max "
+              f"{s['max_ms']:.0f} ms (target p99 ≤ 1 000 ms: {met}). Replay target "
+              f"≥ 1,000,000 events/s: "
+              f"{'met' if fig['scale'][-1]['replay']['events_per_s'] >= 1e6 else 'not met'}."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="~1 M events, a few minutes")
+    p.add_argument("--json", type=Path, help="write every raw figure here")
+    p.add_argument("--dir", type=Path, help="scratch space (needs a few GB in full mode)")
+    args = p.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan.full()
+    started = time.perf_counter()
+    fig: dict[str, Any] = {"mode": "quick" if args.quick else "full", "machine": machine(),
+                           "commit": _commit(), "loadavg_start": os.getloadavg()}
+    log(f"bench/run.py {fig['mode']}: {fig['machine']}")
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="runlake-bench-") as tmp:
+        root = Path(tmp)
+        (root / "http").mkdir()
+        fig["http"] = asyncio.run(http_api.run(plan.http, root / "http"))
+        fig["folder"] = measure_folder(plan, root)
+        fig["scale"] = measure_scale(plan, root)
+    fig["loadavg_end"] = os.getloadavg()
+    fig["seconds"] = time.perf_counter() - started
+    if args.json:
+        args.json.write_text(json.dumps(fig, indent=2, default=str))
+    print(markdown(fig))
+    print(f"\n{fig['mode']} run in {fig['seconds'] / 60:.1f} min; load average "
+          f"{fig['loadavg_start'][0]:.1f} → {fig['loadavg_end'][0]:.1f}")
+    return 0
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
