@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(p, ["data", "log_level"])
     p.set_defaults(func=_log_stats)
 
+    _add_keys_parser(sub)
+
     p = sub.add_parser("demo", help="generate realistic synthetic events")
     p.add_argument("--runs", type=int, default=1000, help="how many runs (~30 events each)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same events)")
@@ -69,6 +71,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     return parser
+
+
+def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="manage API keys (stored hashed in <data>/keys.json)",
+                          description="API keys and their roles; see docs/security.md. "
+                          "A running server picks up changes within seconds.")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser("add", help="create a key and print it (once)")
+    p.add_argument("--role", required=True, choices=["ingest", "read", "admin"],
+                   help="ingest: append events; read: query; admin: everything")
+    p.add_argument("--component", dest="components", action="append", default=[],
+                   metavar="C", help="limit the key to this component (repeatable; "
+                   "default: every component)")
+    p.add_argument("--name", help="a unique name for the key (default: <role>-<random>)")
+    _add_setting_flags(p, ["data", "log_level"])
+    p.set_defaults(func=_keys_add)
+    p = actions.add_parser("list", help="list keys (names, roles, components; never the keys)")
+    _add_setting_flags(p, ["data", "log_level"])
+    p.set_defaults(func=_keys_list)
+    p = actions.add_parser("revoke", help="delete a key; a running server refuses it in seconds")
+    p.add_argument("name", help="the key's name, as `runlake keys list` shows it")
+    _add_setting_flags(p, ["data", "log_level"])
+    p.set_defaults(func=_keys_revoke)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,6 +166,48 @@ def _log_stats(args: argparse.Namespace, settings: Settings) -> int:
     from runlake.events.stats import log_stats
 
     print(log_stats(settings.log_dir))
+    return 0
+
+
+def _keys_add(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.api.keys import add_key
+
+    key, secret = add_key(settings.keys_path, args.role, args.components, args.name)
+    # The key alone on stdout, so `KEY=$(runlake keys add ...)` works; the rest on stderr.
+    scope = "components " + ", ".join(key.components) if key.components else "all components"
+    print(f"created key {key.name!r}: role {key.role}, {scope}", file=sys.stderr)
+    print(secret)
+    print("Store it now: it cannot be shown again (only its hash is kept in "
+          f"{settings.keys_path}). Send it as X-API-Key or Authorization: Bearer.",
+          file=sys.stderr)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.api.keys import load_keys
+
+    keys = load_keys(settings.keys_path)
+    if not keys:
+        print(f"no API keys in {settings.keys_path} (auth is off on a loopback bind)",
+              file=sys.stderr)
+        return 0
+    rows = [("NAME", "ROLE", "COMPONENTS", "CREATED")] + [
+        (k.name, k.role, ",".join(k.components) or "*",
+         k.created_at.isoformat(timespec="seconds").replace("+00:00", "Z"))
+        for k in keys
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.api.keys import revoke_key
+
+    key = revoke_key(settings.keys_path, args.name)
+    print(f"revoked key {key.name!r} (role {key.role}); a running server refuses it "
+          "within seconds")
     return 0
 
 

@@ -46,6 +46,11 @@ class NotFound(RunlakeError):
     code = "not_found"
 
 
+class Conflict(RunlakeError):
+    status = 409
+    code = "conflict"
+
+
 class PayloadTooLarge(RunlakeError):
     status = 413
     code = "payload_too_large"

@@ -32,6 +32,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("roll_seconds", 60.0, "... or when its oldest event is this old"),
     Setting("fold_batch_rows", 200_000, "most events the fold applies in one transaction"),
     Setting("read_wait_s", 5.0, "longest a read with min_seq waits for the fold"),
+    Setting("read_timeout_s", 30.0, "longest a client may take to send its headers, and "
+            "then its body (408 above); idle keep-alive connections close after it too"),
+    Setting("max_concurrent_requests", 256, "most requests in flight (503 above)"),
     Setting("inbox", True, "watch <data>/inbox for event files"),
     Setting("inbox_delete", False, "delete ingested inbox files instead of moving to .done/"),
     Setting("log_level", "info", "logging level: debug, info, warning, error"),
@@ -48,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     roll_seconds: float = 60.0
     fold_batch_rows: int = 200_000
     read_wait_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_concurrent_requests: int = 256
     inbox: bool = True
     inbox_delete: bool = False
     log_level: str = "info"

@@ -24,7 +24,7 @@ from helpers.folder import assert_same_database, dump_database, fill_log
 
 from runlake.events import EventLog
 from runlake.ingest.fold import fold_table, rebuild_views
-from runlake.views.db import Database, folded_seq
+from runlake.views.db import SCHEMA_VERSION, Database, folded_seq
 
 HELPER = Path(__file__).parent / "helpers" / "folder.py"
 RUNS = 1000  # ~31 k events: ~60 batches of 500 (the fold runs ~0.1–0.2 s per batch)
@@ -124,6 +124,6 @@ def test_kill_9_during_fold_ends_equal_to_full_replay(tmp_path: Path) -> None:
     finally:
         db.close()
     expected = replay(log_dir, tmp_path / "replay.duckdb")
-    assert expected["fold_state"] == [(last_seq, 1)]
+    assert expected["fold_state"] == [(last_seq, SCHEMA_VERSION)]
     assert expected["runs"] and expected["metric_hist"], "the log should hold runs and metrics"
     assert_same_database(crashed, expected, "killed and resumed vs full replay")

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from runlake.events import decode_events, events_to_table
 from runlake.ingest.fold import fold_table, rebuild_views
 from runlake.views import VIEWS
-from runlake.views.db import Database
+from runlake.views.db import SCHEMA_VERSION, Database
 from runlake.views.metric_daily import ALPHA, GAMMA, OFFSET
 
 # Delete events are deduplicated by id and counted in overview.events like any event;
@@ -411,16 +411,20 @@ class Simulation:
         return groups
 
     def metric_rows(self) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """metric_stats. Each percentile is (exact quantile_cont, allowed error): the
+        sketch interpolates between ranks ⌊q·(n−1)⌋ and ⌈q·(n−1)⌉, each within ALPHA."""
         out = {}
         for key, pts in self.points().items():
-            values = [v for v, _, _ in pts]
-            units = [u for _, u, _ in pts if u is not None]
-            out[key] = {
-                "unit": min(units) if units else None, "count": len(values),
-                "mean": math.fsum(values) / len(values), "min": min(values), "max": max(values),
-                "p50": quantile_cont(values, 0.5), "p95": quantile_cont(values, 0.95),
-                "p99": quantile_cont(values, 0.99),
-            }
+            values = sorted(v for v, _, _ in pts)
+            row: dict[str, Any] = {
+                "count": len(values), "mean": math.fsum(values) / len(values),
+                "min": values[0], "max": values[-1]}
+            for q in (0.5, 0.95, 0.99):
+                pos = q * (len(values) - 1)
+                lo, hi, f = values[math.floor(pos)], values[math.ceil(pos)], pos % 1
+                bound = ALPHA * ((1 - f) * abs(lo) + f * abs(hi)) * (1 + 1e-9) + 1e-9
+                row[f"p{round(q * 100)}"] = (quantile_cont(values, q), bound)
+            out[key] = row
         return out
 
     def daily_rows(self) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -537,6 +541,23 @@ def representative(bucket: int) -> float:
     return sign * 2 * GAMMA ** (abs(bucket) - OFFSET) / (GAMMA + 1)
 
 
+def assert_metric_stats(con: duckdb.DuckDBPyConnection,
+                        expected: dict[tuple[Any, ...], dict[str, Any]]) -> None:
+    """Exact count, mean, min, max; sketch percentiles within ALPHA of the exact rank."""
+    actual = read_view(con, "metric_stats", ("component", "model", "hardware", "metric"))
+    assert set(actual) == set(expected), "metric_stats: different groups"
+    for k, want in expected.items():
+        got = actual[k]
+        assert set(got) == set(want), f"metric_stats: columns {sorted(got)} vs {sorted(want)}"
+        for c, exact in want.items():
+            if c.startswith("p"):
+                exact, bound = exact
+                ok = abs(got[c] - exact) <= bound
+            else:
+                ok = close(got[c], exact)
+            assert ok, f"metric_stats {k} {c}: view {got[c]!r}, recompute {exact!r}"
+
+
 def assert_histograms(con: duckdb.DuckDBPyConnection, sim: Simulation) -> None:
     """Per group: merged over all days, and per day, the histogram holds every point and
     its value at rank floor(q·(n−1)) is within ALPHA of the exact value at that rank."""
@@ -578,8 +599,7 @@ def assert_matches_recompute(con: duckdb.DuckDBPyConnection, stream: Stream) -> 
     assert_view(con, "hardware_stats", ("component", "hardware"), sim.group_rows("hardware"))
     assert_view(con, "batch_stats", ("component", "batch_id"), sim.batch_rows())
     key = ("component", "model", "hardware", "metric")
-    scales = {k: max(abs(v) for v, _, _ in pts) for k, pts in sim.points().items()}
-    assert_view(con, "metric_stats", key, sim.metric_rows(), scales)
+    assert_metric_stats(con, sim.metric_rows())
     assert_view(con, "metric_daily", (*key, "day"), sim.daily_rows())
     assert_histograms(con, sim)
     assert_view(con, "overview", ("component",), sim.overview_rows())
@@ -608,7 +628,7 @@ def test_fold_is_deterministic_and_matches_recompute(data: st.DataObject, stream
         replay = fold_into(Path(tmp) / "replay.duckdb", table, base_cuts, incremental=False)
         assert_same_database(split, whole, "split vs one batch")
         assert_same_database(replay, whole, "base-only + rebuild_views vs one batch")
-        assert split["fold_state"] == [(n, 1)]
+        assert split["fold_state"] == [(n, SCHEMA_VERSION)]
         db = Database(Path(tmp) / "split.duckdb").open()
         try:
             assert_matches_recompute(db.connection, stream)

@@ -16,6 +16,7 @@ import pytest
 
 from runlake.events import decode_events, events_to_table
 from runlake.ingest.fold import fold_table
+from runlake.views import queries
 from runlake.views.db import Database
 from runlake.views.metric_daily import ALPHA, GAMMA, OFFSET, REPRESENTATIVE
 
@@ -432,3 +433,33 @@ def test_histogram_percentiles_within_alpha(lake: Folded) -> None:
             i = abs(bucket) - OFFSET
             assert rep == pytest.approx(math.copysign(2 * GAMMA**i / (GAMMA + 1), bucket))
         assert abs(rep - xs[rank]) <= ALPHA * abs(xs[rank]) * (1 + 1e-9), (q, rep, xs[rank])
+
+
+def _quantile_cont(xs: list[float], q: float) -> float:
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (pos - lo)
+
+
+@pytest.mark.parametrize("values", [
+    [100.0, 200.0, 1600.0],  # few points: rank-based would give p99 = 200
+    [5.0], [2.0, 2.0], [1.0, 1e6], [0.25 + i / 7 for i in range(101)],
+    [-3.0, -1.0, -0.5, -0.25],
+])
+def test_sketch_percentiles_interpolate_like_quantile_cont(lake: Folded,
+                                                           values: list[float]) -> None:
+    """metric_stats and the performance report interpolate between the two ranks
+    around q·(n−1), as DESIGN's exact percentiles do, each rank within ALPHA."""
+    lake.fold(*[ev("metric", s=i, name="lat", value=v) for i, v in enumerate(values)])
+    xs = sorted(values)
+    got = lake.one("SELECT p50, p95, p99 FROM metric_stats")
+    report = queries.performance(lake.con.cursor(), "test", days=1, today=at(0).date())
+    (item,) = report["items"]
+    for (quantile, name), stat in zip(((0.5, "p50"), (0.95, "p95"), (0.99, "p99")), got,
+                                      strict=True):
+        exact = _quantile_cont(xs, quantile)
+        pos = quantile * (len(xs) - 1)
+        lo, hi, f = xs[math.floor(pos)], xs[math.ceil(pos)], pos - math.floor(pos)
+        bound = ALPHA * ((1 - f) * abs(lo) + f * abs(hi)) * (1 + 1e-9)
+        assert abs(stat - exact) <= bound, (name, stat, exact)
+        assert item[name] == pytest.approx(stat, rel=1e-12), name

@@ -23,7 +23,7 @@ from helpers.folder import assert_same_database, dump_database, fill_log
 from runlake.events import EventLog
 from runlake.ingest.fold import Fold
 from runlake.ingest.replay import staging_path
-from runlake.views.db import Database
+from runlake.views.db import SCHEMA_VERSION, Database
 
 RUNS = 400  # ~12 k events
 
@@ -67,7 +67,7 @@ def data(tmp_path: Path) -> Path:
 def test_replay_rebuilds_what_the_incremental_fold_built(data: Path) -> None:
     last_seq = EventLog(data / "log", readonly=True).open().last_seq
     incremental = fold_incrementally(data)
-    assert incremental["fold_state"] == [(last_seq, 1)]
+    assert incremental["fold_state"] == [(last_seq, SCHEMA_VERSION)]
 
     done = replay_cli(data)
     assert done.returncode == 0, done.stderr
@@ -137,11 +137,11 @@ def test_replay_killed_midway_leaves_the_old_database_as_it_was(data: Path) -> N
     db_file = data / "runlake.duckdb"
     expected, digest = dump(db_file), sha256(db_file)
     staging = staging_path(db_file)
-    for delay in (0.0, 0.3, 0.8):
+    for delay in (0.0, 0.2, 0.5):
         # Tiny batches make the build take seconds: time to kill it mid-way.
         proc = subprocess.Popen(
             [sys.executable, "-m", "runlake", "replay", "--data", str(data),
-             "--fold-batch-rows", "200"],
+             "--fold-batch-rows", "50"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
@@ -158,3 +158,18 @@ def test_replay_killed_midway_leaves_the_old_database_as_it_was(data: Path) -> N
     assert replay_cli(data).returncode == 0
     assert not staging.exists()
     assert_same_database(dump(db_file), expected, "replayed after the kills")
+
+
+def test_server_rebuilds_a_database_of_an_older_schema(data: Path, start_server_process) -> None:
+    """After an upgrade that changed a view's shape, the server rebuilds the database
+    from the log when it opens it, instead of failing on the old tables."""
+    assert replay_cli(data).returncode == 0
+    expected = dump(data / "runlake.duckdb")
+    con = duckdb.connect(str(data / "runlake.duckdb"))
+    con.execute("UPDATE fold_state SET schema_version = 1")
+    con.execute("ALTER TABLE metric_stats ADD COLUMN unit VARCHAR")  # version 1 had a unit
+    con.close()
+    server = start_server_process(data, inbox=False)
+    assert server.stop() == 0
+    assert "rebuilding it from the log" in server.stderr()
+    assert_same_database(dump(data / "runlake.duckdb"), expected, "rebuilt at start-up")

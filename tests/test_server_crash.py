@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,9 +150,36 @@ def test_sigterm_finishes_in_flight_appends_folds_and_rolls_the_tail(
 def test_non_loopback_bind_is_refused_without_api_keys(tmp_path: Path) -> None:
     done = run_server(tmp_path / "data", host="0.0.0.0")
     assert done.returncode == 2
-    assert "API keys" in done.stderr
+    assert "no API keys exist" in done.stderr
+    assert f"runlake keys add --role admin --data {tmp_path / 'data'}" in done.stderr
+    assert "Traceback" not in done.stderr
     assert done.stdout == ""
     assert not (tmp_path / "data").exists()
+
+
+def test_non_loopback_bind_with_a_key_serves(
+    start_server_process: StartServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    made = subprocess.run(
+        [sys.executable, "-m", "runlake", "keys", "add", "--role", "read", "--data", str(data)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    server = start_server_process(data, host="0.0.0.0", inbox=False)
+    url = f"http://127.0.0.1:{server.url.rsplit(':', 1)[1]}/api/db/overview"
+
+    def status(headers: dict[str, str]) -> int:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert status({"X-API-Key": key}) == 200
+    assert status({}) == 401
+    assert server.stop() == 0
 
 
 def test_a_second_server_on_the_same_data_refuses_to_start(

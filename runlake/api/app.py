@@ -4,6 +4,8 @@ Lifetimes are `cleanup_ctx` entries in dependency order; aiohttp enters them in
 order at start-up and leaves them in reverse at shutdown, after in-flight
 requests have finished:
 
+0. the API keys: read first, so an invalid keys file stops start-up before
+   anything else opens;
 1. the event log: opened (recovering the write-ahead tail), closed last so the
    tail rolls into a segment and the stopped log is all Parquet (DESIGN §2);
 2. the database and the fold: the fold stops only after folding to the end;
@@ -21,13 +23,27 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from runlake.api.auth import Auth, authenticate, is_loopback
+from runlake.api.keys import KeyRing
+from runlake.api.limits import concurrency_limit, read_body_in_time
 from runlake.api.metrics import HttpMetrics
 from runlake.api.middleware import errors_and_metrics
 from runlake.api.routes import add_routes
-from runlake.api.state import DATABASE, EVENT_LOG, FOLD, HTTP_METRICS, INBOX, SETTINGS
+from runlake.api.state import (
+    AUTH,
+    DATABASE,
+    EVENT_LOG,
+    FOLD,
+    HTTP_METRICS,
+    INBOX,
+    REBUILD,
+    ROUTES,
+    SETTINGS,
+)
 from runlake.events import EventLog
 from runlake.ingest.fold import Fold
 from runlake.ingest.inbox import Inbox
+from runlake.ingest.replay import Rebuild, ensure_current
 from runlake.settings import Settings
 from runlake.views.db import Database
 
@@ -36,16 +52,30 @@ log = logging.getLogger("runlake.api")
 
 def make_app(settings: Settings) -> web.Application:
     # client_max_size bounds chunked bodies too; aiohttp's 413 goes through the middleware.
+    # authenticate runs inside errors_and_metrics, so refusals are enveloped and counted.
+    # The limits (docs/limits.md): the concurrency cap counts every request, even one
+    # refused by auth; bodies are read (within read_timeout_s) only once auth has passed.
+    # keepalive_timeout is aiohttp's only bound on slow headers (see api/limits.py).
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[errors_and_metrics]
+        client_max_size=settings.max_body_bytes,
+        middlewares=[errors_and_metrics, concurrency_limit(settings.max_concurrent_requests),
+                     authenticate, read_body_in_time],
+        handler_args={"keepalive_timeout": settings.read_timeout_s},
     )
     app[SETTINGS] = settings
     app[HTTP_METRICS] = HttpMetrics()
+    app.cleanup_ctx.append(keys_context)
     app.cleanup_ctx.append(event_log_context)
     app.cleanup_ctx.append(fold_context)
     app.cleanup_ctx.append(inbox_context)
     add_routes(app)
+    app[AUTH] = Auth(app[ROUTES], KeyRing(settings.keys_path), is_loopback(settings.host))
     return app
+
+
+async def keys_context(app: web.Application) -> AsyncIterator[None]:
+    await asyncio.get_running_loop().run_in_executor(None, app[AUTH].keyring.load)
+    yield
 
 
 async def event_log_context(app: web.Application) -> AsyncIterator[None]:
@@ -72,6 +102,8 @@ async def fold_context(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[SETTINGS]
     loop = asyncio.get_running_loop()
+    await loop.run_in_executor(  # after an upgrade that changed the views' shape
+        None, ensure_current, app[EVENT_LOG], settings.db_path, settings.fold_batch_rows)
     db = Database(settings.db_path)
     await loop.run_in_executor(None, db.open)
     try:
@@ -83,11 +115,13 @@ async def fold_context(app: web.Application) -> AsyncIterator[None]:
         raise
     app[DATABASE] = db
     app[FOLD] = fold
+    app[REBUILD] = rebuild = Rebuild(db, fold, app[EVENT_LOG], settings.fold_batch_rows)
     log.info("fold started db=%s folded_seq=%d", settings.db_path, fold.folded_seq)
     try:
         yield
     finally:
         try:
+            await loop.run_in_executor(None, rebuild.stop)  # a replay in flight is dropped
             await loop.run_in_executor(None, fold.stop)  # folds to the end of the log
             log.info("fold stopped folded_seq=%d", fold.folded_seq)
         finally:

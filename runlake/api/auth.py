@@ -1,14 +1,180 @@
-"""Who is asking: API keys, roles and component limits (DESIGN §6).
+"""Who is asking: API keys, roles and component limits (DESIGN §6, docs/security.md).
 
-`visible_components(request)` is the one question handlers ask: which
-components may this request see? None means every component.
+`authenticate` runs before every handler. A route's required role comes from its
+`Route.role` in the route table and nowhere else: `open` routes skip auth; an
+`ingest` route takes ingest or admin keys, a `read` route read or admin keys, an
+`admin` route admin keys only. A key limited to components gets 403 for any
+`{component}` in the URL outside its list; handlers that span components ask
+`visible_components(request)` and show only those.
+
+Auth is off only while no key exists and the server is bound to loopback; on any
+other bind every request needs a key, even when the last one was revoked.
 """
 
 from __future__ import annotations
 
-from aiohttp import web
+import ipaddress
+import logging
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from runlake.api.keys import ApiKey, KeyRing
+from runlake.api.metrics import UNMATCHED, header, sample
+from runlake.api.responses import error_response
+from runlake.api.state import AUTH
+from runlake.errors import Forbidden, Unauthorized
+from runlake.events import Event
+from runlake.events.schema import DeleteEvent
+
+if TYPE_CHECKING:
+    from runlake.api.routes import Route, RouteRole
+
+log = logging.getLogger("runlake.auth")
+
+API_KEY = web.RequestKey("api_key", ApiKey)  # the request's key, once authenticated
+REASONS = ("missing", "unknown", "forbidden")
+KEY_HEADER = "X-API-Key"
+HOW_TO_SEND = f"send it as {KEY_HEADER}: <key> or Authorization: Bearer <key>"
+
+
+class Auth:
+    """The keys, the role each route needs, and the count of refused requests."""
+
+    def __init__(self, routes: Sequence[Route], keyring: KeyRing, loopback: bool) -> None:
+        self.keyring = keyring
+        self.loopback = loopback
+        self.roles: dict[tuple[str, str], RouteRole] = {(r.method, r.path): r.role
+                                                       for r in routes}
+        self.failures = dict.fromkeys(REASONS, 0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keyring) or not self.loopback
+
+    def route_role(self, request: web.Request) -> RouteRole | None:
+        """The role the matched route needs; None when no route matched (404/405).
+
+        A route registered outside the table needs admin: unknown means strictest.
+        """
+        match = request.match_info
+        if match.http_exception is not None or match.route.resource is None:
+            return None
+        return self.roles.get((match.route.method, match.route.resource.canonical), "admin")
+
+    def failed(self, request: web.Request, reason: str, message: str) -> None:
+        """Count a refused request and log it: route, remote, reason; never the key."""
+        self.failures[reason] += 1
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else UNMATCHED
+        key = request.get(API_KEY)
+        log.warning("auth refused reason=%s method=%s route=%s remote=%s key_name=%s: %s",
+                    reason, request.method, route, request.remote,
+                    key.name if key is not None else "-", message)
+
+    def render(self) -> list[str]:
+        name = "runlake_auth_failures_total"
+        lines = header(name, "counter",
+                       "requests refused: missing or unknown key (401), forbidden (403)")
+        lines += [sample(name, n, reason=reason) for reason, n in self.failures.items()]
+        lines += header("runlake_auth_enabled", "gauge", "1 while requests need an API key")
+        lines.append(sample("runlake_auth_enabled", int(self.enabled)))
+        return lines
 
 
 def visible_components(request: web.Request) -> frozenset[str] | None:
     """The components the request's key may see; None when it may see them all."""
-    return None
+    key = request.get(API_KEY)
+    if key is None or not key.components:
+        return None
+    return frozenset(key.components)
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The key from `X-API-Key`, else from `Authorization: Bearer`."""
+    key = request.headers.get(KEY_HEADER)
+    if key is None:
+        scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
+        key = token if scheme.lower() == "bearer" else None
+    key = key.strip() if key is not None else None
+    return key or None
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    auth = request.app[AUTH]
+    role = auth.route_role(request)
+    if role == "open":
+        return await handler(request)
+    await auth.keyring.refresh()
+    if not auth.enabled:
+        return await handler(request)
+    # Unmatched routes need a key too: anonymous clients learn nothing of the URL map.
+    secret = presented_key(request)
+    if secret is None:
+        return _unauthorized(request, "missing", f"this server needs an API key: {HOW_TO_SEND}")
+    key = auth.keyring.find(secret)
+    if key is None:
+        return _unauthorized(request, "unknown", "the API key is not valid (unknown or revoked)")
+    request[API_KEY] = key
+    if role is not None and not key.may(role):
+        raise forbidden(request, f"key {key.name!r} has role {key.role!r}; "
+                                 f"{request.method} {_canonical(request)} needs {role!r}")
+    component = request.match_info.get("component")
+    if component is not None and not key.may_access(component):
+        raise forbidden(request, f"key {key.name!r} may not access component {component!r}")
+    return await handler(request)
+
+
+def check_events(request: web.Request, events: Sequence[Event]) -> None:
+    """403 unless the request's key may append every event: each event's component
+    must be one of the key's, and deletes need admin (as the DELETE routes do)."""
+    key = request.get(API_KEY)
+    if key is None:
+        return
+    if key.components and not {ev.component for ev in events} <= set(key.components):
+        i, ev = next((i, ev) for i, ev in enumerate(events) if not key.may_access(ev.component))
+        message = f"key {key.name!r} may not append to component {ev.component!r}"
+        raise forbidden(request, f"event {i}: {message}",
+                        [{"event": i, "field": "component", "message": message}])
+    if key.role != "admin" and any(ev.__class__ is DeleteEvent for ev in events):
+        i = next(i for i, ev in enumerate(events) if ev.__class__ is DeleteEvent)
+        message = f"key {key.name!r} has role {key.role!r}; delete events need 'admin'"
+        raise forbidden(request, f"event {i}: {message}",
+                        [{"event": i, "field": "type", "message": message}])
+
+
+def forbidden(request: web.Request, message: str,
+              details: list[dict[str, object]] | None = None) -> Forbidden:
+    request.app[AUTH].failed(request, "forbidden", message)
+    return Forbidden(message, details)
+
+
+def _unauthorized(request: web.Request, reason: str, message: str) -> web.Response:
+    request.app[AUTH].failed(request, reason, message)
+    # RFC 9110: a 401 names the scheme the client should use.
+    return error_response(Unauthorized.status, Unauthorized.code, message,
+                          headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="runlake"'})
+
+
+def _canonical(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else request.path
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address `host` names is a loopback address."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return False
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )

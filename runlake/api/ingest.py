@@ -12,6 +12,7 @@ from functools import partial
 
 from aiohttp import hdrs, web
 
+from runlake.api.auth import check_events
 from runlake.api.params import path_component
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import EVENT_LOG, SETTINGS
@@ -56,6 +57,7 @@ async def _ingest(request: web.Request, component: str | None) -> web.Response:
         problem = "is not valid UTF-8" if isinstance(e, UnicodeDecodeError) else "nests too deeply"
         detail = {"line" if ndjson else "event": None, "field": None, "message": f"{problem}: {e}"}
         raise InvalidEvents(f"invalid events: the body {problem}", [detail]) from e
+    check_events(request, events)  # 403 for another component's event, or a non-admin delete
     # Shielded: a cancelled handler (client gone, shutdown timeout) must not cancel
     # the log's future, whose events are committed regardless.
     first, last = await asyncio.shield(request.app[EVENT_LOG].append_async(events))

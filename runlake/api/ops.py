@@ -7,7 +7,7 @@ from aiohttp import web
 from runlake.api.metrics import exposition, metric
 from runlake.api.openapi import openapi_json
 from runlake.api.responses import Health, Readiness, ReadyStatus, json_response
-from runlake.api.state import EVENT_LOG, FOLD, HTTP_METRICS, INBOX, ROUTES, SETTINGS
+from runlake.api.state import AUTH, EVENT_LOG, FOLD, HTTP_METRICS, INBOX, ROUTES, SETTINGS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -59,6 +59,7 @@ async def metrics(request: web.Request) -> web.Response:
         *metric("runlake_fold_lag_seconds", "gauge", "seconds since the fold was last caught up",
                 lag_seconds),
         *_inbox_metrics(app),
+        *app[AUTH].render(),
         *app[HTTP_METRICS].render(),
     ]
     return web.Response(

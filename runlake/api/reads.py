@@ -16,6 +16,7 @@ import msgspec
 import pyarrow.compute as pc
 from aiohttp import web
 
+from runlake.api.auth import visible_components
 from runlake.api.params import path_component
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
@@ -116,6 +117,12 @@ async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
 
 async def _component(request: web.Request) -> str:
     return path_component(request)
+
+
+def _visible(request: web.Request) -> list[str] | None:
+    """The components the request's key may see, for cross-component queries."""
+    visible = visible_components(request)
+    return None if visible is None else sorted(visible)
 
 
 def _found(value: T | None, what: str) -> T:
@@ -277,14 +284,16 @@ async def search_component(request: web.Request) -> web.Response:
 
 async def search_all(request: web.Request) -> web.Response:
     query, limit = await _search_args(request)
-    return json_response(await _read(request, lambda cur: q.search(cur, query, limit)))
+    visible = _visible(request)
+    return json_response(await _read(request, lambda cur: q.search(cur, query, limit, visible)))
 
 
 async def overview(request: web.Request) -> web.Response:
-    return json_response(await _read(request, lambda cur: q.overview(cur)))
+    visible = _visible(request)
+    return json_response(await _read(request, lambda cur: q.overview(cur, visible)))
 
 
 async def model_overview(request: web.Request) -> web.Response:
-    model = _segment(request, "model")
-    result = await _read(request, lambda cur: q.model_overview(cur, model))
+    model, visible = _segment(request, "model"), _visible(request)
+    result = await _read(request, lambda cur: q.model_overview(cur, model, visible))
     return json_response(_found(result, f"model {model!r}"))

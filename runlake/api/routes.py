@@ -15,13 +15,16 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from msgspec import Meta
 
-from runlake.api import ingest, ops, reads
+from runlake.api import admin, export, ingest, ops, reads
 from runlake.api.params import SLUG
 from runlake.api.responses import Accepted, Health, Readiness
 from runlake.api.state import ROUTES
 from runlake.events import EVENT_TYPES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Who may call a route (docs/security.md): open to all, or the key role it needs;
+# admin keys may call every route.
+RouteRole = Literal["open", "ingest", "read", "admin"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ class Body:
 class Route:
     """One route. `response` is the msgspec type of the success body (None: plain
     text in `media_type`); `same_body` lists other statuses with that body;
-    `errors` lists statuses answered with the error envelope."""
+    `errors` lists statuses answered with the error envelope. `role` is the one
+    place a route's access is decided; left out, it is the strictest."""
 
     method: str
     path: str
@@ -61,6 +65,7 @@ class Route:
     params: tuple[Param, ...] = ()
     same_body: tuple[int, ...] = ()
     errors: tuple[int, ...] = ()
+    role: RouteRole = "admin"
 
 
 AnyEvent: Any = functools.reduce(operator.or_, EVENT_TYPES)
@@ -91,20 +96,21 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 ROUTE_TABLE: tuple[Route, ...] = (
     Route("POST", "/api/events", ingest.post_events, "Append events", "ingest",
-          202, Accepted, body=EVENTS, errors=INGEST_ERRORS),
+          202, Accepted, body=EVENTS, errors=INGEST_ERRORS, role="ingest"),
     Route("POST", "/api/{component}/events", ingest.post_component_events,
           "Append events of one component (implied where left out)", "ingest",
-          202, Accepted, body=EVENTS, params=(COMPONENT,), errors=INGEST_ERRORS),
+          202, Accepted, body=EVENTS, params=(COMPONENT,), errors=INGEST_ERRORS, role="ingest"),
     Route("GET", "/healthz", ops.healthz, "Liveness: the server answers", "operations",
-          response=Health),
+          response=Health, role="open"),
     Route("GET", "/readyz", ops.readyz, "Readiness: how far the fold is behind the log",
-          "operations", response=Readiness, same_body=(503,)),
+          "operations", response=Readiness, same_body=(503,), role="open"),
     Route("GET", "/metrics", ops.metrics, "Prometheus metrics", "operations",
-          media_type=PROMETHEUS_TEXT),
+          media_type=PROMETHEUS_TEXT, role="read"),
     Route("GET", "/api/openapi.json", ops.openapi, "This OpenAPI 3.1 document", "operations",
-          response=dict[str, Any]),
+          response=dict[str, Any], role="read"),
     *(Route(m, p, h, summary, "reads", response=dict[str, Any], params=params,
-            status=202 if m == "DELETE" else 200, errors=(400, 404, 503))
+            status=202 if m == "DELETE" else 200, errors=(400, 404, 503),
+            role="admin" if m == "DELETE" else "read")
       for m, p, h, summary, params in (
         ("GET", "/api/{component}/db/runs", reads.list_runs, "Runs, filtered", RUN_FILTERS),
         ("GET", "/api/{component}/db/tasks", reads.list_runs, "Alias of runs", RUN_FILTERS),
@@ -143,6 +149,27 @@ ROUTE_TABLE: tuple[Route, ...] = (
         ("GET", "/api/db/search", reads.search_all, "Search every component", SEARCH),
         ("POST", "/api/db/search", reads.search_all, "Search (JSON body: query, limit)", ()),
     )),
+    Route("POST", "/api/db/replay", admin.start_replay,
+          "Rebuild the database from the log; reads use the old file until the swap",
+          "admin", 202, admin.ReplayStatus, errors=(409,), role="admin"),
+    Route("GET", "/api/db/replay", admin.replay_status, "The latest replay's progress",
+          "admin", response=admin.ReplayStatus, role="admin"),
+    Route("POST", "/api/{component}/db/export", export.post_export,
+          "Stream the component's runs or events (NDJSON, JSON or Parquet; docs/limits.md)",
+          "export", media_type="application/x-ndjson", params=(COMPONENT,), role="admin",
+          body=Body("what (events|runs), format (ndjson|json|parquet), since, until "
+                    "(RFC 3339), filename (a download name only), min_seq; all optional",
+                    (("application/json", export.ExportRequest),)),
+          errors=(400, 413)),
+    Route("GET", "/api/db/export", export.get_export,
+          "Stream the runs or events of every component the key may see", "export",
+          media_type="application/x-ndjson", role="admin", errors=(400,), params=(
+              Param("what", "events (default) or runs"),
+              Param("format", "ndjson (default), json or parquet"),
+              Param("since", "events with ts, runs created, at or after (RFC 3339)"),
+              Param("until", "... before (RFC 3339)"),
+              Param("filename", "download name; sanitized, never a server path"),
+              Param("min_seq", "runs: wait (bounded) until the fold has passed this seq", int))),
 )
 
 

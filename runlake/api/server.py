@@ -9,15 +9,15 @@ and rolls its tail into a segment.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
-import socket
 import sys
 
 from aiohttp import web
 
 from runlake.api.app import make_app
+from runlake.api.auth import is_loopback
+from runlake.api.keys import load_keys
 from runlake.errors import RunlakeError
 from runlake.settings import Settings
 
@@ -28,30 +28,19 @@ SHUTDOWN_TIMEOUT = 30.0  # seconds in-flight requests get before they are cancel
 
 def serve(settings: Settings) -> int:
     """Run the server until a signal; 0 after a clean stop, 2 if it cannot start."""
-    if not is_loopback(settings.host):
+    # load_keys raises (exit 2, via the CLI) on an invalid keys file, whatever the bind.
+    if not is_loopback(settings.host) and not load_keys(settings.keys_path):
         # DESIGN §6: with no API keys, auth is off, which is only safe on loopback.
         print(
-            f"runlake: refusing to bind {settings.host}: serving beyond loopback requires "
-            "API keys, and API keys are not available yet; bind 127.0.0.1 or ::1",
+            f"runlake: refusing to bind {settings.host}: no API keys exist in "
+            f"{settings.keys_path}, and without keys the API is open to anyone who can "
+            "reach it, which is only allowed on a loopback bind (127.0.0.1, ::1).\n"
+            f"Create a key first:  runlake keys add --role admin --data {settings.data}\n"
+            "then start again (every request will need a key), or bind 127.0.0.1.",
             file=sys.stderr,
         )
         return 2
     return asyncio.run(_serve(settings))
-
-
-def is_loopback(host: str) -> bool:
-    """True when every address `host` names is a loopback address."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return False
-    return bool(infos) and all(
-        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
-    )
 
 
 async def _serve(settings: Settings) -> int:

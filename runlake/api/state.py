@@ -14,15 +14,19 @@ from runlake.events import EventLog
 from runlake.settings import Settings
 
 if TYPE_CHECKING:
+    from runlake.api.auth import Auth
     from runlake.api.routes import Route
     from runlake.ingest.fold import Fold
     from runlake.ingest.inbox import Inbox
+    from runlake.ingest.replay import Rebuild
     from runlake.views.db import Database
 
 SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
 ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")
+AUTH: web.AppKey[Auth] = web.AppKey("auth")  # keys, route roles, refusal counts
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 FOLD: web.AppKey[Fold] = web.AppKey("fold")
+REBUILD: web.AppKey[Rebuild] = web.AppKey("rebuild")  # POST /api/db/replay
 INBOX: web.AppKey[Inbox] = web.AppKey("inbox")  # absent when settings.inbox is off

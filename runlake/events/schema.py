@@ -193,7 +193,12 @@ def decode_events(
     decode = _decode_ndjson if ndjson else _decode_json
     try:
         events, positions, errors = decode(body, max_events)
-    except (UnicodeDecodeError, RecursionError) as e:  # msgspec lets these through
+    except RecursionError as e:  # msgspec lets this through; say where, as for any bad event
+        pos, field = _too_deep(body, ndjson)
+        message = f"nests deeper than {MAX_PARAMS_DEPTH} levels (too deep to decode)"
+        error = _err(pos, field, message, where)
+        raise InvalidEvents(_summary([error]), [error]) from e
+    except UnicodeDecodeError as e:  # msgspec lets this through
         raise InvalidEvents(f"invalid events: body is not valid JSON: {e}",
                             [{where: None, "field": None, "message": str(e)}]) from e
     errors += check_rules(events, component, where, positions)
@@ -332,6 +337,32 @@ def _depth(value: Any) -> int:
     if isinstance(value, list):
         return 1 + max((_depth(v) for v in value), default=0)
     return 0
+
+
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}\n]')
+
+
+def _too_deep(body: bytes, ndjson: bool) -> tuple[int | None, str | None]:
+    """Where a body nests too deeply for the decoder: (event index, or NDJSON line,
+    and the event's field), found by a scan that does not recurse; (None, None) if
+    no event nests deeper than params may."""
+    event_depth = 1 if ndjson or body.lstrip()[:1] == b"{" else 2
+    depth, event, line, key = 0, -1, 1, None
+    for m in _TOKEN.finditer(body):
+        token = m.group()
+        if token[:1] == b'"':
+            if depth == event_depth:  # a field name, or a value (never followed by { or [)
+                key = token[1:-1].decode(errors="replace")
+        elif token == b"\n":
+            line += 1
+        elif token in (b"{", b"["):
+            depth += 1
+            event += depth == event_depth
+            if depth > event_depth + MAX_PARAMS_DEPTH:
+                return (line if ndjson else event), key
+        else:
+            depth -= 1
+    return None, None
 
 
 _AT = re.compile(r" - at `\$(?:\[\d+\])?\.?(?P<path>[^`]*)`$")

@@ -226,6 +226,12 @@ class Fold:
             self._thread.join()
             self._thread = None
 
+    def resume(self) -> None:
+        """Start again from the database's high-water mark (a replay swapped the file)."""
+        self.folded_seq = folded_seq(self.db.connection)
+        self._wake(self.folded_seq)
+        self.start()
+
     def lag(self) -> tuple[int, float]:
         """(events appended but not yet folded, seconds since the fold was caught up)."""
         behind = max(0, self.log.last_seq - self.folded_seq)

@@ -5,26 +5,42 @@ rebuilt. Replay folds the log into `<db>.replay` without any view upkeep (base
 tables only, big batches), computes every view once at the end, checkpoints,
 and renames the new file over the old one. Until that rename the old file is
 untouched, so a replay that fails or is interrupted changes nothing.
+
+Two ways in: `runlake replay` (offline: no server may hold the data folder) and
+`Rebuild`, which a running server starts for `POST /api/db/replay`. There the
+old file keeps answering reads and the fold keeps it current while the new one
+is built; then the fold stops, the new file catches up with what arrived
+meanwhile, the files swap, and the fold resumes on the new file. Appends never
+wait for any of it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
 
 from runlake.errors import LogLocked, RunlakeError
 from runlake.events.log import EventLog
-from runlake.events.wal import fsync_dir
-from runlake.ingest.fold import fold_table, rebuild_views
+from runlake.ingest.fold import Fold, fold_table, rebuild_views
 from runlake.progress import Progress
 from runlake.settings import Settings
-from runlake.views.db import create_schema, folded_seq
+from runlake.views.db import (
+    MEMORY_LIMIT,
+    SCHEMA_VERSION,
+    Database,
+    create_schema,
+    folded_seq,
+    replace_file,
+    schema_version,
+)
 
 log = logging.getLogger("runlake.replay")
 
@@ -41,13 +57,22 @@ class ReplayResult:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+class Counter(Protocol):
+    def update(self, n: int) -> None: ...
+
+
+class Cancelled(Exception):
+    """The replay was asked to stop (the server is shutting down)."""
+
+
 def staging_path(db_path: Path) -> Path:
     """Where a replay builds the new file, beside the old one (same filesystem)."""
     return db_path.with_name(db_path.name + ".replay")
 
 
 def build(event_log: EventLog, path: Path, *, batch_rows: int = 1_000_000,
-          upto: int | None = None, progress: Progress | None = None) -> int:
+          upto: int | None = None, progress: Counter | None = None,
+          stop: threading.Event | None = None) -> int:
     """Fold the log (up to seq `upto`) into a fresh DuckDB file at `path`.
 
     Returns the seq folded to. Each batch is its own transaction with its
@@ -56,13 +81,16 @@ def build(event_log: EventLog, path: Path, *, batch_rows: int = 1_000_000,
     """
     remove_database(path)
     last = event_log.last_seq if upto is None else upto
-    con = duckdb.connect(str(path), config={"threads": os.cpu_count() or 2})
+    con = duckdb.connect(str(path), config={"threads": os.cpu_count() or 2,
+                                            "memory_limit": MEMORY_LIMIT})
     try:
         con.execute("SET TimeZone = 'UTC'")
         create_schema(con)
         pending: list[pa.RecordBatch] = []
         rows = 0
         for batch in event_log.read(1, last):
+            if stop is not None and stop.is_set():
+                raise Cancelled("replay cancelled")
             pending.append(batch)
             rows += batch.num_rows
             if rows >= batch_rows:
@@ -83,21 +111,29 @@ def build(event_log: EventLog, path: Path, *, batch_rows: int = 1_000_000,
         con.close()
 
 
-def swap(new: Path, db_path: Path) -> None:
-    """Make `new` the database at `db_path` in one rename.
-
-    The old file's DuckDB write-ahead log goes first: left beside the new file
-    it would be replayed into it. Without it the old file is still a consistent
-    (if older) database, and the fold would redo what it loses.
-    """
-    Path(str(db_path) + ".wal").unlink(missing_ok=True)
-    os.replace(new, db_path)
-    fsync_dir(db_path.parent)
-
-
 def remove_database(path: Path) -> None:
     for p in (path, Path(str(path) + ".wal")):
         p.unlink(missing_ok=True)
+
+
+def ensure_current(event_log: EventLog, db_path: Path, batch_rows: int) -> bool:
+    """Rebuild a database file of an older schema version from the log (an upgrade).
+
+    Returns True if it did. Views are derived data: rebuilding is always safe.
+    """
+    version = schema_version(db_path)
+    if version is None or version == SCHEMA_VERSION:
+        return False
+    log.warning("database %s has schema version %s, this runlake uses %d: rebuilding it "
+                "from the log", db_path, version, SCHEMA_VERSION)
+    staging = staging_path(db_path)
+    try:
+        build(event_log, staging, batch_rows=max(batch_rows, 1_000_000))
+    except BaseException:
+        remove_database(staging)
+        raise
+    replace_file(staging, db_path)
+    return True
 
 
 def replay(settings: Settings, *, show_progress: bool = True) -> ReplayResult:
@@ -111,8 +147,9 @@ def replay(settings: Settings, *, show_progress: bool = True) -> ReplayResult:
         event_log.open()  # recovers a torn write-ahead tail, as a server would
     except LogLocked:
         raise RunlakeError(
-            f"the data folder {settings.data} is in use by a running server: stop it first, "
-            "then run `runlake replay` again"
+            f"the data folder {settings.data} is in use by a running server: stop it and "
+            "run `runlake replay` again, or ask the server to replay (POST /api/db/replay "
+            "with an admin key)"
         ) from None
     try:
         total = event_log.last_seq
@@ -125,7 +162,7 @@ def replay(settings: Settings, *, show_progress: bool = True) -> ReplayResult:
         except BaseException:
             remove_database(staging)
             raise
-        swap(staging, settings.db_path)
+        replace_file(staging, settings.db_path)
         seconds = time.monotonic() - start
         if progress is not None:
             progress.finish()
@@ -135,3 +172,92 @@ def replay(settings: Settings, *, show_progress: bool = True) -> ReplayResult:
         return result
     finally:
         event_log.close()
+
+
+class Rebuild:
+    """A replay inside a running server, one at a time, in a thread of its own.
+
+    `status()` is what `GET /api/db/replay` shows: state (idle, running, done,
+    failed), events folded of the total, rate, and the error if it failed.
+    """
+
+    def __init__(self, db: Database, fold: Fold, event_log: EventLog, batch_rows: int) -> None:
+        self.db, self.fold, self.event_log, self.batch_rows = db, fold, event_log, batch_rows
+        self.state = "idle"
+        self.done = self.total = 0
+        self.started_at = self.finished_at = 0.0
+        self.error: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def update(self, n: int) -> None:
+        self.done += n
+
+    def start(self) -> bool:
+        """Start a replay; False if one is already running."""
+        with self._lock:
+            if self.state == "running":
+                return False
+            self.state, self.error = "running", None
+            self.done, self.total = 0, self.event_log.last_seq
+            self.started_at, self.finished_at = time.time(), 0.0
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="runlake-replay", daemon=True)
+            self._thread.start()
+            return True
+
+    def stop(self) -> None:
+        """Cancel a running replay (server shutdown); the old file stays."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def status(self) -> dict[str, object]:
+        end = self.finished_at or time.time()
+        seconds = max(end - self.started_at, 1e-9) if self.started_at else 0.0
+        return {
+            "state": self.state, "events": self.done, "total": self.total,
+            "events_per_s": round(self.done / seconds) if seconds else 0,
+            "started_at": self.started_at or None, "finished_at": self.finished_at or None,
+            "error": self.error,
+        }
+
+    def _run(self) -> None:
+        staging = staging_path(self.db.path)
+        try:
+            build(self.event_log, staging, batch_rows=max(self.batch_rows, 1_000_000),
+                  upto=self.total, progress=self, stop=self._stop)
+            self.fold.stop()  # folds the old file to the end of the log, then stops
+            try:
+                self._catch_up(staging)
+                self.db.replace_with(staging)
+            finally:
+                self.fold.resume()
+            self.state = "done"
+            log.info("replay swapped in: %d events, folded to seq %d",
+                     self.total, self.fold.folded_seq)
+        except Exception as e:  # reported by status(); the old file is untouched
+            remove_database(staging)
+            self.state, self.error = "failed", str(e)
+            if not isinstance(e, Cancelled):
+                log.exception("replay failed")
+        finally:
+            self.finished_at = time.time()
+
+    def _catch_up(self, staging: Path) -> None:
+        """Fold into the new file what was appended while it was being built."""
+        con = duckdb.connect(str(staging))
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            seq, target = folded_seq(con), self.event_log.last_seq  # the fold does the rest
+            while seq < target:
+                batches = list(self.event_log.read(seq + 1, min(target, seq + self.batch_rows)))
+                if not batches:
+                    break
+                seq = fold_table(con, pa.Table.from_batches(batches))
+                self.update(sum(b.num_rows for b in batches))
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()

@@ -12,9 +12,9 @@ VIEWS: tuple[View, ...] = (
     group_stats.MODEL_VIEW,
     group_stats.HARDWARE_VIEW,
     batch_stats.VIEW,
-    metric_stats.VIEW,
     metric_daily.DAILY,
     metric_daily.HIST,
+    metric_stats.VIEW,  # from the two rollups above
     overview.VIEW,
 )
 

@@ -1,11 +1,14 @@
 """The DuckDB file: one writer (the fold), many readers, each on its own cursor.
 
 Reads run in a thread pool so no handler touches DuckDB on the event loop.
+`replace_with` swaps in a file a replay built: reads in flight finish on the old
+file, reads that arrive meanwhile wait for the new one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,33 +18,67 @@ from typing import TypeVar
 import duckdb
 
 from runlake.errors import Unavailable
+from runlake.events.wal import fsync_dir
 from runlake.views import VIEWS, tables
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+# DuckDB's buffer cap for the server's database and for replays: the whole server
+# must stay within 1 GiB RSS (DESIGN §9); DuckDB spills or evicts beyond it.
+MEMORY_LIMIT = "512MB"
+# Bumped whenever a table or view changes shape: a database of another version is
+# rebuilt from the log when the server opens it (ingest/replay.py `ensure_current`).
+SCHEMA_VERSION = 2
 
 
 class Database:
     """A DuckDB file holding the base tables and views. `close()` is idempotent."""
 
-    def __init__(self, path: Path, *, threads: int = 2, memory_limit: str = "1GB",
+    def __init__(self, path: Path, *, threads: int = 2, memory_limit: str = MEMORY_LIMIT,
                  readers: int = 4) -> None:
         self.path = Path(path)
         self.threads, self.memory_limit, self.readers = threads, memory_limit, readers
         self._con: duckdb.DuckDBPyConnection | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._readers = 0  # reads in flight
+        self._swapping = False
+        self._cond = threading.Condition()
 
     def open(self) -> Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = self._connect()
+        self._pool = ThreadPoolExecutor(self.readers, thread_name_prefix="runlake-read")
+        return self
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(str(self.path), config={
             "threads": self.threads, "memory_limit": self.memory_limit,
         })
         con.execute("SET TimeZone = 'UTC'")
         create_schema(con)
-        self._con = con
-        self._pool = ThreadPoolExecutor(self.readers, thread_name_prefix="runlake-read")
-        return self
+        return con
+
+    def replace_with(self, new: Path) -> None:
+        """Make the database file `new` this database's file, in one rename.
+
+        The caller has stopped the writer (the fold). Waits for reads in flight,
+        closes the old file, renames, and reopens; reads arriving meanwhile wait.
+        """
+        with self._cond:
+            self._swapping = True
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            replace_file(new, self.path)
+        finally:
+            try:
+                self._con = self._connect()  # the new file, or the old one if the rename failed
+            finally:
+                with self._cond:
+                    self._swapping = False
+                    self._cond.notify_all()
 
     def close(self) -> None:
         with self._lock:
@@ -65,11 +102,19 @@ class Database:
         return cur
 
     def read_sync(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        cur = self.cursor()
+        with self._cond:
+            self._cond.wait_for(lambda: not self._swapping)
+            self._readers += 1
         try:
-            return fn(cur)
+            cur = self.cursor()
+            try:
+                return fn(cur)
+            finally:
+                cur.close()
         finally:
-            cur.close()
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
 
     async def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run `fn(cursor)` on a reader thread with a cursor of its own."""
@@ -86,7 +131,33 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("INSERT INTO fold_state VALUES (0, ?)", [SCHEMA_VERSION])
 
 
+def schema_version(path: Path) -> int | None:
+    """The schema version of the database file at `path`; None if there is none."""
+    if not path.exists():
+        return None
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        row = con.execute("SELECT schema_version FROM fold_state").fetchone()
+    except duckdb.CatalogException:  # not a runlake database, or an empty file
+        return 0
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
+
+
 def folded_seq(con: duckdb.DuckDBPyConnection) -> int:
     """The high-water mark: the last seq folded into this database."""
     row = con.execute("SELECT folded_seq FROM fold_state").fetchone()
     return int(row[0]) if row else 0
+
+
+def replace_file(new: Path, db_path: Path) -> None:
+    """Rename the database file `new` over `db_path`.
+
+    The old file's DuckDB write-ahead log goes first: left beside the new file
+    it would be replayed into it. Without it the old file is still a consistent
+    (if older) database, and the fold would redo what it loses.
+    """
+    Path(str(db_path) + ".wal").unlink(missing_ok=True)
+    os.replace(new, db_path)
+    fsync_dir(db_path.parent)

@@ -5,8 +5,10 @@ mergeable log-bucket histogram (`metric_hist`, one row per non-empty bucket).
 Summing the rows of N days gives that window's count/mean/min/max, and summing
 the histograms gives its percentiles with ≤ ALPHA relative error (DDSketch:
 bucket i holds γ^(i-1) < |v| ≤ γ^i with γ = (1+α)/(1-α), and reports 2γ^i/(γ+1)).
-The percentile at q is the value of rank ⌊q·(n−1)⌋ (0-based, as quantile_disc),
-within ALPHA. |v| < 1e-9 counts as 0.
+The percentile at q interpolates, like quantile_cont, between the values of ranks
+⌊q·(n−1)⌋ and ⌈q·(n−1)⌉ (0-based), each read from the histogram within ALPHA; so
+it is within ALPHA of the exact interpolated percentile whenever those two values
+have the same sign. |v| < 1e-9 counts as 0.
 """
 
 import math
@@ -28,6 +30,43 @@ REPRESENTATIVE = (
     f"CASE WHEN bucket = 0 THEN 0.0 ELSE sign(bucket) * 2 * "
     f"pow({GAMMA!r}, abs(bucket) - {OFFSET}) / ({GAMMA!r} + 1) END"
 )
+
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def rank_buckets(q: float) -> str:
+    """Aggregates over a CTE with each bucket's running count `cum` and the group's
+    `total`: the buckets holding ranks ⌊q·(n−1)⌋ and ⌈q·(n−1)⌉."""
+    name = f"{round(q * 100)}"
+    return (f"min(bucket) FILTER (WHERE cum > floor({q} * (total - 1))) AS b{name}_lo, "
+            f"min(bucket) FILTER (WHERE cum > ceil({q} * (total - 1))) AS b{name}_hi")
+
+
+def interpolated(q: float, alias: str) -> str:
+    """The percentile at q from `rank_buckets(q)` and `total` of the row `alias`."""
+    name = f"{round(q * 100)}"
+    lo = REPRESENTATIVE.replace("bucket", f"{alias}.b{name}_lo")
+    hi = REPRESENTATIVE.replace("bucket", f"{alias}.b{name}_hi")
+    pos = f"{q} * ({alias}.total - 1)"
+    return f"(({lo}) + (({hi}) - ({lo})) * ({pos} - floor({pos})))"
+
+
+# Percentiles of merged histograms: from rows (keys..., bucket, n), one per non-empty
+# bucket, `percentiles(keys, source)` is a query of (keys..., total, p50, p95, p99).
+def percentiles(keys: str, source: str) -> str:
+    part = f"PARTITION BY {keys}"
+    return f"""
+    SELECT {keys}, total, {", ".join(f"{interpolated(q, 'r')} AS p{round(q * 100)}"
+                                     for q in QUANTILES)}
+    FROM (
+        SELECT {keys}, any_value(total) AS total, {", ".join(map(rank_buckets, QUANTILES))}
+        FROM (
+            SELECT *, sum(n) OVER ({part} ORDER BY bucket ROWS UNBOUNDED PRECEDING) AS cum,
+                   sum(n) OVER ({part}) AS total
+            FROM ({source})
+        ) GROUP BY ALL
+    ) r"""
+
 
 KEY = ("component", "model", "hardware", "metric", "day")
 # New points of runs whose groups did not move are merged in (fold's `new_points`);

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from runlake.views.metric_daily import REPRESENTATIVE
+from runlake.views.metric_daily import percentiles
 
 Cursor = duckdb.DuckDBPyConnection
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -242,7 +242,8 @@ def performance(cur: Cursor, component: str, days: int = 30, *, model: str | Non
                 today: date | None = None) -> dict[str, Any]:
     """Per (model, hardware, metric) over the last `days` UTC calendar days (today
     included), from the daily rollups: count/mean/min/max exact, p50/p95/p99 from the
-    merged histograms (≤ 1 % relative error), and a daily trend."""
+    merged histograms (interpolated like quantile_cont, ≤ 1 % relative error), and a
+    daily trend."""
     today = today or datetime.now(UTC).date()
     start = today - timedelta(days=days - 1)
     where, params = ["component = ?", "day >= ?", "day <= ?"], [component, start, today]
@@ -251,30 +252,18 @@ def performance(cur: Cursor, component: str, days: int = 30, *, model: str | Non
             where.append(f"{col} = ?")
             params.append(value)
     cond = " AND ".join(where)
+    hist = f"""
+        SELECT model, hardware, metric, bucket, sum(count) AS n FROM metric_hist
+        WHERE {cond} GROUP BY ALL"""
     items = _dicts(cur, f"""
-        WITH h AS (
-            SELECT model, hardware, metric, bucket, sum(count) AS n FROM metric_hist
-            WHERE {cond} GROUP BY ALL
-        ), c AS (
-            SELECT *, sum(n) OVER (PARTITION BY model, hardware, metric ORDER BY bucket
-                                   ROWS UNBOUNDED PRECEDING) AS cum,
-                   sum(n) OVER (PARTITION BY model, hardware, metric) AS total
-            FROM h
-        ), q AS (
-            SELECT model, hardware, metric,
-                   min(bucket) FILTER (WHERE cum > floor(0.50 * (total - 1))) AS b50,
-                   min(bucket) FILTER (WHERE cum > floor(0.95 * (total - 1))) AS b95,
-                   min(bucket) FILTER (WHERE cum > floor(0.99 * (total - 1))) AS b99
-            FROM c GROUP BY ALL
+        WITH q AS ({percentiles("model, hardware, metric", hist)}
         ), d AS (
             SELECT model, hardware, metric, sum(count) AS count, sum(sum) / sum(count) AS mean,
                    min(min) AS min, max(max) AS max
             FROM metric_daily WHERE {cond} GROUP BY ALL
         )
         SELECT d.model, d.hardware, d.metric, d.count, d.mean, d.min, d.max,
-               {REPRESENTATIVE.replace('bucket', 'q.b50')} AS p50,
-               {REPRESENTATIVE.replace('bucket', 'q.b95')} AS p95,
-               {REPRESENTATIVE.replace('bucket', 'q.b99')} AS p99
+               q.p50, q.p95, q.p99
         FROM d JOIN q ON d.model IS NOT DISTINCT FROM q.model
             AND d.hardware IS NOT DISTINCT FROM q.hardware AND d.metric = q.metric
         ORDER BY d.model NULLS LAST, d.hardware NULLS LAST, d.metric""", params * 2)

@@ -1,0 +1,161 @@
+"""Benchmark: streamed export (DESIGN §4) from a `runlake serve` process, and its memory.
+
+    python bench/export.py [--events 1000000]
+
+`--events` realistic events (one `runlake.demo` day tiled with fresh run and batch
+ids, dropped into the inbox as Parquet) are ingested and folded, untimed. Then each
+export (events and runs, as NDJSON, JSON and Parquet, across all components) is
+read to the end by one client, timed, while the server's RSS is sampled every
+10 ms: the table shows the rate, the size, and the highest RSS during the export
+less the RSS just before it. Needs psutil (the test extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from runlake import demo
+from runlake.events import decode_events, events_to_table
+
+T = TypeVar("T")
+FILE_EVENTS = 100_000  # the inbox's default per-file limit
+
+
+def fill_inbox(inbox: Path, n: int) -> None:
+    events = msgspec.json.Encoder().encode_lines(list(demo.generate(1000, seed=5)))
+    base = events_to_table(decode_events(events, ndjson=True), 0, 0)
+    tiles: list[pa.Table] = []
+    for k in itertools.count():
+        if sum(t.num_rows for t in tiles) >= n:
+            break
+        tile = base
+        for col in ("run_id", "batch_id"):
+            i = tile.schema.get_field_index(col)
+            suffixed = pc.binary_join_element_wise(tile.column(col), pa.scalar(f"-t{k}"), "")
+            tile = tile.set_column(i, tile.schema.field(col), suffixed)
+        tiles.append(tile)
+    table = pa.concat_tables(tiles).slice(0, n)
+    inbox.mkdir(parents=True)
+    for j, offset in enumerate(range(0, n, FILE_EVENTS)):
+        tmp = inbox / f".part-{j}.tmp"
+        pq.write_table(table.slice(offset, FILE_EVENTS), tmp)
+        tmp.rename(inbox / f"bulk-{j:03d}.parquet")
+
+
+def readyz(url: str) -> dict[str, int]:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=10) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as e:  # 503 while the fold lags
+        return json.load(e)
+
+
+def export(host: str, path: str) -> tuple[int, float]:
+    """(bytes, seconds) of one export read to the end."""
+    conn = http.client.HTTPConnection(host, timeout=300)
+    start = time.perf_counter()
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()[:500]
+        size = 0
+        while chunk := resp.read(1 << 20):
+            size += len(chunk)
+        return size, time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="runlake-bench-export-") as tmp:
+        data = Path(tmp) / "data"
+        fill_inbox(data / "inbox", args.events)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runlake", "serve", "--data", str(data), "--port", "0",
+             "--log-level", "warning"],
+            stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().decode().strip().rsplit(" ", 1)[-1]
+            while readyz(url)["folded_seq"] < args.events:
+                time.sleep(0.2)
+            run(url, proc.pid, args.events)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+def run(url: str, pid: int, events: int) -> None:
+    server = psutil.Process(pid)
+    baseline = max(server.memory_info().rss for _ in range(5))
+    print(f"{events:,} events; server RSS before the exports {baseline / 2**20:.0f} MiB")
+    print(f"{'export':<16} {'rows/s':>10} {'MB/s':>7} {'size MB':>8} {'RSS growth MiB':>15}")
+    host = url.removeprefix("http://")
+    runs = count_runs(host)
+    for what in ("events", "runs"):
+        for fmt in ("ndjson", "json", "parquet"):
+            path = f"/api/db/export?what={what}&format={fmt}"
+            before = server.memory_info().rss
+            (size, seconds), peak = with_peak_rss(server, lambda p=path: export(host, p))
+            rows = events if what == "events" else runs
+            print(f"{what + ' ' + fmt:<16} {rows / seconds:>10,.0f} "
+                  f"{size / seconds / 1e6:>7.1f} {size / 1e6:>8.1f} "
+                  f"{(peak - before) / 2**20:>15.1f}")
+
+
+def with_peak_rss(server: psutil.Process, fn: Callable[[], T]) -> tuple[T, int]:
+    """fn()'s result, and the server's highest RSS while it ran (sampled every 10 ms)."""
+    peak = server.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, server.memory_info().rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        sampler.join()
+    return result, peak
+
+
+def count_runs(host: str) -> int:
+    conn = http.client.HTTPConnection(host, timeout=300)
+    try:
+        conn.request("GET", "/api/db/overview")
+        return int(json.load(conn.getresponse())["total"]["runs"])
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""Streamed export (DESIGN §4): `POST /api/{component}/db/export` and `GET /api/db/export`.
+
+Runs (from DuckDB) or events (from the log) go out as NDJSON, one JSON array, or
+Parquet, in chunked encoding, batch by batch: each record batch is read, filtered
+and encoded on a thread, then written with back-pressure (the next batch is read
+only once the client has taken the previous one), so server memory stays flat
+whatever the size. Nothing is written to disk: the Parquet writer writes into
+memory that is drained after each row group. The download name is made up by the
+server; a client `filename` only replaces it after sanitizing (`download_name`).
+
+Events go out in the wire format (DESIGN §1), so an NDJSON or JSON export
+re-ingests as it is (`POST /api/events`, `runlake ingest`, the inbox); the Parquet
+export is the log's own schema (docs/log.md), which the inbox also takes (its
+`seq` and `received_at` are ignored there). Runs go out as `/runs` items.
+
+An unknown component exports nothing (200, empty), as `/runs` lists nothing.
+An error after the first byte cannot become a status any more: the connection is
+cut, so the client sees an incomplete chunked body, never a truncated "success".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, NamedTuple
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from aiohttp import hdrs, web
+from msgspec import Meta
+
+from runlake.api.auth import visible_components
+from runlake.api.params import path_component
+from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
+from runlake.errors import BadRequest, PayloadTooLarge, Unavailable
+from runlake.events import COLUMNS, EVENT_TYPES, LOG_SCHEMA, EventLog
+from runlake.events.schema import split_error
+from runlake.views.db import Database
+from runlake.views.export import runs_reader
+
+log = logging.getLogger("runlake.api")
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_PARAM_CHARS = 1024  # a query-string value, and a `filename` as sent
+DOWNLOAD_NAME_CHARS = 100
+JSON_BATCH_ROWS = 16_384  # ~2.5 MB of NDJSON per chunk
+PARQUET_BATCH_ROWS = 32_768  # one row group per batch
+AwareDatetime = Annotated[datetime, Meta(tz=True)]
+
+
+class Format(NamedTuple):
+    extension: str
+    media_type: str
+
+
+FORMATS = {
+    "ndjson": Format("ndjson", "application/x-ndjson"),
+    "json": Format("json", "application/json"),
+    "parquet": Format("parquet", "application/vnd.apache.parquet"),
+}
+
+
+class ExportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """What to export; `since` inclusive, `until` exclusive, on the events' `ts` or
+    the runs' `created_at`."""
+
+    what: Literal["events", "runs"] = "events"
+    format: Literal["ndjson", "json", "parquet"] = "ndjson"
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    filename: Annotated[str, Meta(max_length=MAX_PARAM_CHARS)] | None = None
+    min_seq: Annotated[int, Meta(ge=0)] = 0  # runs: wait (bounded) for the fold to pass it
+
+
+CHOICES = {"what": ("events", "runs"), "format": tuple(FORMATS)}
+
+
+# -- handlers -------------------------------------------------------------------
+
+
+async def post_export(request: web.Request) -> web.StreamResponse:
+    component = path_component(request)
+    spec = _from_body(await request.read())
+    return await _export(request, spec, [component], component)
+
+
+async def get_export(request: web.Request) -> web.StreamResponse:
+    spec = _from_query(request)
+    visible = visible_components(request)
+    return await _export(request, spec, None if visible is None else sorted(visible), "all")
+
+
+def _from_body(body: bytes) -> ExportRequest:
+    if len(body) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"an export request body is at most {MAX_BODY_BYTES} bytes")
+    if not body.strip():
+        return ExportRequest()
+    try:
+        return msgspec.json.decode(body, type=ExportRequest)
+    except msgspec.DecodeError as e:
+        field, reason = _reason(e)
+        where = f"field {field!r}" if field else "body"
+        raise BadRequest(f"export request: {where}: {reason}",
+                         [{"field": field, "message": reason}]) from None
+    except (UnicodeDecodeError, RecursionError) as e:  # msgspec lets these through
+        raise BadRequest(f"export request: body is not valid JSON: {e}",
+                         [{"field": None, "message": str(e)}]) from None
+
+
+def _from_query(request: web.Request) -> ExportRequest:
+    raw: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name in raw:
+            raise _bad_param(name, "may be given once")
+        if len(value) > MAX_PARAM_CHARS:
+            raise _bad_param(name, f"must be at most {MAX_PARAM_CHARS} characters")
+        raw[name] = value
+    try:
+        return msgspec.convert(raw, ExportRequest, strict=False)  # "5" -> min_seq 5
+    except msgspec.ValidationError as e:
+        field, reason = _reason(e)
+        if field is None:
+            raise BadRequest(f"export query: {reason}", [{"parameter": None, "message": reason}])\
+                from None
+        raise _bad_param(field, reason) from None
+
+
+def _reason(e: msgspec.DecodeError) -> tuple[str | None, str]:
+    field, reason = split_error(e)
+    if field in CHOICES:
+        reason = f"{reason}; expected one of {', '.join(CHOICES[field])}"
+    return field, reason
+
+
+def _bad_param(name: str, message: str) -> BadRequest:
+    return BadRequest(f"query parameter {name!r}: {message}",
+                      [{"parameter": name, "message": message}])
+
+
+async def _export(request: web.Request, spec: ExportRequest, components: list[str] | None,
+                  label: str) -> web.StreamResponse:
+    if spec.min_seq and spec.what == "runs":
+        await _wait_folded(request, spec.min_seq, "parameter" if request.method == "GET"
+                           else "field")
+    if spec.what == "events":
+        chunks = _event_chunks(request.app[EVENT_LOG], components, spec)
+    else:
+        chunks = _run_chunks(request.app[DATABASE], components, spec)
+    pump = _Pump(chunks)
+    loop = asyncio.get_running_loop()
+    try:
+        # The first step opens the source: an error there still gets the envelope.
+        chunk = await loop.run_in_executor(None, pump.next)
+        fmt = FORMATS[spec.format]
+        name = download_name(label, spec.what, fmt.extension, spec.filename)
+        response = web.StreamResponse(headers={
+            hdrs.CONTENT_TYPE: fmt.media_type,
+            hdrs.CONTENT_DISPOSITION: f'attachment; filename="{name}"',
+            hdrs.CACHE_CONTROL: "no-store",
+            "X-Content-Type-Options": "nosniff",
+        })
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            while chunk is not None:
+                if chunk:
+                    await response.write(chunk)  # waits while the client is behind
+                chunk = await loop.run_in_executor(None, pump.next)
+            await response.write_eof()
+        except ConnectionError:
+            log.info("export to %s stopped: the client went away", request.remote)
+        except Exception:
+            log.exception("export failed after it began; cutting the connection")
+            if request.transport is not None:
+                request.transport.close()
+        return response
+    finally:
+        # Shielded: a cancelled handler must still release the cursor or log reader.
+        await asyncio.shield(loop.run_in_executor(None, pump.close))
+
+
+async def _wait_folded(request: web.Request, min_seq: int, where: str) -> None:
+    """Read-your-writes, as for reads: the log has every acknowledged event at
+    once, so only the runs (from the fold) can be behind."""
+    last = request.app[EVENT_LOG].last_seq
+    if min_seq > last:
+        raise BadRequest(f"min_seq {min_seq} is beyond the log's last seq {last}",
+                         [{where: "min_seq", "message": f"is beyond the last seq {last}"}])
+    fold = request.app[FOLD]
+    if not await fold.wait_folded(min_seq, request.app[SETTINGS].read_wait_s):
+        raise Unavailable(f"the fold has not reached seq {min_seq} yet "
+                          f"(at {fold.folded_seq}); retry shortly")
+
+
+class _Pump:
+    """Steps a blocking chunk iterator on executor threads, one step at a time;
+    `close` waits for a step still running (its handler may have been cancelled)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._lock = threading.Lock()
+
+    def next(self) -> bytes | None:
+        with self._lock:
+            return next(self._chunks, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._chunks.close()  # type: ignore[attr-defined]
+
+
+# -- the download name ------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+def download_name(label: str, what: str, extension: str, requested: str | None,
+                  now: datetime | None = None) -> str:
+    """`<component|all>-<what>-<UTC time>.<ext>`, or the client's name made safe.
+
+    Only ever a name for the client's download: the server writes no file.
+    """
+    if requested is not None:
+        safe = sanitize_filename(requested, extension)
+        if safe is not None:
+            return safe
+    now = now or datetime.now(UTC)
+    return f"{label}-{what}-{now:%Y%m%dT%H%M%SZ}.{extension}"
+
+
+def sanitize_filename(requested: str, extension: str) -> str | None:
+    """The last path segment, NULs and anything outside [A-Za-z0-9._-] dropped, no
+    leading dot, the extension forced to `extension`, at most 100 characters;
+    None when nothing usable is left."""
+    base = _SEPARATORS.split(requested.replace("\0", ""))[-1]
+    base = _UNSAFE.sub("", base).lstrip(".")
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    stem = stem[: DOWNLOAD_NAME_CHARS - len(extension) - 1].rstrip(".")
+    return f"{stem}.{extension}" if stem else None
+
+
+# -- sources ----------------------------------------------------------------------
+
+
+def _event_chunks(event_log: EventLog, components: list[str] | None,
+                  spec: ExportRequest) -> Iterator[bytes]:
+    rows = PARQUET_BATCH_ROWS if spec.format == "parquet" else JSON_BATCH_ROWS
+    batches = (
+        _select(batch, components, spec.since, spec.until)
+        for batch in event_log.read(1, event_log.last_seq, batch_rows=rows)
+    )
+    return _encode((b for b in batches if b.num_rows), LOG_SCHEMA, spec.format, wire_events)
+
+
+def _run_chunks(db: Database, components: list[str] | None,
+                spec: ExportRequest) -> Iterator[bytes]:
+    rows = PARQUET_BATCH_ROWS if spec.format == "parquet" else JSON_BATCH_ROWS
+    cur = db.cursor()  # a cursor of its own: the open stream holds it
+    try:
+        reader = runs_reader(cur, components, spec.since, spec.until, rows)
+        yield from _encode(reader, reader.schema, spec.format, run_items)
+    finally:
+        cur.close()
+
+
+def _select(batch: pa.RecordBatch, components: list[str] | None, since: datetime | None,
+            until: datetime | None) -> pa.RecordBatch:
+    """The events of `batch` in `components` with since ≤ ts < until."""
+    masks = []
+    if components is not None:
+        masks.append(pc.is_in(batch.column("component"), value_set=pa.array(components,
+                                                                              pa.string())))
+    ts = batch.column("ts")
+    if since is not None:
+        masks.append(pc.greater_equal(ts, pa.scalar(since, ts.type)))
+    if until is not None:
+        masks.append(pc.less(ts, pa.scalar(until, ts.type)))
+    if not masks:
+        return batch
+    return batch.filter(functools.reduce(pc.and_, masks))
+
+
+# -- encodings ---------------------------------------------------------------------
+
+_json = msgspec.json.Encoder()
+Items = Callable[[pa.RecordBatch], list[Any]]
+
+
+def _encode(batches: Iterator[pa.RecordBatch] | pa.RecordBatchReader, schema: pa.Schema,
+            fmt: str, items: Items) -> Iterator[bytes]:
+    """The export's bytes, one chunk per batch (possibly empty ones)."""
+    if fmt == "ndjson":
+        for batch in batches:
+            yield _json.encode_lines(items(batch))
+    elif fmt == "json":
+        yield b"["
+        sep = b""
+        for batch in batches:
+            if batch.num_rows:
+                yield sep + _json.encode(items(batch))[1:-1]  # "[a,b]" -> "a,b"
+                sep = b","
+        yield b"]"
+    else:
+        sink = _Drain()
+        writer = pq.ParquetWriter(sink, schema, compression="zstd")
+        try:
+            for batch in batches:
+                writer.write_batch(batch)  # one row group
+                yield sink.take()
+        finally:
+            writer.close()
+        yield sink.take()
+
+
+class _Drain(io.RawIOBase):
+    """A write-only in-memory file whose content is taken away as it is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parts: list[bytes] = []
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._parts.append(chunk)
+        self._position += len(chunk)
+        return len(chunk)
+
+    def tell(self) -> int:
+        return self._position
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+# Each event type's own fields as (wire name, log column), read from the schema so
+# the two cannot drift; the log renames a step's `step` and a tag's `value`.
+_COMMON = ("component", "id", "ts")
+_RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
+WIRE_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    tag: tuple((f, _RENAMED.get((tag, f), f)) for f in cls.__struct_fields__ if f not in _COMMON)
+    for cls in EVENT_TYPES
+    for tag in (cls.__struct_config__.tag,)  # type: ignore[misc]
+}
+assert {c for fields in WIRE_FIELDS.values() for _, c in fields} <= set(COLUMNS)
+
+
+def wire_events(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """Log rows back in the wire format, in order: what `row_to_event` gives, minus
+    `seq` and `received_at` (the schema refuses them), with a missing `id` left out
+    (not `@seq`, which the schema reserves), column by column per event type."""
+    n = batch.num_rows
+    types = batch.column("type")
+    components = batch.column("component").to_pylist()
+    ids = batch.column("id").to_pylist()
+    times = pc.strftime(batch.column("ts"), format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+    events: list[dict[str, Any]] = [{}] * n
+    kinds = pc.unique(types).to_pylist()
+    for kind in kinds:
+        rows = pc.indices_nonzero(pc.equal(types, kind)) if len(kinds) > 1 else None
+        part = batch if rows is None else batch.take(rows)
+        fields = [(f, _values(part.column(c), c)) for f, c in WIRE_FIELDS[kind]]
+        for j, i in enumerate(range(n) if rows is None else rows.to_pylist()):
+            event = {"type": kind, "component": components[i]}
+            if ids[i] is not None:
+                event["id"] = ids[i]
+            event["ts"] = times[i]
+            for f, values in fields:
+                if (v := values[j]) is not None:
+                    event[f] = v
+            events[i] = event
+    return events
+
+
+def _values(column: pa.Array, name: str) -> list[Any]:
+    values = column.to_pylist()
+    if name == "params":  # JSON text in the log: embedded as it is
+        return [None if v is None else msgspec.Raw(v) for v in values]
+    return values
+
+
+def run_items(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """Rows of `views.export.runs_reader` as `/runs` items (params as a JSON object)."""
+    rows = batch.to_pylist()
+    for row in rows:
+        if row["params"] is not None:
+            row["params"] = msgspec.Raw(row["params"])
+    return rows

@@ -1,0 +1,138 @@
+"""`POST /api/db/replay`: a running server rebuilds its database from the log and swaps
+it in, while reads keep answering from the old file and appends keep landing."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from helpers.folder import assert_same_database, dump_database, same_value
+from helpers.server import Client
+
+from runlake import demo
+from runlake.api.state import DATABASE
+
+MakeServer = Callable[..., Any]
+NOW = 1_767_225_600  # 2026-01-01: a fixed demo stream
+READS = ("/api/test/db/models/stats", "/api/generator/db/hardware/stats",
+         "/api/benchmark/db/runs?limit=1000&sort=run_id", "/api/db/overview",
+         "/api/test/db/batches?limit=1000")
+
+
+async def post_demo(client: Client, runs: int, seed: int) -> int:
+    """POST a demo stream plus a run delete; returns the last seq."""
+    events = await asyncio.to_thread(
+        lambda: list(demo.generate(runs, seed=seed, now=NOW, with_ids=True)))
+    victim = next(e for e in events if e["type"] == "run")
+    events.append({"type": "delete", "component": victim["component"],
+                   "run_id": victim["run_id"]})
+    last = 0
+    for start in range(0, len(events), 5_000):
+        reply = await client.post_events(events[start:start + 5_000], ndjson=True)
+        assert reply.status == 202, reply.body
+        last = reply.json()["last_seq"]
+    return last
+
+
+async def answers(client: Client, min_seq: int) -> dict[str, Any]:
+    out = {}
+    for path in READS:
+        sep = "&" if "?" in path else "?"
+        reply = await client.get(f"{path}{sep}min_seq={min_seq}")
+        assert reply.status == 200, (path, reply.body)
+        out[path] = reply.json()
+    return out
+
+
+def assert_same_answers(got: Any, expected: Any, where: str = "") -> None:
+    """Equal JSON, floats within a relative 1e-9: parallel sums may differ in the last bit."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and got.keys() == expected.keys(), where
+        for key in expected:
+            assert_same_answers(got[key], expected[key], f"{where}/{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+            assert_same_answers(g, e, f"{where}[{i}]")
+    else:
+        assert same_value(got, expected), f"{where}: {got!r} != {expected!r}"
+
+
+async def wait_replay(client: Client) -> dict[str, Any]:
+    for _ in range(600):
+        status = (await client.get("/api/db/replay")).json()
+        if status["state"] != "running":
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError("the replay did not finish in 30 s")
+
+
+def test_replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None:
+    asyncio.run(_replay_while_serving(make_server, tmp_path))
+
+
+async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None:
+    async with make_server() as client:
+        assert (await client.get("/api/db/replay")).json()["state"] == "idle"
+        last = await post_demo(client, 1_500, seed=3)
+        before = await answers(client, last)
+
+        started = await client.request("POST", "/api/db/replay")
+        assert started.status == 202, started.body
+        assert started.json()["state"] == "running"
+        assert started.json()["total"] == last
+        again = await client.request("POST", "/api/db/replay")
+        assert again.status == 409 and again.json()["error"]["code"] == "conflict"
+
+        # While it runs: reads answer (from the old file), appends are acknowledged.
+        during = [await client.get(path) for path in READS]
+        assert [r.status for r in during] == [200] * len(READS)
+        late = await post_demo(client, 100, seed=4)
+
+        status = await wait_replay(client)
+        assert status["state"] == "done", status
+        assert status["error"] is None and status["events"] >= last
+
+        after = await answers(client, late)  # events appended during the replay are there
+        runs_before = {r["run_id"] for r in before[READS[2]]["items"]}
+        runs_after = {r["run_id"] for r in after[READS[2]]["items"]}
+        assert runs_before < runs_after, "the late runs should show after the swap"
+
+        replayed = await client.app[DATABASE].read(dump_database)
+
+    # The swapped-in file holds what the fold alone builds from the same log.
+    shutil.copytree(tmp_path / "data" / "log", tmp_path / "fresh" / "log")
+    async with make_server(data=tmp_path / "fresh") as fresh:
+        assert_same_answers(await answers(fresh, late), after)
+        refolded = await fresh.app[DATABASE].read(dump_database)
+    assert_same_database(replayed, refolded, "replayed while serving vs folded from scratch")
+
+
+def test_replay_while_reads_keep_coming(make_server: MakeServer) -> None:
+    """Reads racing the swap wait for the new file: none fails."""
+    asyncio.run(_replay_while_reads_keep_coming(make_server))
+
+
+async def _replay_while_reads_keep_coming(make_server: MakeServer) -> None:
+    async with make_server() as client:
+        last = await post_demo(client, 600, seed=5)
+        expected = await answers(client, last)
+        stop = asyncio.Event()
+        statuses: list[int] = []
+
+        async def reader() -> None:
+            while not stop.is_set():
+                for path in READS:
+                    statuses.append((await client.get(path)).status)
+
+        readers = [asyncio.create_task(reader()) for _ in range(4)]
+        for _ in range(3):
+            assert (await client.request("POST", "/api/db/replay")).status == 202
+            assert (await wait_replay(client))["state"] == "done"
+        stop.set()
+        await asyncio.gather(*readers)
+        assert statuses and set(statuses) == {200}
+        assert_same_answers(await answers(client, last), expected)
