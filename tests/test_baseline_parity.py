@@ -276,9 +276,9 @@ def test_search(servers: tuple[str, str], term: str) -> None:
 
 
 def test_performance(servers: tuple[str, str]) -> None:
-    """count, min and max exact, mean to float noise. Percentiles are compared loosely:
-    runlake reads them off mergeable histograms (≤ 1 % error, nearest rank), the baseline
-    interpolates exact values, and on groups this small the two definitions differ."""
+    """count, min and max exact, mean to float noise. Percentiles: both interpolate like
+    quantile_cont; runlake reads each of the two ranks off mergeable histograms (≤ 1 %
+    relative error), so it is within 1 % of the larger neighbouring value."""
     compared = 0
     for c, days in itertools.product(COMPONENTS, (7, 30, 90)):
         ours, theirs = both(servers, f"/api/{c}/db/performance", days=days)
@@ -290,8 +290,8 @@ def test_performance(servers: tuple[str, str]) -> None:
             b = b_items[k]
             assert_same(a, b, ("count", "mean", "min", "max"), f"{c} {k} days={days}")
             for p in ("p50", "p95", "p99"):
-                slack = 0.01 * max(abs(b["min"]), abs(b["max"]))
-                assert b["min"] - slack <= a[p] <= b["max"] + slack, f"{c} {k} {p}"
+                slack = 0.01 * max(abs(b["min"]), abs(b["max"])) * (1 + 1e-9)
+                assert abs(a[p] - b[p]) <= slack, f"{c} {k} {p}: {a[p]} vs {b[p]}"
             compared += 1
     assert compared > 20
 

@@ -463,3 +463,16 @@ def test_sketch_percentiles_interpolate_like_quantile_cont(lake: Folded,
         bound = ALPHA * ((1 - f) * abs(lo) + f * abs(hi)) * (1 + 1e-9)
         assert abs(stat - exact) <= bound, (name, stat, exact)
         assert item[name] == pytest.approx(stat, rel=1e-12), name
+
+
+def test_performance_report_is_paged(lake: Folded) -> None:
+    names = ["a", "b", "c", "d", "e"]
+    lake.fold(*[ev("metric", s=i, name=n, value=float(i + 1)) for i, n in enumerate(names)])
+    page = queries.performance(lake.con.cursor(), "test", days=1, today=at(0).date(),
+                               limit=2, offset=2)
+    assert (page["total"], page["limit"], page["offset"]) == (5, 2, 2)
+    assert [i["metric"] for i in page["items"]] == ["c", "d"]
+    assert [[t["count"] for t in i["trend"]] for i in page["items"]] == [[1], [1]]
+    past = queries.performance(lake.con.cursor(), "test", days=1, today=at(0).date(),
+                               limit=2, offset=9)
+    assert past["items"] == [] and past["total"] == 5

@@ -248,8 +248,9 @@ async def performance(request: web.Request) -> web.Response:
     c = await _component(request)
     days = _int(request, "days", 30, 1, 3660)
     filters = {k: _str(request, k) for k in ("model", "hardware", "metric")}
-    return json_response(
-        await _read(request, lambda cur: q.performance(cur, c, days, **filters)))
+    limit, offset = _page(request, 100)
+    return json_response(await _read(request, lambda cur: q.performance(
+        cur, c, days, **filters, limit=limit, offset=offset)))
 
 
 class SearchBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -138,7 +138,7 @@ ROUTE_TABLE: tuple[Route, ...] = (
          "Metric report over the last N days", (COMPONENT, Param("days", "window", int),
                                                Param("model", "model"),
                                                Param("hardware", "hardware"),
-                                               Param("metric", "metric name"), MIN_SEQ)),
+                                               Param("metric", "metric name"), *PAGE)),
         ("GET", "/api/{component}/db/search", reads.search_component, "Search one component",
          (COMPONENT, *SEARCH)),
         ("POST", "/api/{component}/db/search", reads.search_component,

@@ -239,11 +239,13 @@ def group_stats(cur: Cursor, component: str, by: str, limit: int = 100,
 
 def performance(cur: Cursor, component: str, days: int = 30, *, model: str | None = None,
                 hardware: str | None = None, metric: str | None = None,
-                today: date | None = None) -> dict[str, Any]:
+                today: date | None = None, limit: int = 100, offset: int = 0
+                ) -> dict[str, Any]:
     """Per (model, hardware, metric) over the last `days` UTC calendar days (today
     included), from the daily rollups: count/mean/min/max exact, p50/p95/p99 from the
     merged histograms (interpolated like quantile_cont, ≤ 1 % relative error), and a
-    daily trend."""
+    daily trend. A page of groups in (model, hardware, metric) order: a component can
+    have thousands, and building all of them cost ~150 ms at 1 M events."""
     today = today or datetime.now(UTC).date()
     start = today - timedelta(days=days - 1)
     where, params = ["component = ?", "day >= ?", "day <= ?"], [component, start, today]
@@ -263,15 +265,26 @@ def performance(cur: Cursor, component: str, days: int = 30, *, model: str | Non
             FROM metric_daily WHERE {cond} GROUP BY ALL
         )
         SELECT d.model, d.hardware, d.metric, d.count, d.mean, d.min, d.max,
-               q.p50, q.p95, q.p99
+               q.p50, q.p95, q.p99, count(*) OVER () AS total
         FROM d JOIN q ON d.model IS NOT DISTINCT FROM q.model
             AND d.hardware IS NOT DISTINCT FROM q.hardware AND d.metric = q.metric
-        ORDER BY d.model NULLS LAST, d.hardware NULLS LAST, d.metric""", params * 2)
+        ORDER BY d.model NULLS LAST, d.hardware NULLS LAST, d.metric
+        LIMIT ? OFFSET ?""", [*params, *params, limit, offset])
+    total = items[0]["total"] if items else _one(cur, f"""
+        SELECT count(*) FROM (SELECT DISTINCT model, hardware, metric FROM metric_daily
+        WHERE {cond})""", params)
+    for item in items:
+        del item["total"]
+    keys = [[i[k] for i in items] for k in ("model", "hardware", "metric")]
     trend = _dicts(cur, f"""
         SELECT model, hardware, metric, day, sum(count) AS count, sum(sum) / sum(count) AS mean,
                min(min) AS min, max(max) AS max
-        FROM metric_daily WHERE {cond} GROUP BY ALL
-        ORDER BY model NULLS LAST, hardware NULLS LAST, metric, day""", params)
+        FROM metric_daily SEMI JOIN (
+            SELECT unnest(?::VARCHAR[]) AS m, unnest(?::VARCHAR[]) AS h, unnest(?::VARCHAR[]) AS n
+        ) k ON model IS NOT DISTINCT FROM k.m AND hardware IS NOT DISTINCT FROM k.h
+            AND metric = k.n
+        WHERE {cond} GROUP BY ALL
+        ORDER BY model NULLS LAST, hardware NULLS LAST, metric, day""", [*keys, *params])
     by_group: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for t in trend:
         key = (t.pop("model"), t.pop("hardware"), t.pop("metric"))
@@ -279,7 +292,7 @@ def performance(cur: Cursor, component: str, days: int = 30, *, model: str | Non
     for item in items:
         item["trend"] = by_group.get((item["model"], item["hardware"], item["metric"]), [])
     return {"component": component, "days": days, "since": start, "until": today,
-            "items": items}
+            **_page(items, limit, offset, total)}
 
 
 # -- across components --------------------------------------------------------
