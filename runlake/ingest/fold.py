@@ -196,8 +196,10 @@ def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
 class Fold:
     """Follows the log in a background thread, folding what arrives into `db`."""
 
-    def __init__(self, db: Database, event_log: EventLog, batch_rows: int = 200_000) -> None:
+    def __init__(self, db: Database, event_log: EventLog, batch_rows: int = 200_000,
+                 min_interval_s: float = 0.25) -> None:
         self.db, self.log, self.batch_rows = db, event_log, batch_rows
+        self.min_interval_s = min_interval_s
         self.folded_seq = folded_seq(db.connection)
         self.events_folded = 0
         self.batches_folded = 0
@@ -259,6 +261,7 @@ class Fold:
 
     def _loop(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 self.fold_available()
                 self.last_error = None
@@ -270,6 +273,11 @@ class Fold:
                 if self.log.last_seq <= self.folded_seq or self.last_error:
                     return
                 continue
+            # A batch costs ~100 ms of fixed work (and a DuckDB commit that competes
+            # with the log's fsync) whatever its size: under a trickle of small
+            # appends, wait to fold more at once. Visible stays well under a second.
+            if (pause := self.min_interval_s - (time.monotonic() - started)) > 0:
+                self._stop.wait(pause)
             self.log.wait(self.folded_seq, timeout=0.2)
 
     async def wait_folded(self, seq: int, timeout: float) -> bool:
