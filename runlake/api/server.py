@@ -23,7 +23,6 @@ from runlake.settings import Settings
 
 log = logging.getLogger("runlake.server")
 
-SWITCH_INTERVAL_S = 0.0005
 SHUTDOWN_TIMEOUT = 30.0  # seconds in-flight requests get before they are cancelled
 
 
@@ -41,10 +40,6 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    # The event loop, the log writer and the fold share the GIL. With the default 5 ms
-    # switch interval, a thread back from fsync or DuckDB waits up to 5 ms for it while
-    # another runs Python: that wait, not the work, bounded single-event ingest.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     return asyncio.run(_serve(settings))
 
 
