@@ -524,3 +524,30 @@ def test_million_event_export_keeps_server_memory_flat(start_server_process: Any
                      stop_after=1)
     assert readyz(server.url)["last_seq"] == MILLION
     assert server.stop() == 0, server.stderr()[-3000:]
+
+
+def test_runs_export_pages_by_key_without_holding_a_cursor(tmp_path: Path) -> None:
+    """Keyset pages of 3 give every run once, in order, ties on created_at included;
+    between pages no read is in flight (a replay could swap the file)."""
+    from runlake.events import decode_events, events_to_table
+    from runlake.ingest.fold import fold_table
+    from runlake.views.db import Database
+    from runlake.views.export import runs_batches
+
+    events = [{"type": "run", "component": comp, "run_id": f"r{i}",
+               "ts": "2026-01-01T00:00:00Z" if i % 2 else f"2026-01-0{1 + i % 5}T00:00:00Z"}
+              for comp in ("alpha", "beta") for i in range(11)]
+    db = Database(tmp_path / "runlake.duckdb").open()
+    try:
+        fold_table(db.connection, events_to_table(
+            decode_events(msgspec.json.encode(events)), 1, 0))
+        seen = []
+        for batch in runs_batches(db, None, batch_rows=3):
+            assert db._readers == 0  # no read is held across pages
+            seen += [(r["component"], r["created_at"], r["run_id"]) for r in batch.to_pylist()]
+        assert len(seen) == 22 and seen == sorted(seen)
+        assert len(set(seen)) == 22
+        only_beta = [r for b in runs_batches(db, ["beta"], batch_rows=4) for r in b.to_pylist()]
+        assert [r["run_id"] for r in only_beta] == [r for c, _, r in seen if c == "beta"]
+    finally:
+        db.close()

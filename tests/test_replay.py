@@ -173,3 +173,13 @@ def test_server_rebuilds_a_database_of_an_older_schema(data: Path, start_server_
     assert server.stop() == 0
     assert "rebuilding it from the log" in server.stderr()
     assert_same_database(dump(data / "runlake.duckdb"), expected, "rebuilt at start-up")
+
+
+def test_server_rebuilds_a_database_file_that_is_not_one(data: Path, start_server_process) -> None:
+    assert replay_cli(data).returncode == 0
+    expected = dump(data / "runlake.duckdb")
+    (data / "runlake.duckdb").write_bytes(b"not a duckdb file" * 100)
+    server = start_server_process(data, inbox=False)
+    assert server.stop() == 0
+    assert "rebuilding it from the log" in server.stderr()
+    assert_same_database(dump(data / "runlake.duckdb"), expected, "rebuilt at start-up")

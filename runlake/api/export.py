@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import itertools
 import logging
 import re
 import threading
@@ -44,7 +45,7 @@ from runlake.errors import BadRequest, PayloadTooLarge, Unavailable
 from runlake.events import COLUMNS, EVENT_TYPES, LOG_SCHEMA, EventLog
 from runlake.events.schema import split_error
 from runlake.views.db import Database
-from runlake.views.export import runs_reader
+from runlake.views.export import runs_batches
 
 log = logging.getLogger("runlake.api")
 
@@ -264,12 +265,10 @@ def _event_chunks(event_log: EventLog, components: list[str] | None,
 def _run_chunks(db: Database, components: list[str] | None,
                 spec: ExportRequest) -> Iterator[bytes]:
     rows = PARQUET_BATCH_ROWS if spec.format == "parquet" else JSON_BATCH_ROWS
-    cur = db.cursor()  # a cursor of its own: the open stream holds it
-    try:
-        reader = runs_reader(cur, components, spec.since, spec.until, rows)
-        yield from _encode(reader, reader.schema, spec.format, run_items)
-    finally:
-        cur.close()
+    batches = runs_batches(db, components, spec.since, spec.until, rows)
+    first = next(batches)  # always one, maybe empty: it carries the schema
+    # A generator: nothing above runs until the pump pulls it, on a reader thread.
+    yield from _encode(itertools.chain([first], batches), first.schema, spec.format, run_items)
 
 
 def _select(batch: pa.RecordBatch, components: list[str] | None, since: datetime | None,
@@ -394,7 +393,7 @@ def _values(column: pa.Array, name: str) -> list[Any]:
 
 
 def run_items(batch: pa.RecordBatch) -> list[dict[str, Any]]:
-    """Rows of `views.export.runs_reader` as `/runs` items (params as a JSON object)."""
+    """Rows of `views.export.runs_batches` as `/runs` items (params as a JSON object)."""
     rows = batch.to_pylist()
     for row in rows:
         if row["params"] is not None:

@@ -229,10 +229,15 @@ class Fold:
             self._thread = None
 
     def resume(self) -> None:
-        """Start again from the database's high-water mark (a replay swapped the file)."""
-        self.folded_seq = folded_seq(self.db.connection)
-        self._wake(self.folded_seq)
-        self.start()
+        """Start again from the database's high-water mark (a replay swapped the file).
+
+        The thread starts even if the database cannot be read now: its loop retries
+        and reports the error through /readyz."""
+        try:
+            self.folded_seq = folded_seq(self.db.connection)
+            self._wake(self.folded_seq)
+        finally:
+            self.start()
 
     def lag(self) -> tuple[int, float]:
         """(events appended but not yet folded, seconds since the fold was caught up)."""

@@ -229,30 +229,38 @@ class Rebuild:
         try:
             build(self.event_log, staging, batch_rows=max(self.batch_rows, 1_000_000),
                   upto=self.total, progress=self, stop=self._stop)
+            # Catch up with what arrived during the build while the fold still keeps
+            # the old file current; only the last small gap waits for the swap.
+            self._catch_up(staging)
             self.fold.stop()  # folds the old file to the end of the log, then stops
             try:
                 self._catch_up(staging)
                 self.db.replace_with(staging)
             finally:
                 self.fold.resume()
-            self.state = "done"
+            self._finish("done")
             log.info("replay swapped in: %d events, folded to seq %d",
                      self.total, self.fold.folded_seq)
         except Exception as e:  # reported by status(); the old file is untouched
             remove_database(staging)
-            self.state, self.error = "failed", str(e)
+            self._finish("failed", str(e))
             if not isinstance(e, Cancelled):
                 log.exception("replay failed")
-        finally:
+
+    def _finish(self, state: str, error: str | None = None) -> None:
+        with self._lock:  # finished_at first: a new start() may follow at once
             self.finished_at = time.time()
+            self.state, self.error = state, error
 
     def _catch_up(self, staging: Path) -> None:
         """Fold into the new file what was appended while it was being built."""
-        con = duckdb.connect(str(staging))
+        con = duckdb.connect(str(staging), config={"memory_limit": MEMORY_LIMIT})
         try:
             con.execute("SET TimeZone = 'UTC'")
             seq, target = folded_seq(con), self.event_log.last_seq  # the fold does the rest
             while seq < target:
+                if self._stop.is_set():
+                    raise Cancelled("replay cancelled")
                 batches = list(self.event_log.read(seq + 1, min(target, seq + self.batch_rows)))
                 if not batches:
                     break

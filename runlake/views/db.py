@@ -135,10 +135,13 @@ def schema_version(path: Path) -> int | None:
     """The schema version of the database file at `path`; None if there is none."""
     if not path.exists():
         return None
-    con = duckdb.connect(str(path), read_only=True)
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException:  # empty or not a DuckDB file: rebuild it from the log
+        return 0
     try:
         row = con.execute("SELECT schema_version FROM fold_state").fetchone()
-    except duckdb.CatalogException:  # not a runlake database, or an empty file
+    except duckdb.CatalogException:  # a DuckDB file without runlake's tables
         return 0
     finally:
         con.close()

@@ -7,35 +7,56 @@ created_at, run_id), `since`/`until` filtering `created_at` as everywhere else
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 
-from runlake.views.queries import RUN_COLUMNS, Cursor
+from runlake.views.db import Database
+from runlake.views.queries import RUN_COLUMNS
 
-RUNS = "SELECT {columns} FROM runs WHERE {where} ORDER BY component, created_at, run_id"
+# Keyset paging on the sort key: the rows after (component, created_at, run_id) = ?.
+RUNS = """SELECT {columns} FROM runs WHERE {where} AND (
+    component > ? OR (component = ? AND (created_at > ? OR (created_at = ? AND run_id > ?))))
+ORDER BY component, created_at, run_id LIMIT ?"""
 UTC_TS = pa.timestamp("us", tz="UTC")
+_START = ("", datetime(1, 1, 1), "")  # before every (component, created_at, run_id)
 
 
-def runs_reader(
-    cur: Cursor,
+def runs_batches(
+    db: Database,
     components: list[str] | None,
     since: datetime | None = None,
     until: datetime | None = None,
     batch_rows: int = 16_384,
-) -> pa.RecordBatchReader:
-    """A reader over the matching runs; `components` None means every component.
+) -> Iterator[pa.RecordBatch]:
+    """The matching runs, one page per batch (at least one batch, maybe empty, so the
+    schema is always known); `components` None means every component.
 
-    The reader streams from DuckDB and holds `cur` until it is read out or the
-    cursor is closed: give it a cursor of its own.
+    Each page is its own short read, so no cursor is held between pages: a replay
+    can swap the database file in between, and a stalled client holds nothing of
+    DuckDB's. (Pages are read at different moments, as with any paged list.)
     """
     where, params = _where(components, since, until)
-    rel = cur.sql(RUNS.format(columns=RUN_COLUMNS, where=where), params=params)
-    reader = rel.to_arrow_reader(batch_rows)
-    schema = pa.schema([_utc(f) for f in reader.schema])
-    return pa.RecordBatchReader.from_batches(
-        schema, (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader))
+    sql = RUNS.format(columns=RUN_COLUMNS, where=where)
+    c, t, r = _START
+    first = True
+    while True:
+        args = [*params, c, c, t, t, r, batch_rows]
+        page = db.read_sync(lambda cur, args=args: cur.sql(sql, params=args).to_arrow_table())
+        schema = pa.schema([_utc(f) for f in page.schema])
+        if page.num_rows == 0:
+            if first:
+                yield pa.RecordBatch.from_pylist([], schema=schema)
+            return
+        first = False
+        for batch in page.to_batches():
+            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+        if page.num_rows < batch_rows:
+            return
+        last = page.slice(page.num_rows - 1).to_pylist()[0]
+        c, t, r = last["component"], last["created_at"].replace(tzinfo=None), last["run_id"]
 
 
 def _where(components: list[str] | None, since: datetime | None,
