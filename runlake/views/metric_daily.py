@@ -11,6 +11,7 @@ it is within ALPHA of the exact interpolated percentile whenever those two value
 have the same sign. |v| < 1e-9 counts as 0.
 """
 
+import bisect
 import math
 
 from runlake.views.view import View, same
@@ -32,6 +33,23 @@ REPRESENTATIVE = (
 )
 
 QUANTILES = (0.5, 0.95, 0.99)
+
+
+def representative(bucket: int) -> float:
+    """REPRESENTATIVE in Python, for percentiles merged outside SQL (the report)."""
+    if bucket == 0:
+        return 0.0
+    return math.copysign(2 * GAMMA ** (abs(bucket) - OFFSET) / (GAMMA + 1), bucket)
+
+
+def merged_percentile(buckets: list[int], cum: list[int], q: float) -> float:
+    """The percentile at q of a merged histogram given as its bucket keys in order and
+    their running counts: `rank_buckets` + `interpolated` in Python."""
+    total = cum[-1]
+    pos = q * (total - 1)
+    lo = representative(buckets[bisect.bisect_right(cum, math.floor(pos))])
+    hi = representative(buckets[bisect.bisect_right(cum, math.ceil(pos))])
+    return lo + (hi - lo) * (pos - math.floor(pos))
 
 
 def rank_buckets(q: float) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from runlake.views.metric_daily import percentiles
+from runlake.views.metric_daily import QUANTILES, merged_percentile
 
 Cursor = duckdb.DuckDBPyConnection
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -254,35 +254,39 @@ def performance(cur: Cursor, component: str, days: int = 30, *, model: str | Non
             where.append(f"{col} = ?")
             params.append(value)
     cond = " AND ".join(where)
-    hist = f"""
-        SELECT model, hardware, metric, bucket, sum(count) AS n FROM metric_hist
-        WHERE {cond} GROUP BY ALL"""
     items = _dicts(cur, f"""
-        WITH q AS ({percentiles("model, hardware, metric", hist)}
-        ), d AS (
-            SELECT model, hardware, metric, sum(count) AS count, sum(sum) / sum(count) AS mean,
-                   min(min) AS min, max(max) AS max
-            FROM metric_daily WHERE {cond} GROUP BY ALL
-        )
-        SELECT d.model, d.hardware, d.metric, d.count, d.mean, d.min, d.max,
-               q.p50, q.p95, q.p99, count(*) OVER () AS total
-        FROM d JOIN q ON d.model IS NOT DISTINCT FROM q.model
-            AND d.hardware IS NOT DISTINCT FROM q.hardware AND d.metric = q.metric
-        ORDER BY d.model NULLS LAST, d.hardware NULLS LAST, d.metric
-        LIMIT ? OFFSET ?""", [*params, *params, limit, offset])
+        SELECT model, hardware, metric, sum(count) AS count, sum(sum) / sum(count) AS mean,
+               min(min) AS min, max(max) AS max, count(*) OVER () AS total
+        FROM metric_daily WHERE {cond} GROUP BY ALL
+        ORDER BY model NULLS LAST, hardware NULLS LAST, metric
+        LIMIT ? OFFSET ?""", [*params, limit, offset])
     total = items[0]["total"] if items else _one(cur, f"""
         SELECT count(*) FROM (SELECT DISTINCT model, hardware, metric FROM metric_daily
         WHERE {cond})""", params)
     for item in items:
         del item["total"]
+    # Only the page's groups: their histograms and trends, merged over the window.
     keys = [[i[k] for i in items] for k in ("model", "hardware", "metric")]
+    page = """SEMI JOIN (
+            SELECT unnest(?::VARCHAR[]) AS m, unnest(?::VARCHAR[]) AS h, unnest(?::VARCHAR[]) AS n
+        ) k ON model IS NOT DISTINCT FROM k.m AND hardware IS NOT DISTINCT FROM k.h
+            AND metric = k.n"""
+    hist: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+    for m, h, n, bucket, count in cur.execute(f"""
+            SELECT model, hardware, metric, bucket, sum(count) FROM metric_hist {page}
+            WHERE {cond} GROUP BY ALL ORDER BY model, hardware, metric, bucket""",
+            [*keys, *params]).fetchall():
+        buckets, cum = hist.setdefault((m, h, n), ([], []))
+        buckets.append(bucket)
+        cum.append(count + (cum[-1] if cum else 0))
+    for item in items:
+        buckets, cum = hist[(item["model"], item["hardware"], item["metric"])]
+        for q in QUANTILES:
+            item[f"p{round(q * 100)}"] = merged_percentile(buckets, cum, q)
     trend = _dicts(cur, f"""
         SELECT model, hardware, metric, day, sum(count) AS count, sum(sum) / sum(count) AS mean,
                min(min) AS min, max(max) AS max
-        FROM metric_daily SEMI JOIN (
-            SELECT unnest(?::VARCHAR[]) AS m, unnest(?::VARCHAR[]) AS h, unnest(?::VARCHAR[]) AS n
-        ) k ON model IS NOT DISTINCT FROM k.m AND hardware IS NOT DISTINCT FROM k.h
-            AND metric = k.n
+        FROM metric_daily {page}
         WHERE {cond} GROUP BY ALL
         ORDER BY model NULLS LAST, hardware NULLS LAST, metric, day""", [*keys, *params])
     by_group: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
