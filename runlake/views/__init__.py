@@ -14,7 +14,8 @@ VIEWS: tuple[View, ...] = (
     batch_stats.VIEW,
     metric_daily.DAILY,
     metric_daily.HIST,
-    metric_stats.VIEW,  # from the two rollups above
+    metric_stats.HIST_ALL,  # from metric_hist
+    metric_stats.VIEW,  # from metric_daily and metric_hist_all
     overview.VIEW,
 )
 

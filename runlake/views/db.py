@@ -27,7 +27,7 @@ T = TypeVar("T")
 MEMORY_LIMIT = "512MB"
 # Bumped whenever a table or view changes shape: a database of another version is
 # rebuilt from the log when the server opens it (ingest/replay.py `ensure_current`).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Database:
