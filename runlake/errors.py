@@ -46,6 +46,13 @@ class NotFound(RunlakeError):
     code = "not_found"
 
 
+class RequestTimeout(RunlakeError):
+    """The request body did not arrive within the read timeout."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(RunlakeError):
     status = 409
     code = "conflict"
@@ -69,6 +76,13 @@ class Unprocessable(RunlakeError):
 class Unavailable(RunlakeError):
     status = 503
     code = "unavailable"
+
+
+class Overloaded(RunlakeError):
+    """More requests in flight than `max_concurrent_requests`."""
+
+    status = 503
+    code = "overloaded"
 
 
 class LogError(RunlakeError):

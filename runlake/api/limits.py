@@ -28,24 +28,10 @@ from aiohttp.typedefs import Handler, Middleware
 
 from runlake.api.responses import error_response
 from runlake.api.state import SETTINGS
-from runlake.errors import PayloadTooLarge, RunlakeError
+from runlake.errors import Overloaded, PayloadTooLarge, RequestTimeout
 
 EXEMPT_PATHS = frozenset({"/healthz"})
 RETRY_AFTER_S = 1
-
-
-class RequestTimeout(RunlakeError):
-    """The request body did not arrive within the read timeout."""
-
-    status = 408
-    code = "request_timeout"
-
-
-class Overloaded(RunlakeError):
-    """More requests in flight than `max_concurrent_requests`."""
-
-    status = 503
-    code = "overloaded"
 
 
 def concurrency_limit(limit: int) -> Middleware:
