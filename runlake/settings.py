@@ -28,7 +28,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("port", 8080, "TCP port to listen on (0 picks a free one)"),
     Setting("max_body_bytes", 64 * 1024 * 1024, "largest request body accepted (413 above)"),
     Setting("max_events", 100_000, "most events in one request or inbox file line set"),
-    Setting("roll_rows", 1_000_000, "roll the write-ahead tail into a segment at this many events"),
+    Setting("roll_rows", 250_000, "roll the write-ahead tail into a segment at this many events"),
     Setting("roll_seconds", 60.0, "... or when its oldest event is this old"),
     Setting("fold_batch_rows", 200_000, "most events the fold applies in one transaction"),
     Setting("read_wait_s", 5.0, "longest a read with min_seq waits for the fold"),
@@ -47,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8080
     max_body_bytes: int = 64 * 1024 * 1024
     max_events: int = 100_000
-    roll_rows: int = 1_000_000
+    roll_rows: int = 250_000
     roll_seconds: float = 60.0
     fold_batch_rows: int = 200_000
     read_wait_s: float = 5.0

@@ -74,8 +74,8 @@ class EventLog:
         directory: Path,
         *,
         readonly: bool = False,
-        roll_rows: int = 1_000_000,
-        roll_bytes: int = 256 * 1024 * 1024,
+        roll_rows: int = 250_000,
+        roll_bytes: int = 64 * 1024 * 1024,
         roll_seconds: float = 60.0,
         max_group_rows: int = 200_000,
     ) -> None:
