@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import itertools
 import json
 import os
 import subprocess
@@ -28,38 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import msgspec
 import psutil
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from runlake import demo
-from runlake.events import decode_events, events_to_table
 
 T = TypeVar("T")
-FILE_EVENTS = 100_000  # the inbox's default per-file limit
-
-
-def fill_inbox(inbox: Path, n: int) -> None:
-    events = msgspec.json.Encoder().encode_lines(list(demo.generate(1000, seed=5)))
-    base = events_to_table(decode_events(events, ndjson=True), 0, 0)
-    tiles: list[pa.Table] = []
-    for k in itertools.count():
-        if sum(t.num_rows for t in tiles) >= n:
-            break
-        tile = base
-        for col in ("run_id", "batch_id"):
-            i = tile.schema.get_field_index(col)
-            suffixed = pc.binary_join_element_wise(tile.column(col), pa.scalar(f"-t{k}"), "")
-            tile = tile.set_column(i, tile.schema.field(col), suffixed)
-        tiles.append(tile)
-    table = pa.concat_tables(tiles).slice(0, n)
-    inbox.mkdir(parents=True)
-    for j, offset in enumerate(range(0, n, FILE_EVENTS)):
-        tmp = inbox / f".part-{j}.tmp"
-        pq.write_table(table.slice(offset, FILE_EVENTS), tmp)
-        tmp.rename(inbox / f"bulk-{j:03d}.parquet")
 
 
 def readyz(url: str) -> dict[str, int]:
@@ -92,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="runlake-bench-export-") as tmp:
         data = Path(tmp) / "data"
-        fill_inbox(data / "inbox", args.events)
+        demo.drop_parquet(data / "inbox", args.events)
         proc = subprocess.Popen(
             [sys.executable, "-m", "runlake", "serve", "--data", str(data), "--port", "0",
              "--log-level", "warning"],

@@ -28,19 +28,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from http_api import percentile  # bench/http_api.py: one definition for every bench
+
 from runlake.demo import ndjson_batches
 from runlake.events import EventLog, decode_events
-from runlake.ingest.fold import Fold, fold_table
+from runlake.ingest.fold import Fold, fold_table, log_tables
 from runlake.ingest.replay import build
 from runlake.progress import Progress
 from runlake.views.db import Database
 
 RUN_EVENTS = 30  # runlake demo writes about this many events per run
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def append_demo(event_log: EventLog, events: int, seed: int, batch: int = 10_000) -> int:
@@ -89,24 +86,16 @@ def measure_incremental(log_dir: Path, db_path: Path, batches: int, batch_size: 
     db = Database(db_path).open()
     try:
         latencies = []
-        seq = first
-        for _ in range(batches):
-            table = _read_table(event_log, seq, seq + batch_size - 1)
+        upto = first - 1 + batches * batch_size
+        for table in log_tables(event_log, first - 1, upto, batch_size):
             start = time.perf_counter()
             fold_table(db.connection, table)
             latencies.append(time.perf_counter() - start)
-            seq += batch_size
     finally:
         db.close()
     return {"batches": batches, "batch_size": batch_size,
             "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * quantile(latencies, 0.99), "max_ms": 1000 * max(latencies)}
-
-
-def _read_table(event_log: EventLog, lo: int, hi: int) -> Any:
-    import pyarrow as pa
-
-    return pa.Table.from_batches(list(event_log.read(lo, hi)))
+            "p99_ms": 1000 * percentile(latencies, 0.99), "max_ms": 1000 * max(latencies)}
 
 
 def measure_sustained(log_dir: Path, db_path: Path, rate: int, seconds: float,
@@ -160,7 +149,7 @@ def measure_sustained(log_dir: Path, db_path: Path, rate: int, seconds: float,
     lat = [visible[seq] - t for seq, t in acked]
     return {"rate_target": rate, "rate_achieved": requests * batch_size / offered,
             "requests": requests, "p50_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * quantile(lat, 0.99), "max_ms": 1000 * max(lat),
+            "p99_ms": 1000 * percentile(lat, 0.99), "max_ms": 1000 * max(lat),
             "fold_batches": fold.batches_folded}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import io
-import itertools
 import json
 import os
 import re
@@ -24,8 +23,6 @@ from typing import Any
 
 import msgspec
 import psutil
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from helpers.server import Reply, ServerProcess, ThreadedServer, serve_in_thread
@@ -427,30 +424,6 @@ def test_events_export_reingested_reproduces_stats(
 # -- a million events: constant memory ------------------------------------------------
 
 MILLION = 1_000_000
-INBOX_FILE_EVENTS = 100_000  # the inbox's per-file limit (max_events)
-
-
-def fill_inbox(inbox: Path, n: int) -> None:
-    """n events as Parquet files in the log's schema: one demo day tiled with
-    fresh run and batch ids (generating 33 k demo runs would take most of a minute)."""
-    base = events_to_table(decode_events(ENC.encode_lines(list(demo.generate(1000, seed=5))),
-                                         ndjson=True), 0, 0)
-    tiles = []
-    for k in itertools.count():
-        if sum(t.num_rows for t in tiles) >= n:
-            break
-        tile = base
-        for col in ("run_id", "batch_id"):
-            i = tile.schema.get_field_index(col)
-            suffixed = pc.binary_join_element_wise(tile.column(col), pa.scalar(f"-t{k}"), "")
-            tile = tile.set_column(i, tile.schema.field(col), suffixed)
-        tiles.append(tile)
-    table = pa.concat_tables(tiles).slice(0, n)
-    inbox.mkdir(parents=True)
-    for j, offset in enumerate(range(0, n, INBOX_FILE_EVENTS)):
-        tmp = inbox / f".part-{j}.tmp"
-        pq.write_table(table.slice(offset, INBOX_FILE_EVENTS), tmp)
-        tmp.rename(inbox / f"bulk-{j:03d}.parquet")
 
 
 def readyz(url: str) -> dict[str, Any]:
@@ -485,7 +458,7 @@ def stream(server: ServerProcess, method: str, path: str, body: bytes | None = N
 def test_million_event_export_keeps_server_memory_flat(start_server_process: Any,
                                                        tmp_path: Path) -> None:
     data = tmp_path / "data"
-    fill_inbox(data / "inbox", MILLION)
+    demo.drop_parquet(data / "inbox", MILLION)
     server = start_server_process(data)
     deadline = time.monotonic() + 90
     while (r := readyz(server.url))["folded_seq"] < MILLION:
@@ -529,7 +502,7 @@ def test_million_event_export_keeps_server_memory_flat(start_server_process: Any
 def test_runs_export_pages_by_key_without_holding_a_cursor(tmp_path: Path) -> None:
     """Keyset pages of 3 give every run once, in order, ties on created_at included;
     between pages no read is in flight (a replay could swap the file)."""
-    from runlake.events import decode_events, events_to_table
+    from runlake.events import decode_events
     from runlake.ingest.fold import fold_table
     from runlake.views.db import Database
     from runlake.views.export import runs_batches

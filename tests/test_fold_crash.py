@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from helpers.folder import assert_same_database, dump_database, fill_log
+from helpers.lines import LineProcess
 
 from runlake.events import EventLog
 from runlake.ingest.fold import fold_table, rebuild_views
@@ -32,43 +31,17 @@ BATCH_ROWS = 500
 KILLS = 10
 
 
-class Folder:
-    """One run of the helper, its stdout lines collected by a thread."""
+class Folder(LineProcess):
+    """One run of the helper."""
 
     def __init__(self, log_dir: Path, db_file: Path, *, use_fold: bool) -> None:
         cmd = [sys.executable, str(HELPER), str(log_dir), str(db_file),
                "--batch-rows", str(BATCH_ROWS)]
-        self.proc = subprocess.Popen(
-            cmd + (["--use-fold"] if use_fold else []),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self._reader = threading.Thread(target=self._read)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            if raw.endswith(b"\n"):
-                self.lines.append(raw.decode().strip())
-                if raw.startswith(b"ready"):
-                    self.ready.set()
-
-    def seqs(self, word: str) -> list[int]:
-        return [int(line.split()[1]) for line in self.lines if line.split()[0] == word]
+        super().__init__(cmd + (["--use-fold"] if use_fold else []))
 
     def finish(self, *, kill: bool) -> bool:
         """SIGKILL (or wait for the end); True if the helper was still folding."""
-        alive = self.proc.poll() is None
-        if kill:
-            self.proc.kill()
-        self.proc.wait(timeout=120)
-        self._reader.join(timeout=30)
-        assert self.proc.stderr is not None and self.proc.stdout is not None
-        stderr = self.proc.stderr.read().decode()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        alive, stderr = self.end(kill=kill, timeout=120)
         expected = -9 if kill and alive else 0
         assert self.proc.returncode == expected, f"folder exited {self.proc.returncode}:\n{stderr}"
         return alive

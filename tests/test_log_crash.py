@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from helpers.lines import LineProcess
 
 from runlake.events import EventLog
 from runlake.events.segments import list_segments
@@ -26,38 +25,15 @@ HELPER = Path(__file__).parent / "helpers" / "appender.py"
 ROUNDS = 24
 
 
-class Appender:
-    """One run of the helper, its stdout lines collected by a thread."""
+class Appender(LineProcess):
+    """One run of the helper."""
 
     def __init__(self, log_dir: Path, tag: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HELPER), str(log_dir), tag],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self._reader = threading.Thread(target=self._read)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            if raw.endswith(b"\n"):
-                self.lines.append(raw.decode().strip())
-                if raw.startswith(b"ready"):
-                    self.ready.set()
+        super().__init__([sys.executable, str(HELPER), str(log_dir), tag])
 
     def kill(self) -> str:
         """SIGKILL; returns stderr, failing the test if the helper had died by itself."""
-        alive = self.proc.poll() is None
-        self.proc.kill()
-        self.proc.wait(timeout=30)
-        self._reader.join(timeout=30)
-        assert self.proc.stderr is not None
-        stderr = self.proc.stderr.read().decode()
-        self.proc.stdout.close()  # type: ignore[union-attr]
-        self.proc.stderr.close()
+        alive, stderr = self.end(kill=True, timeout=30)
         assert alive, f"the appender exited on its own ({self.proc.returncode}):\n{stderr}"
         assert self.proc.returncode == -9
         return stderr

@@ -40,8 +40,9 @@ from msgspec import Meta
 
 from runlake.api.auth import visible_components
 from runlake.api.params import path_component
-from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
-from runlake.errors import BadRequest, PayloadTooLarge, Unavailable
+from runlake.api.reads import wait_for_fold
+from runlake.api.state import DATABASE, EVENT_LOG
+from runlake.errors import BadRequest, PayloadTooLarge
 from runlake.events import COLUMNS, EVENT_TYPES, LOG_SCHEMA, EventLog
 from runlake.events.schema import split_error
 from runlake.views.db import Database
@@ -149,8 +150,8 @@ def _bad_param(name: str, message: str) -> BadRequest:
 async def _export(request: web.Request, spec: ExportRequest, components: list[str] | None,
                   label: str) -> web.StreamResponse:
     if spec.min_seq and spec.what == "runs":
-        await _wait_folded(request, spec.min_seq, "parameter" if request.method == "GET"
-                           else "field")
+        await wait_for_fold(request, spec.min_seq,
+                            "parameter" if request.method == "GET" else "field")
     if spec.what == "events":
         chunks = _event_chunks(request.app[EVENT_LOG], components, spec)
     else:
@@ -186,19 +187,6 @@ async def _export(request: web.Request, spec: ExportRequest, components: list[st
     finally:
         # Shielded: a cancelled handler must still release the cursor or log reader.
         await asyncio.shield(loop.run_in_executor(None, pump.close))
-
-
-async def _wait_folded(request: web.Request, min_seq: int, where: str) -> None:
-    """Read-your-writes, as for reads: the log has every acknowledged event at
-    once, so only the runs (from the fold) can be behind."""
-    last = request.app[EVENT_LOG].last_seq
-    if min_seq > last:
-        raise BadRequest(f"min_seq {min_seq} is beyond the log's last seq {last}",
-                         [{where: "min_seq", "message": f"is beyond the last seq {last}"}])
-    fold = request.app[FOLD]
-    if not await fold.wait_folded(min_seq, request.app[SETTINGS].read_wait_s):
-        raise Unavailable(f"the fold has not reached seq {min_seq} yet "
-                          f"(at {fold.folded_seq}); retry shortly")
 
 
 class _Pump:

@@ -16,7 +16,7 @@ from runlake.api.auth import check_events
 from runlake.api.params import path_component
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import EVENT_LOG, SETTINGS
-from runlake.errors import InvalidEvents, PayloadTooLarge, UnsupportedMediaType
+from runlake.errors import InvalidEvents, UnsupportedMediaType
 from runlake.events import decode_events
 
 JSON_TYPES = frozenset({"application/json"})
@@ -37,13 +37,7 @@ async def post_component_events(request: web.Request) -> web.Response:
 async def _ingest(request: web.Request, component: str | None) -> web.Response:
     ndjson = _is_ndjson(request)
     settings = request.app[SETTINGS]
-    declared = request.content_length
-    if declared is not None and declared > settings.max_body_bytes:
-        # Refuse before reading; aiohttp's client_max_size covers chunked bodies.
-        raise PayloadTooLarge(
-            f"request body is {declared} bytes; the limit is {settings.max_body_bytes}"
-        )
-    body = await request.read()
+    body = await request.read()  # read (and size-checked) by the limits middleware already
     decode = partial(decode_events, body, ndjson=ndjson, component=component,
                      max_events=settings.max_events)
     try:

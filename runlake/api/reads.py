@@ -105,14 +105,22 @@ async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
     """Wait for `min_seq` if given, then run `fn` on a reader cursor."""
     min_seq = _int(request, "min_seq", 0, 0, 2**62)
     if min_seq:
-        last = request.app[EVENT_LOG].last_seq
-        if min_seq > last:
-            raise _bad("min_seq", f"is beyond the log's last seq {last}")
-        fold = request.app[FOLD]
-        if not await fold.wait_folded(min_seq, request.app[SETTINGS].read_wait_s):
-            raise Unavailable(f"the fold has not reached seq {min_seq} yet "
-                              f"(at {fold.folded_seq}); retry shortly")
+        await wait_for_fold(request, min_seq)
     return await request.app[DATABASE].read(fn)
+
+
+async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parameter") -> None:
+    """Read-your-writes: wait (at most `read_wait_s`) until the fold has passed
+    `min_seq`. `where` is how the client sent it: a query `parameter` or a body `field`."""
+    last = request.app[EVENT_LOG].last_seq
+    if min_seq > last:
+        message = f"is beyond the log's last seq {last}"
+        sent = "query parameter" if where == "parameter" else "field"
+        raise BadRequest(f"{sent} 'min_seq' {message}", [{where: "min_seq", "message": message}])
+    fold = request.app[FOLD]
+    if not await fold.wait_folded(min_seq, request.app[SETTINGS].read_wait_s):
+        raise Unavailable(f"the fold has not reached seq {min_seq} yet "
+                          f"(at {fold.folded_seq}); retry shortly")
 
 
 async def _component(request: web.Request) -> str:

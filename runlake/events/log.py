@@ -209,6 +209,8 @@ class EventLog:
                 return
             for batch in read_segment(seg, from_seq, batch_rows):
                 yield from _clip(batch, last)
+                if batch.num_rows and batch.column(0)[0].as_py() + batch.num_rows > last:
+                    return  # the rest of the segment lies past `last`: do not read it
         for table in memory:
             first = table.column("seq")[0].as_py()
             if first + table.num_rows <= from_seq:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -193,6 +194,20 @@ def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
     return int(last)
 
 
+def log_tables(event_log: EventLog, after: int, upto: int | None,
+               batch_rows: int) -> Iterator[pa.Table]:
+    """The log's events past seq `after` up to `upto` (None: to its end, as it grows),
+    as tables of at most `batch_rows` events: the batches every fold applies."""
+    while after < (event_log.last_seq if upto is None else upto):
+        end = after + batch_rows if upto is None else min(upto, after + batch_rows)
+        batches = list(event_log.read(after + 1, end))
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches)
+        yield table
+        after = table.column("seq")[-1].as_py()
+
+
 class Fold:
     """Follows the log in a background thread, folding what arrives into `db`."""
 
@@ -247,19 +262,11 @@ class Fold:
     def fold_available(self) -> int:
         """Fold everything in the log now; returns how many events were folded."""
         done = 0
-        while self.log.last_seq > self.folded_seq:
-            pending: list[pa.RecordBatch] = []
-            rows = 0
-            for batch in self.log.read(self.folded_seq + 1, self.folded_seq + self.batch_rows):
-                pending.append(batch)
-                rows += batch.num_rows
-            if not pending:
-                break
-            table = pa.Table.from_batches(pending)
+        for table in log_tables(self.log, self.folded_seq, None, self.batch_rows):
             self.folded_seq = fold_table(self.db.connection, table)
-            self.events_folded += rows
+            self.events_folded += table.num_rows
             self.batches_folded += 1
-            done += rows
+            done += table.num_rows
             self._wake(self.folded_seq)
         self._caught_up_at = time.monotonic()
         return done

@@ -24,19 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import duckdb
-import pyarrow as pa
-
 from runlake.errors import LogLocked, RunlakeError
 from runlake.events.log import EventLog
-from runlake.ingest.fold import Fold, fold_table, rebuild_views
+from runlake.ingest.fold import Fold, fold_table, log_tables, rebuild_views
 from runlake.progress import Progress
 from runlake.settings import Settings
 from runlake.views.db import (
-    MEMORY_LIMIT,
     SCHEMA_VERSION,
     Database,
-    create_schema,
+    connect,
     folded_seq,
     replace_file,
     schema_version,
@@ -81,27 +77,14 @@ def build(event_log: EventLog, path: Path, *, batch_rows: int = 1_000_000,
     """
     remove_database(path)
     last = event_log.last_seq if upto is None else upto
-    con = duckdb.connect(str(path), config={"threads": os.cpu_count() or 2,
-                                            "memory_limit": MEMORY_LIMIT})
+    con = connect(path, threads=os.cpu_count() or 2)
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        create_schema(con)
-        pending: list[pa.RecordBatch] = []
-        rows = 0
-        for batch in event_log.read(1, last):
+        for table in log_tables(event_log, 0, last, batch_rows):
             if stop is not None and stop.is_set():
                 raise Cancelled("replay cancelled")
-            pending.append(batch)
-            rows += batch.num_rows
-            if rows >= batch_rows:
-                fold_table(con, pa.Table.from_batches(pending), incremental=False)
-                if progress is not None:
-                    progress.update(rows)
-                pending, rows = [], 0
-        if pending:
-            fold_table(con, pa.Table.from_batches(pending), incremental=False)
+            fold_table(con, table, incremental=False)
             if progress is not None:
-                progress.update(rows)
+                progress.update(table.num_rows)
         con.execute("BEGIN")
         rebuild_views(con)
         con.execute("COMMIT")
@@ -254,18 +237,15 @@ class Rebuild:
 
     def _catch_up(self, staging: Path) -> None:
         """Fold into the new file what was appended while it was being built."""
-        con = duckdb.connect(str(staging), config={"memory_limit": MEMORY_LIMIT})
+        con = connect(staging)
         try:
-            con.execute("SET TimeZone = 'UTC'")
-            seq, target = folded_seq(con), self.event_log.last_seq  # the fold does the rest
-            while seq < target:
+            # Up to the log's end now: the fold does the rest after the swap.
+            for table in log_tables(self.event_log, folded_seq(con), self.event_log.last_seq,
+                                    self.batch_rows):
                 if self._stop.is_set():
                     raise Cancelled("replay cancelled")
-                batches = list(self.event_log.read(seq + 1, min(target, seq + self.batch_rows)))
-                if not batches:
-                    break
-                seq = fold_table(con, pa.Table.from_batches(batches))
-                self.update(sum(b.num_rows for b in batches))
+                fold_table(con, table)
+                self.update(table.num_rows)
             con.execute("CHECKPOINT")
         finally:
             con.close()

@@ -51,12 +51,7 @@ class Database:
         return self
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        con = duckdb.connect(str(self.path), config={
-            "threads": self.threads, "memory_limit": self.memory_limit,
-        })
-        con.execute("SET TimeZone = 'UTC'")
-        create_schema(con)
-        return con
+        return connect(self.path, threads=self.threads, memory_limit=self.memory_limit)
 
     def replace_with(self, new: Path) -> None:
         """Make the database file `new` this database's file, in one rename.
@@ -121,6 +116,18 @@ class Database:
         if self._pool is None:
             raise Unavailable("the database is closed")
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.read_sync, fn)
+
+
+def connect(path: Path, *, threads: int | None = None,
+            memory_limit: str = MEMORY_LIMIT) -> duckdb.DuckDBPyConnection:
+    """A writable connection to the database file at `path`: UTC, schema created."""
+    config: dict[str, str | int] = {"memory_limit": memory_limit}
+    if threads is not None:
+        config["threads"] = threads
+    con = duckdb.connect(str(path), config=config)
+    con.execute("SET TimeZone = 'UTC'")
+    create_schema(con)
+    return con
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -20,7 +20,6 @@ from runlake.views.queries import RUN_COLUMNS
 RUNS = """SELECT {columns} FROM runs WHERE {where} AND (
     component > ? OR (component = ? AND (created_at > ? OR (created_at = ? AND run_id > ?))))
 ORDER BY component, created_at, run_id LIMIT ?"""
-UTC_TS = pa.timestamp("us", tz="UTC")
 _START = ("", datetime(1, 1, 1), "")  # before every (component, created_at, run_id)
 
 
