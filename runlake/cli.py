@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_ingest)
 
     p = sub.add_parser("replay", help="rebuild the database from the log and swap it in")
-    _add_setting_flags(p, ["data", "fold_batch_rows", "log_level"])
+    _add_setting_flags(p, ["data", "fold_batch_rows", "replay_memory", "log_level"])
     p.set_defaults(func=_replay)
 
     p = sub.add_parser("watch", help="ingest files dropped into <data>/inbox (no server)")

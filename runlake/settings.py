@@ -31,6 +31,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("roll_rows", 250_000, "roll the write-ahead tail into a segment at this many events"),
     Setting("roll_seconds", 60.0, "... or when its oldest event is this old"),
     Setting("fold_batch_rows", 200_000, "most events the fold applies in one transaction"),
+    Setting("replay_memory", "2GB", "DuckDB memory cap of `runlake replay` (offline); a "
+            "server's own replays stay within its 512MB"),
     Setting("read_wait_s", 5.0, "longest a read with min_seq waits for the fold"),
     Setting("read_timeout_s", 30.0, "longest a client may take to send its headers, and "
             "then its body (408 above); idle keep-alive connections close after it too"),
@@ -50,6 +52,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     roll_rows: int = 250_000
     roll_seconds: float = 60.0
     fold_batch_rows: int = 200_000
+    replay_memory: str = "2GB"
     read_wait_s: float = 5.0
     read_timeout_s: float = 30.0
     max_concurrent_requests: int = 256

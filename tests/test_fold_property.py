@@ -5,8 +5,9 @@ and batches; out-of-order and equal `ts`; duplicate ids; deletes of runs and bat
 followed by events that resurrect them; attribute changes after metrics arrived):
 
 (a) folding it batch by batch in a random split gives the same contents of every table
-    (base tables and every view in VIEWS) as one fold of the whole stream, and as
-    base-table-only folding plus `rebuild_views` (floats within a relative 1e-9);
+    (base tables and every view in VIEWS) as one fold of the whole stream, as
+    base-table-only folding plus `rebuild_views`, and as the bulk replay of the stream
+    written as Parquet segments at random cuts (floats within a relative 1e-9);
 (b) the tables match an independent recompute in plain Python written below, which
     simulates the stream event by event in seq order; the metric histograms give every
     percentile within ALPHA of the exact value at rank floor(q·(n−1)).
@@ -33,7 +34,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runlake.events import decode_events, events_to_table
-from runlake.ingest.fold import fold_table, rebuild_views
+from runlake.events.segments import write_segment
+from runlake.ingest import bulk
+from runlake.ingest.fold import fold_in_transaction, fold_table, rebuild_views
 from runlake.views import VIEWS
 from runlake.views.db import SCHEMA_VERSION, Database
 from runlake.views.metric_daily import ALPHA, GAMMA, OFFSET
@@ -240,6 +243,23 @@ def fold_into(path: Path, table: pa.Table, cuts: list[int], *, incremental: bool
         dump = dump_database(con)
         assert {v.name for v in VIEWS} <= set(dump)
         return dump
+    finally:
+        db.close()
+
+
+def bulk_into(tmp: Path, table: pa.Table, cuts: list[int]) -> dict[str, list[tuple[Any, ...]]]:
+    """The stream as Parquet segments split at `cuts`, folded by the bulk replay."""
+    segments = tmp / "segments"
+    segments.mkdir()
+    files = [write_segment(segments, table.slice(lo, hi - lo)).path
+             for lo, hi in zip([0, *cuts], [*cuts, table.num_rows], strict=True)]
+    assert bulk.fits(files)
+    db = Database(tmp / "bulk.duckdb").open()
+    try:
+        con = db.connection
+        fold_in_transaction(con, table.num_rows, lambda: bulk.fold_segments(con, files))
+        rebuild_views(con)
+        return dump_database(con)
     finally:
         db.close()
 
@@ -626,6 +646,8 @@ def test_fold_is_deterministic_and_matches_recompute(data: st.DataObject, stream
         split = fold_into(Path(tmp) / "split.duckdb", table, cuts)
         whole = fold_into(Path(tmp) / "whole.duckdb", table, [])
         replay = fold_into(Path(tmp) / "replay.duckdb", table, base_cuts, incremental=False)
+        bulk_replay = bulk_into(Path(tmp), table, data.draw(splits(n), label="segment cuts"))
+        assert_same_database(bulk_replay, whole, "bulk replay of segments vs one batch")
         assert_same_database(split, whole, "split vs one batch")
         assert_same_database(replay, whole, "base-only + rebuild_views vs one batch")
         assert split["fold_state"] == [(n, SCHEMA_VERSION)]

@@ -15,14 +15,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import pytest
 from helpers.folder import assert_same_database, dump_database, fill_log
 
-from runlake.events import EventLog
+from runlake.events import EventLog, decode_events
+from runlake.ingest import bulk
 from runlake.ingest.fold import Fold
-from runlake.ingest.replay import staging_path
+from runlake.ingest.replay import build, staging_path
 from runlake.views.db import SCHEMA_VERSION, Database
 
 RUNS = 400  # ~12 k events
@@ -77,6 +79,29 @@ def test_replay_rebuilds_what_the_incremental_fold_built(data: Path) -> None:
     replayed = dump(data / "runlake.duckdb")
     assert replayed["runs"] and replayed["metric_hist"]
     assert_same_database(replayed, incremental, "replayed vs incrementally folded")
+
+
+@pytest.mark.parametrize("max_batch_deletes", [bulk.MAX_BATCH_DELETES, 0])
+def test_bulk_replay_of_segments_then_batches_of_the_tail(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_batch_deletes: int,
+) -> None:
+    """Whole segments in one pass (bulk.py), the tail in batches: the same database.
+    With more batch deletes than bulk takes (here: any), all of it goes in batches."""
+    monkeypatch.setattr(bulk, "MAX_BATCH_DELETES", max_batch_deletes)
+    with EventLog(data / "log") as event_log:
+        segments = event_log.segments()
+        event_log.append(decode_events(b'{"type": "status", "component": "test", '
+                                       b'"run_id": "tail", "status": "running"}'))
+        assert segments and segments[-1].last < event_log.last_seq  # a tail is left
+        updates: list[int] = []
+        progress = SimpleNamespace(update=updates.append)
+        seq = build(event_log, tmp_path / "bulk.duckdb", batch_rows=3_000, progress=progress,
+                    bulk_min_rows=0)
+    assert seq == event_log.last_seq == sum(updates)
+    bulk_used = max_batch_deletes > 0
+    assert (updates[0] == segments[-1].last) is bulk_used, updates
+    assert_same_database(dump(tmp_path / "bulk.duckdb"), fold_incrementally(data),
+                         "bulk replay vs incrementally folded")
 
 
 def test_replay_of_a_database_that_is_missing_or_stale(data: Path) -> None:

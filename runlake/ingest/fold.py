@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import duckdb
 import pyarrow as pa
@@ -182,16 +182,22 @@ def rebuild_views(con: duckdb.DuckDBPyConnection) -> None:
 
 def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True) -> int:
     """One transaction: apply `table` and store its last seq as the high-water mark."""
-    last = table.column("seq")[-1].as_py()
+    last = int(table.column("seq")[-1].as_py())
+    fold_in_transaction(con, last, lambda: fold_batch(con, table, incremental=incremental))
+    return last
+
+
+def fold_in_transaction(con: duckdb.DuckDBPyConnection, last: int,
+                        apply: Callable[[], None]) -> None:
+    """Run `apply` and store `last` as the high-water mark, in one transaction."""
     con.execute("BEGIN")
     try:
-        fold_batch(con, table, incremental=incremental)
+        apply()
         con.execute("UPDATE fold_state SET folded_seq = ?", [last])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return int(last)
 
 
 def log_tables(event_log: EventLog, after: int, upto: int | None,

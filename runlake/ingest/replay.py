@@ -16,6 +16,7 @@ wait for any of it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -24,12 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import duckdb
+
 from runlake.errors import LogLocked, RunlakeError
 from runlake.events.log import EventLog
-from runlake.ingest.fold import Fold, fold_table, log_tables, rebuild_views
+from runlake.ingest import bulk
+from runlake.ingest.fold import Fold, fold_in_transaction, fold_table, log_tables, rebuild_views
 from runlake.progress import Progress
 from runlake.settings import Settings
 from runlake.views.db import (
+    MEMORY_LIMIT,
     SCHEMA_VERSION,
     Database,
     connect,
@@ -68,18 +73,23 @@ def staging_path(db_path: Path) -> Path:
 
 def build(event_log: EventLog, path: Path, *, batch_rows: int = 1_000_000,
           upto: int | None = None, progress: Counter | None = None,
-          stop: threading.Event | None = None) -> int:
+          stop: threading.Event | None = None, memory_limit: str = MEMORY_LIMIT,
+          bulk_min_rows: int = bulk.MIN_ROWS) -> int:
     """Fold the log (up to seq `upto`) into a fresh DuckDB file at `path`.
 
-    Returns the seq folded to. Each batch is its own transaction with its
-    high-water mark, so `path` is a valid database after every batch; the views
-    are computed once, in the last transaction.
+    Returns the seq folded to. Whole segments holding at least `bulk_min_rows`
+    events are folded in one pass (ingest/bulk.py), the rest in batches. Each is
+    its own transaction with its high-water mark, so `path` is a valid database
+    after every one; the views are computed once, in the last transaction.
     """
     remove_database(path)
     last = event_log.last_seq if upto is None else upto
-    con = connect(path, threads=os.cpu_count() or 2)
+    con = connect(path, threads=os.cpu_count() or 2, memory_limit=memory_limit)
     try:
-        for table in log_tables(event_log, 0, last, batch_rows):
+        done = _bulk(con, event_log, last, bulk_min_rows)
+        if progress is not None and done:
+            progress.update(done)
+        for table in log_tables(event_log, done, last, batch_rows):
             if stop is not None and stop.is_set():
                 raise Cancelled("replay cancelled")
             fold_table(con, table, incremental=False)
@@ -92,6 +102,20 @@ def build(event_log: EventLog, path: Path, *, batch_rows: int = 1_000_000,
         return folded_seq(con)
     finally:
         con.close()
+
+
+def _bulk(con: duckdb.DuckDBPyConnection, event_log: EventLog, last: int, min_rows: int) -> int:
+    """Fold the whole segments up to seq `last` in one pass (ingest/bulk.py); returns
+    the seq folded to (0: nothing, the batches do it all). One transaction."""
+    segments = [s for s in event_log.segments() if s.last <= last]
+    contiguous = all(a.last + 1 == b.first for a, b in itertools.pairwise(segments))
+    if not segments or segments[0].first != 1 or not contiguous or segments[-1].last < min_rows:
+        return 0
+    files = [s.path for s in segments]
+    if not bulk.fits(files):
+        return 0
+    fold_in_transaction(con, segments[-1].last, lambda: bulk.fold_segments(con, files))
+    return segments[-1].last
 
 
 def remove_database(path: Path) -> None:
@@ -141,7 +165,7 @@ def replay(settings: Settings, *, show_progress: bool = True) -> ReplayResult:
         start = time.monotonic()
         try:
             seq = build(event_log, staging, batch_rows=settings.fold_batch_rows,
-                        progress=progress)
+                        progress=progress, memory_limit=settings.replay_memory)
         except BaseException:
             remove_database(staging)
             raise
