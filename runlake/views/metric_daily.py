@@ -91,13 +91,18 @@ KEY = ("component", "model", "hardware", "metric", "day")
 # groups in `recompute_metrics` (runs deleted or re-attributed) are recomputed.
 _GROUPS = "SELECT DISTINCT * FROM recompute_metrics"
 # Both rollups recompute the same (group, day) keys.
+# The runs of the recomputed groups' (component, model, hardware) are found first:
+# joining every point to every run before the scope cut cost 190 ms at 10 M events.
 _SCOPING = {"scope": f"SEMI JOIN g ON {same('r', 'g', *KEY)}", "groups": _GROUPS,
-            "match": same("v", "g", *KEY)}
-_ON = " AND ".join(f"v.{c} IS NOT DISTINCT FROM p.{c}" for c in KEY)
+            "match": same("v", "g", *KEY),
+            "narrow": "SEMI JOIN (SELECT DISTINCT component, model, hardware FROM g) k "
+                      f"ON {same('r', 'k', 'component', 'model', 'hardware')}"}
+_ON = same("v", "p", *KEY)
 
 _POINTS = """
     SELECT m.component, r.model, r.hardware, m.name AS metric, CAST(m.ts AS DATE) AS day, m.value
-    FROM metrics m JOIN runs r ON m.component = r.component AND m.run_id = r.run_id"""
+    FROM metrics m JOIN (SELECT component, run_id, model, hardware FROM runs r {narrow}) r
+        ON m.component = r.component AND m.run_id = r.run_id"""
 
 DAILY = View(
     name="metric_daily",

@@ -17,6 +17,8 @@ class View:
     fold's scope tables) and `match` the condition that ties a view row to one.
     `add`, for views whose rows are mergeable (counts, sums, min/max), merges the
     batch's new points into existing rows instead of recomputing their groups.
+    `narrow`, filling an optional `{narrow}` placeholder, is a join that cuts an
+    input down early in a refresh, where the optimizer would not push `scope`.
     """
 
     name: str
@@ -26,22 +28,33 @@ class View:
     groups: str
     match: str
     add: str | None = None
+    narrow: str = ""
 
     def refresh(self, con: duckdb.DuckDBPyConnection) -> None:
         """Recompute only the groups the current batch touched (then merge `add`)."""
         con.execute(f"CREATE OR REPLACE TEMP TABLE g AS {self.groups}")
         if con.execute("SELECT count(*) FROM g").fetchone() != (0,):
             con.execute(f"DELETE FROM {self.name} v USING g WHERE {self.match}")
-            con.execute(f"INSERT INTO {self.name} {self.select.format(scope=self.scope)}")
+            con.execute(f"INSERT INTO {self.name} "
+                        f"{self.select.format(scope=self.scope, narrow=self.narrow)}")
         if self.add is not None:
             con.execute(self.add)
 
     def rebuild(self, con: duckdb.DuckDBPyConnection) -> None:
         """Recompute every row from the base tables."""
         con.execute(f"DELETE FROM {self.name}")
-        con.execute(f"INSERT INTO {self.name} {self.select.format(scope='')}")
+        con.execute(f"INSERT INTO {self.name} {self.select.format(scope='', narrow='')}")
+
+
+# The only key columns that may be NULL in a view (a run may have no model).
+NULLABLE_KEYS = frozenset({"model", "hardware"})
 
 
 def same(a: str, b: str, *cols: str) -> str:
-    """Join condition on key columns, NULL matching NULL (a run may have no model)."""
-    return " AND ".join(f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}" for c in cols)
+    """Join condition on key columns, NULL matching NULL where a key may be NULL.
+
+    The others compare with `=`: DuckDB pushes the build side's min/max of an
+    equality key into the other side's scan, so a MERGE of recent days reads only
+    the row groups holding them instead of the whole table."""
+    return " AND ".join(f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}" if c in NULLABLE_KEYS
+                        else f"{a}.{c} = {b}.{c}" for c in cols)
