@@ -13,35 +13,38 @@ instead cost ~250 ms per 80 k-event batch at 1 M events.
 """
 
 from runlake.views.metric_daily import BUCKET, percentiles
-from runlake.views.view import View, same
+from runlake.views.view import View, group_key, same
 
 KEY = ("component", "model", "hardware", "metric")
-_ON = same("d", "q", *KEY)
-_GROUPS = "SELECT DISTINCT component, model, hardware, metric FROM recompute_metrics"
+GKEY = group_key(*KEY)
+# Touched groups, with their gkey: the all-time histogram is keyed by it alone.
+_GROUPS = f"SELECT component, model, hardware, metric, {GKEY} AS gkey FROM (SELECT DISTINCT " \
+    "component, model, hardware, metric FROM {source})"
 
 HIST_ALL = View(
     name="metric_hist_all",
     create="""
 CREATE TABLE IF NOT EXISTS metric_hist_all (
-    component VARCHAR NOT NULL, model VARCHAR, hardware VARCHAR, metric VARCHAR NOT NULL,
-    bucket INTEGER NOT NULL, count BIGINT NOT NULL)""",
+    gkey UHUGEINT NOT NULL, bucket INTEGER NOT NULL, count BIGINT NOT NULL)""",
     # From metric_hist, already refreshed for this batch: the groups whose runs were
     # deleted or moved are summed again; the others take the batch's new points.
-    select="""
-SELECT component, model, hardware, metric, bucket, sum(count)
-FROM metric_hist r {scope} GROUP BY ALL""",
+    # gkey is computed once per group and bucket, after the sums.
+    select=f"""
+SELECT {GKEY}, bucket, n FROM (
+    SELECT component, model, hardware, metric, bucket, sum(count) AS n
+    FROM metric_hist r {{scope}} GROUP BY ALL)""",
     scope=f"SEMI JOIN g ON {same('r', 'g', *KEY)}",
-    groups=_GROUPS,
-    match=same("v", "g", *KEY),
+    groups=_GROUPS.format(source="recompute_metrics"),
+    match="v.gkey = g.gkey",
     add=f"""
 MERGE INTO metric_hist_all v USING (
-    SELECT component, model, hardware, metric, {BUCKET} AS bucket, count(*) AS n
-    FROM new_points p WHERE NOT EXISTS (SELECT 1 FROM g WHERE {same('p', 'g', *KEY)})
-    GROUP BY ALL
-) p ON {same('v', 'p', *KEY)} AND v.bucket = p.bucket
+    SELECT {GKEY} AS gkey, bucket, n FROM (
+        SELECT component, model, hardware, metric, {BUCKET} AS bucket, count(*) AS n
+        FROM new_points p WHERE NOT EXISTS (SELECT 1 FROM g WHERE {same('p', 'g', *KEY)})
+        GROUP BY ALL)
+) p ON v.gkey = p.gkey AND v.bucket = p.bucket
 WHEN MATCHED THEN UPDATE SET count = v.count + p.n
-WHEN NOT MATCHED THEN INSERT VALUES
-    (p.component, p.model, p.hardware, p.metric, p.bucket, p.n)""",
+WHEN NOT MATCHED THEN INSERT VALUES (p.gkey, p.bucket, p.n)""",
 )
 
 CREATE = """
@@ -50,25 +53,25 @@ CREATE TABLE IF NOT EXISTS metric_stats (
     count BIGINT NOT NULL, mean DOUBLE, min DOUBLE, max DOUBLE,
     p50 DOUBLE, p95 DOUBLE, p99 DOUBLE)"""
 
-_HIST = """
-    SELECT component, model, hardware, metric, bucket, count AS n
-    FROM metric_hist_all r {scope}"""
+# {scope} picks the touched groups' histograms by gkey, {narrow} their daily rows.
 SELECT = f"""
-WITH q AS ({percentiles(", ".join(KEY), _HIST)}
+WITH q AS ({percentiles("gkey", "SELECT gkey, bucket, count AS n FROM metric_hist_all r {scope}")}
 ), d AS (
-    SELECT component, model, hardware, metric, sum(count) AS count,
-           sum(sum) / sum(count) AS mean, min(min) AS min, max(max) AS max
-    FROM metric_daily r {{scope}} GROUP BY ALL
+    SELECT *, {GKEY} AS gkey FROM (
+        SELECT component, model, hardware, metric, sum(count) AS count,
+               sum(sum) / sum(count) AS mean, min(min) AS min, max(max) AS max
+        FROM metric_daily r {{narrow}} GROUP BY ALL)
 )
 SELECT d.component, d.model, d.hardware, d.metric, d.count, d.mean, d.min, d.max,
        q.p50, q.p95, q.p99
-FROM d JOIN q ON {_ON}"""
+FROM d JOIN q USING (gkey)"""
 
 VIEW = View(
     name="metric_stats",
     create=CREATE,
     select=SELECT,
-    scope=f"SEMI JOIN g ON {same('r', 'g', *KEY)}",
-    groups="SELECT DISTINCT component, model, hardware, metric FROM touched_metrics",
+    scope="SEMI JOIN g USING (gkey)",
+    narrow=f"SEMI JOIN g ON {same('r', 'g', *KEY)}",
+    groups=_GROUPS.format(source="touched_metrics"),
     match=same("v", "g", *KEY),
 )
