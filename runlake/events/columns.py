@@ -77,6 +77,14 @@ _GETTERS = {
     for cls, fields in _FIELDS.items()
 }
 _json = msgspec.json.Encoder()
+# Per class: its tag, its one attrgetter, and the indexes of the columns it fills.
+_FILL = {cls: (_TAGS[cls], get, tuple(_DATA_COLUMNS.index(c) for c in targets))
+         for cls, (get, targets) in _GETTERS.items()}
+_TYPES = tuple(LOG_SCHEMA.field(c).type for c in _DATA_COLUMNS)
+_TS_INDEX = _DATA_COLUMNS.index("ts")
+_PARAMS_INDEX = _DATA_COLUMNS.index("params")
+# Below this many events, times convert in Python: Arrow's compute calls cost more.
+_SMALL = 64
 
 
 def _ts_column(values: list[datetime | float | None], default_us: int) -> pa.Array:
@@ -90,6 +98,8 @@ def _ts_column(values: list[datetime | float | None], default_us: int) -> pa.Arr
         v.timestamp() if v.__class__ is datetime else (default if v is None else v)
         for v in values
     ]
+    if len(secs) < _SMALL:
+        return pa.array([round(s * 1_000_000) for s in secs], pa.int64()).cast(TS)
     us = pc.round(pc.multiply(pa.array(secs, pa.float64()), 1_000_000.0))
     return us.cast(pa.int64()).cast(TS)
 
@@ -101,33 +111,38 @@ def events_to_table(events: list[Event], first_seq: int, received_at_us: int) ->
     (each event class knows which attributes go to which columns), then each
     column becomes one Arrow array: a fixed ~30 Arrow calls per table, where
     building per event type cost ~30 per type and made small group commits slow.
+    Columns no event here fills are typed nulls, made without a Python list: a
+    small group commit (one event per request) is mostly such columns.
     """
     n = len(events)
-    cols: dict[str, list[Any]] = {name: [None] * n for name in _DATA_COLUMNS}
+    cols: list[list[Any] | None] = [None] * len(_DATA_COLUMNS)
     kinds: list[str] = [""] * n
-    # Per class: one attrgetter for all its attributes, and the lists they go to.
-    fill = {cls: (get, [cols[c] for c in targets]) for cls, (get, targets) in _GETTERS.items()}
+    for cls in {ev.__class__ for ev in events}:
+        for c in _FILL[cls][2]:
+            if cols[c] is None:
+                cols[c] = [None] * n
+    fill = {cls: (tag, get, [cols[c] for c in targets])
+            for cls, (tag, get, targets) in _FILL.items()}
     for i, ev in enumerate(events):
-        cls = ev.__class__
-        kinds[i] = _TAGS[cls]
-        get, lists = fill[cls]
+        tag, get, lists = fill[ev.__class__]
+        kinds[i] = tag
         for column, value in zip(lists, get(ev), strict=True):
             column[i] = value
-    params = cols["params"]
-    for i, p in enumerate(params):
-        if p is not None:
-            params[i] = _json.encode(p).decode()
-    arrays = {
-        "seq": pa.array(range(first_seq, first_seq + n), pa.int64()),
-        "received_at": pa.repeat(pa.scalar(received_at_us, TS), n),
-        "type": pa.array(kinds, pa.string()),
-        "ts": _ts_column(cols["ts"], received_at_us),
-    }
-    return pa.Table.from_arrays(
-        [arrays[name] if name in arrays else pa.array(cols[name], LOG_SCHEMA.field(name).type)
-         for name in COLUMNS],
-        schema=LOG_SCHEMA,
-    )
+    params = cols[_PARAMS_INDEX]
+    if params is not None:
+        for i, p in enumerate(params):
+            if p is not None:
+                params[i] = _json.encode(p).decode()
+    data = iter([
+        _ts_column(col, received_at_us) if c == _TS_INDEX
+        else pa.nulls(n, _TYPES[c]) if col is None else pa.array(col, _TYPES[c])
+        for c, col in enumerate(cols)])
+    return pa.Table.from_arrays([
+        pa.array(range(first_seq, first_seq + n), pa.int64()),
+        pa.repeat(pa.scalar(received_at_us, TS), n),
+        pa.array(kinds, pa.string()),
+        *data,
+    ], schema=LOG_SCHEMA)
 
 
 def renumber(table: pa.Table, first_seq: int, received_at_us: int) -> pa.Table:
