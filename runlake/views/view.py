@@ -17,6 +17,8 @@ class View:
     fold's scope tables) and `match` the condition that ties a view row to one.
     `add`, for views whose rows are mergeable (counts, sums, min/max), merges the
     batch's new points into existing rows instead of recomputing their groups.
+    `order`, if set, is the physical order a rebuild writes rows in: rows of the
+    same days together let zone maps skip the rest when a read asks for a window.
     `narrow` fills an optional second placeholder, `{narrow}`, in a refresh: a
     join to the touched groups for a second input keyed otherwise, or one that
     cuts an input down early where the optimizer would not push `scope`.
@@ -30,6 +32,7 @@ class View:
     match: str
     add: str | None = None
     narrow: str = ""
+    order: str = ""
 
     def refresh(self, con: duckdb.DuckDBPyConnection) -> None:
         """Recompute only the groups the current batch touched (then merge `add`)."""
@@ -44,7 +47,10 @@ class View:
     def rebuild(self, con: duckdb.DuckDBPyConnection) -> None:
         """Recompute every row from the base tables."""
         con.execute(f"DELETE FROM {self.name}")
-        con.execute(f"INSERT INTO {self.name} {self.select.format(scope='', narrow='')}")
+        select = self.select.format(scope="", narrow="")
+        if self.order:
+            select = f"SELECT * FROM ({select}) ORDER BY {self.order}"
+        con.execute(f"INSERT INTO {self.name} {select}")
 
 
 def group_key(*cols: str) -> str:
