@@ -71,6 +71,7 @@ _FIELDS: dict[type[Event], tuple[tuple[str, str], ...]] = {
 }
 _TAGS = {cls: cls.__struct_config__.tag for cls in EVENT_TYPES}
 _DATA_COLUMNS = tuple(c for c in COLUMNS if c not in ("seq", "received_at", "type"))
+assert COLUMNS[:3] == ("seq", "received_at", "type"), "events_to_table builds these first"
 _GETTERS = {
     cls: (operator.attrgetter(*_COMMON, *(a for a, _ in fields)),
           (*_COMMON, *(c for _, c in fields)))

@@ -86,6 +86,8 @@ def build(event_log: EventLog, path: Path, *, batch_rows: int = 1_000_000,
     last = event_log.last_seq if upto is None else upto
     con = connect(path, threads=os.cpu_count() or 2, memory_limit=memory_limit)
     try:
+        if stop is not None and stop.is_set():
+            raise Cancelled("replay cancelled")
         done = _bulk(con, event_log, last, bulk_min_rows)
         if progress is not None and done:
             progress.update(done)
@@ -114,6 +116,8 @@ def _bulk(con: duckdb.DuckDBPyConnection, event_log: EventLog, last: int, min_ro
     files = [s.path for s in segments]
     if not bulk.fits(files):
         return 0
+    # One statement per table: no progress to show until it is done (~2 s per M events).
+    log.info("folding the %d events of %d segments in one pass", segments[-1].last, len(files))
     fold_in_transaction(con, segments[-1].last, lambda: bulk.fold_segments(con, files))
     return segments[-1].last
 
