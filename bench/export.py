@@ -15,9 +15,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import psutil
+from http_api import start_runlake  # bench/http_api.py
 
 from runlake import demo
 
@@ -65,20 +63,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="runlake-bench-export-") as tmp:
         data = Path(tmp) / "data"
         demo.drop_parquet(data / "inbox", args.events)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runlake", "serve", "--data", str(data), "--port", "0",
-             "--log-level", "warning"],
-            stdout=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        server = start_runlake(data, "--inbox")  # the events wait in the inbox
         try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().decode().strip().rsplit(" ", 1)[-1]
-            while readyz(url)["folded_seq"] < args.events:
+            while readyz(server.url)["folded_seq"] < args.events:
                 time.sleep(0.2)
-            run(url, proc.pid, args.events)
+            run(server.url, server.proc.pid, args.events)
         finally:
-            proc.terminate()
-            proc.wait(60)
+            server.stop(60)
 
 
 def run(url: str, pid: int, events: int) -> None:

@@ -14,7 +14,7 @@
    path submits them) for `--seconds`: acknowledged → folded latency p50/p99.
 
 The seed-style baseline has no fold (it writes each event as it arrives), so
-its side of these figures is its ingest rate, measured by bench/http.py.
+its side of these figures is its ingest rate, measured by bench/http_api.py.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from http_api import percentile  # bench/http_api.py: one definition for every bench
-
 from runlake.demo import ndjson_batches
 from runlake.events import EventLog, decode_events
 from runlake.ingest.fold import Fold, fold_table, log_tables
@@ -40,11 +38,19 @@ from runlake.views.db import Database
 RUN_EVENTS = 30  # runlake demo writes about this many events per run
 
 
-def append_demo(event_log: EventLog, events: int, seed: int, batch: int = 10_000) -> int:
+def p99(values: list[float]) -> float:
+    """The 99th percentile, interpolated between closest ranks like DuckDB's quantile_cont
+    (and bench/http_api.py's `percentile`)."""
+    if len(values) == 1:  # statistics.quantiles wants two points (before Python 3.13)
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+def append_demo(event_log: EventLog, events: int, seed: int) -> int:
     """Append at least `events` demo events (whole runs); returns how many."""
     done = 0
     futures = []
-    for chunk in ndjson_batches(events // RUN_EVENTS + 1, seed=seed, batch_size=batch):
+    for chunk in ndjson_batches(events // RUN_EVENTS + 1, seed=seed, batch_size=10_000):
         decoded = decode_events(chunk, ndjson=True)
         futures.append(event_log.submit(decoded))
         done += len(decoded)
@@ -53,10 +59,10 @@ def append_demo(event_log: EventLog, events: int, seed: int, batch: int = 10_000
     return done
 
 
-def make_log(directory: Path, events: int, seed: int = 0) -> int:
+def make_log(directory: Path, events: int) -> int:
     with EventLog(directory) as event_log:
         progress = Progress("log", events)
-        n = append_demo(event_log, events, seed)
+        n = append_demo(event_log, events, seed=0)
         progress.update(n)
         progress.finish()
     return n
@@ -95,7 +101,7 @@ def measure_incremental(log_dir: Path, db_path: Path, batches: int, batch_size: 
         db.close()
     return {"batches": batches, "batch_size": batch_size,
             "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * percentile(latencies, 0.99), "max_ms": 1000 * max(latencies)}
+            "p99_ms": 1000 * p99(latencies), "max_ms": 1000 * max(latencies)}
 
 
 def measure_sustained(log_dir: Path, db_path: Path, rate: int, seconds: float,
@@ -149,7 +155,7 @@ def measure_sustained(log_dir: Path, db_path: Path, rate: int, seconds: float,
     lat = [visible[seq] - t for seq, t in acked]
     return {"rate_target": rate, "rate_achieved": requests * batch_size / offered,
             "requests": requests, "p50_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * percentile(lat, 0.99), "max_ms": 1000 * max(lat),
+            "p99_ms": 1000 * p99(lat), "max_ms": 1000 * max(lat),
             "fold_batches": fold.batches_folded}
 
 

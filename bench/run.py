@@ -40,9 +40,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling bench modules
 
+import aiohttp
 import fold as fold_bench  # bench/fold.py
 import folder as folder_bench
 import http_api
+from http_api import log
 
 
 @dataclass
@@ -75,10 +77,6 @@ class Plan:
                    incremental_batches=100, sustained_rate=100_000, sustained_seconds=30)
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def machine() -> dict[str, Any]:
     versions = {p: metadata.version(p) for p in ("duckdb", "pyarrow", "aiohttp", "msgspec")}
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -106,8 +104,12 @@ def measure_folder(plan: Plan, root: Path) -> dict[str, Any]:
 
 
 async def reads_on(data: Path, requests: int) -> dict[str, Any]:
+    """Read latency on a server over `data`, once its fold has caught up with the log (the
+    incremental measurement leaves events appended but not folded)."""
     server = http_api.start_runlake(data)
     try:
+        async with aiohttp.ClientSession() as session:
+            await http_api.wait_folded(session, server.url)
         routes = await http_api.read_routes(server.url)
         latency = await http_api.read_latency(server.url, routes, requests)
         return {"latency": latency, "rss_mb": server.rss_mb()}
@@ -139,14 +141,12 @@ def measure_scale(plan: Plan, root: Path) -> list[dict[str, Any]]:
     return points
 
 
-def _n(value: float | None, digits: int = 0) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
+def _n(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
 
 
-def _ratio(ours: float | None, theirs: float | None, higher_is_better: bool = True) -> str:
-    if not ours or not theirs:
-        return "—"
-    return f"{ours / theirs:,.1f}×" if higher_is_better else f"{theirs / ours:,.1f}×"
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    return f"{ours / theirs:,.1f}×" if ours and theirs else "—"
 
 
 def markdown(fig: dict[str, Any]) -> str:
