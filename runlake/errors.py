@@ -6,15 +6,20 @@ from typing import Any
 
 
 class RunlakeError(Exception):
-    """Base class: carries an HTTP status, a stable code and optional details."""
+    """Base class: carries an HTTP status, a stable code and optional details; over
+    HTTP also `headers` for the response, and `close` when the connection must close
+    after it (its request's body may still be arriving)."""
 
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None, *,
+                 headers: dict[str, str] | None = None, close: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        self.headers = headers
+        self.close = close
 
     def to_dict(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}

@@ -30,6 +30,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 from helpers.folder import assert_same_database, dump_database
+from helpers.stats import interpolated_bound, quantile_cont
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,10 +41,6 @@ from runlake.ingest.fold import fold_in_transaction, fold_table, rebuild_views
 from runlake.views import VIEWS
 from runlake.views.db import SCHEMA_VERSION, Database
 from runlake.views.metric_daily import ALPHA, GAMMA, OFFSET
-
-# Delete events are deduplicated by id and counted in overview.events like any event;
-# the switch stays so a regression can be narrowed down quickly.
-FOLD_RECORDS_DELETES = True
 
 DAY_MS = 86_400_000
 BASE_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z: three days from here span four dates
@@ -178,11 +175,9 @@ def build_stream(specs: list[tuple[Any, ...]]) -> Stream:
     wires: list[dict[str, Any]] = []
     ts_us: list[int] = []
     for i, (body, ts_kind, shared, free, fmt, id_mode, pick) in enumerate(specs):
-        # Events whose id a later event may repeat (see FOLD_RECORDS_DELETES).
-        earlier = [
-            (w, t) for w, t in zip(wires, ts_us, strict=True)
-            if "id" in w and (FOLD_RECORDS_DELETES or w["type"] != "delete")
-        ]
+        # Events whose id a later event may repeat (deletes too: they are deduplicated
+        # by id like any event).
+        earlier = [(w, t) for w, t in zip(wires, ts_us, strict=True) if "id" in w]
         if id_mode == "retry" and earlier:  # a client resending an event, id and all
             wire, ts = earlier[pick % len(earlier)]
             wires.append(dict(wire))
@@ -253,12 +248,17 @@ def bulk_into(tmp: Path, table: pa.Table, cuts: list[int]) -> dict[str, list[tup
     segments.mkdir()
     files = [write_segment(segments, table.slice(lo, hi - lo)).path
              for lo, hi in zip([0, *cuts], [*cuts, table.num_rows], strict=True)]
-    assert bulk.fits(files)
     db = Database(tmp / "bulk.duckdb").open()
     try:
         con = db.connection
-        fold_in_transaction(con, table.num_rows, lambda: bulk.fold_segments(con, files))
+        with bulk.SegmentFold(con, files) as fold:
+            assert fold.fits
+            fold_in_transaction(con, table.num_rows, fold.apply)
         rebuild_views(con)
+        # What SegmentFold made for itself is gone again.
+        assert not con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary "
+                               "UNION ALL SELECT view_name FROM duckdb_views() "
+                               "WHERE temporary AND NOT internal").fetchall()
         return dump_database(con)
     finally:
         db.close()
@@ -275,17 +275,6 @@ def at(us: int) -> datetime:
 def latest(items: list[tuple[int, int, Any]]) -> Any:
     """The value of the latest (ts, seq) item, or None."""
     return max(items, key=lambda i: (i[0], i[1]))[2] if items else None
-
-
-def quantile_cont(values: list[float], q: float) -> float | None:
-    """Linear interpolation between the closest ranks (numpy's default, quantile_cont)."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (pos - lo) * (xs[hi] - xs[lo])
 
 
 @dataclass
@@ -331,8 +320,7 @@ class Simulation:
 
     def apply(self, w: dict[str, Any], ts: int, seq: int) -> None:
         comp, kind = w["component"], w["type"]
-        if kind != "delete" or FOLD_RECORDS_DELETES:
-            self.events[comp] += 1
+        self.events[comp] += 1  # deletes count in overview.events like any event
         if kind == "delete":
             if "run_id" in w:
                 self.runs.pop((comp, w["run_id"]), None)
@@ -377,11 +365,10 @@ class Simulation:
             running = [t for t, _, (s, _) in r.statuses if s == "running"]
             started = min(running) if running else None
             finished = latest([(t, s, t) for t, s, _ in r.statuses]) if status in TERMINAL else None
-            params = r.attr("params")
             rows[comp, rid] = {
                 "model": r.attr("model"), "hardware": r.attr("hardware"),
                 "batch_id": r.attr("batch_id"), "name": r.attr("name"),
-                "params": None if params is None else params,
+                "params": r.attr("params"),
                 "status": status, "error": error, "created_at": at(r.created),
                 "started_at": None if started is None else at(started),
                 "finished_at": None if finished is None else at(finished),
@@ -440,9 +427,7 @@ class Simulation:
                 "count": len(values), "mean": math.fsum(values) / len(values),
                 "min": values[0], "max": values[-1]}
             for q in (0.5, 0.95, 0.99):
-                pos = q * (len(values) - 1)
-                lo, hi, f = values[math.floor(pos)], values[math.ceil(pos)], pos % 1
-                bound = ALPHA * ((1 - f) * abs(lo) + f * abs(hi)) * (1 + 1e-9) + 1e-9
+                bound = interpolated_bound(values, q, ALPHA) + 1e-9
                 row[f"p{round(q * 100)}"] = (quantile_cont(values, q), bound)
             out[key] = row
         return out
@@ -509,8 +494,8 @@ def _durations(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ds = [r["duration_s"] for r in rows if r["duration_s"] is not None]
     return {
         "duration_avg_s": math.fsum(ds) / len(ds) if ds else None,
-        "duration_p50_s": quantile_cont(ds, 0.5),
-        "duration_p95_s": quantile_cont(ds, 0.95),
+        "duration_p50_s": quantile_cont(ds, 0.5) if ds else None,
+        "duration_p95_s": quantile_cont(ds, 0.95) if ds else None,
     }
 
 

@@ -7,24 +7,11 @@ coming from the old file, and appends keep landing in the log, until the swap.
 
 from __future__ import annotations
 
-import msgspec
 from aiohttp import web
 
 from runlake.api.responses import json_response
 from runlake.api.state import REBUILD
 from runlake.errors import Conflict
-
-
-class ReplayStatus(msgspec.Struct):
-    """A replay's progress: state is idle, running, done or failed."""
-
-    state: str
-    events: int
-    total: int
-    events_per_s: int
-    started_at: float | None
-    finished_at: float | None
-    error: str | None
 
 
 async def start_replay(request: web.Request) -> web.Response:

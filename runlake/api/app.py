@@ -50,7 +50,9 @@ from runlake.views.db import Database
 log = logging.getLogger("runlake.api")
 
 
-def make_app(settings: Settings) -> web.Application:
+def make_app(settings: Settings, *, loopback: bool | None = None) -> web.Application:
+    """The app for `settings`; `loopback`: whether the bind address is loopback
+    (worked out from `settings.host` when not given)."""
     # client_max_size bounds chunked bodies too; aiohttp's 413 goes through the middleware.
     # authenticate runs inside errors_and_metrics, so refusals are enveloped and counted.
     # The limits (docs/limits.md): the concurrency cap counts every request, even one
@@ -69,7 +71,9 @@ def make_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(fold_context)
     app.cleanup_ctx.append(inbox_context)
     add_routes(app)
-    app[AUTH] = Auth(app[ROUTES], KeyRing(settings.keys_path), is_loopback(settings.host))
+    if loopback is None:
+        loopback = is_loopback(settings.host)
+    app[AUTH] = Auth(app[ROUTES], KeyRing(settings.keys_path), loopback)
     return app
 
 

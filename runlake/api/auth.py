@@ -24,7 +24,6 @@ from aiohttp.typedefs import Handler
 
 from runlake.api.keys import ApiKey, KeyRing
 from runlake.api.metrics import UNMATCHED, header, sample
-from runlake.api.responses import error_response
 from runlake.api.state import AUTH
 from runlake.errors import Forbidden, Unauthorized
 from runlake.events import Event
@@ -85,12 +84,12 @@ class Auth:
         return lines
 
 
-def visible_components(request: web.Request) -> frozenset[str] | None:
-    """The components the request's key may see; None when it may see them all."""
+def visible_components(request: web.Request) -> list[str] | None:
+    """The components the request's key may see, sorted; None when it may see them all."""
     key = request.get(API_KEY)
     if key is None or not key.components:
         return None
-    return frozenset(key.components)
+    return sorted(key.components)
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -115,10 +114,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     # Unmatched routes need a key too: anonymous clients learn nothing of the URL map.
     secret = presented_key(request)
     if secret is None:
-        return _unauthorized(request, "missing", f"this server needs an API key: {HOW_TO_SEND}")
+        raise _unauthorized(request, "missing", f"this server needs an API key: {HOW_TO_SEND}")
     key = auth.keyring.find(secret)
     if key is None:
-        return _unauthorized(request, "unknown", "the API key is not valid (unknown or revoked)")
+        raise _unauthorized(request, "unknown", "the API key is not valid (unknown or revoked)")
     request[API_KEY] = key
     if role is not None and not key.may(role):
         raise forbidden(request, f"key {key.name!r} has role {key.role!r}; "
@@ -129,22 +128,27 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-def check_events(request: web.Request, events: Sequence[Event]) -> None:
-    """403 unless the request's key may append every event: each event's component
-    must be one of the key's, and deletes need admin (as the DELETE routes do)."""
-    key = request.get(API_KEY)
+def refused_event(key: ApiKey | None, events: Sequence[Event]) -> dict[str, object] | None:
+    """The first event `key` may not append, as an error detail; None if it may append
+    them all. Each event's component must be one of the key's (checked over every
+    event first), and deletes need admin, as the DELETE routes do. Pure, so it runs
+    with the decode, off the event loop."""
     if key is None:
-        return
-    if key.components and not {ev.component for ev in events} <= set(key.components):
-        i, ev = next((i, ev) for i, ev in enumerate(events) if not key.may_access(ev.component))
-        message = f"key {key.name!r} may not append to component {ev.component!r}"
-        raise forbidden(request, f"event {i}: {message}",
-                        [{"event": i, "field": "component", "message": message}])
-    if key.role != "admin" and any(ev.__class__ is DeleteEvent for ev in events):
-        i = next(i for i, ev in enumerate(events) if ev.__class__ is DeleteEvent)
-        message = f"key {key.name!r} has role {key.role!r}; delete events need 'admin'"
-        raise forbidden(request, f"event {i}: {message}",
-                        [{"event": i, "field": "type", "message": message}])
+        return None
+    if key.components:
+        bad = next(((i, ev) for i, ev in enumerate(events)
+                    if not key.may_access(ev.component)), None)
+        if bad is not None:
+            return {"event": bad[0], "field": "component",
+                    "message": f"key {key.name!r} may not append to component "
+                               f"{bad[1].component!r}"}
+    if key.role != "admin":
+        i = next((i for i, ev in enumerate(events) if ev.__class__ is DeleteEvent), None)
+        if i is not None:
+            return {"event": i, "field": "type",
+                    "message": f"key {key.name!r} has role {key.role!r}; "
+                               "delete events need 'admin'"}
+    return None
 
 
 def forbidden(request: web.Request, message: str,
@@ -153,11 +157,10 @@ def forbidden(request: web.Request, message: str,
     return Forbidden(message, details)
 
 
-def _unauthorized(request: web.Request, reason: str, message: str) -> web.Response:
+def _unauthorized(request: web.Request, reason: str, message: str) -> Unauthorized:
     request.app[AUTH].failed(request, reason, message)
     # RFC 9110: a 401 names the scheme the client should use.
-    return error_response(Unauthorized.status, Unauthorized.code, message,
-                          headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="runlake"'})
+    return Unauthorized(message, headers={hdrs.WWW_AUTHENTICATE: 'Bearer realm="runlake"'})
 
 
 def _canonical(request: web.Request) -> str:

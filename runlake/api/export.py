@@ -39,11 +39,12 @@ from aiohttp import hdrs, web
 from msgspec import Meta
 
 from runlake.api.auth import visible_components
-from runlake.api.params import path_component
+from runlake.api.params import MAX_PARAM_CHARS, bad_param, path_component
 from runlake.api.reads import wait_for_fold
 from runlake.api.state import DATABASE, EVENT_LOG
 from runlake.errors import BadRequest, PayloadTooLarge
-from runlake.events import COLUMNS, EVENT_TYPES, LOG_SCHEMA, EventLog
+from runlake.events import LOG_SCHEMA, EventLog
+from runlake.events.columns import WIRE_FIELDS
 from runlake.events.schema import split_error
 from runlake.views.db import Database
 from runlake.views.export import runs_batches
@@ -51,7 +52,6 @@ from runlake.views.export import runs_batches
 log = logging.getLogger("runlake.api")
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_PARAM_CHARS = 1024  # a query-string value, and a `filename` as sent
 DOWNLOAD_NAME_CHARS = 100
 JSON_BATCH_ROWS = 16_384  # ~2.5 MB of NDJSON per chunk
 PARQUET_BATCH_ROWS = 32_768  # one row group per batch
@@ -96,8 +96,7 @@ async def post_export(request: web.Request) -> web.StreamResponse:
 
 async def get_export(request: web.Request) -> web.StreamResponse:
     spec = _from_query(request)
-    visible = visible_components(request)
-    return await _export(request, spec, None if visible is None else sorted(visible), "all")
+    return await _export(request, spec, visible_components(request), "all")
 
 
 def _from_body(body: bytes) -> ExportRequest:
@@ -121,9 +120,9 @@ def _from_query(request: web.Request) -> ExportRequest:
     raw: dict[str, str] = {}
     for name, value in request.query.items():
         if name in raw:
-            raise _bad_param(name, "may be given once")
+            raise bad_param(name, "may be given once")
         if len(value) > MAX_PARAM_CHARS:
-            raise _bad_param(name, f"must be at most {MAX_PARAM_CHARS} characters")
+            raise bad_param(name, f"must be at most {MAX_PARAM_CHARS} characters")
         raw[name] = value
     try:
         return msgspec.convert(raw, ExportRequest, strict=False)  # "5" -> min_seq 5
@@ -132,7 +131,7 @@ def _from_query(request: web.Request) -> ExportRequest:
         if field is None:
             raise BadRequest(f"export query: {reason}", [{"parameter": None, "message": reason}])\
                 from None
-        raise _bad_param(field, reason) from None
+        raise bad_param(field, reason) from None
 
 
 def _reason(e: msgspec.DecodeError) -> tuple[str | None, str]:
@@ -140,11 +139,6 @@ def _reason(e: msgspec.DecodeError) -> tuple[str | None, str]:
     if field in CHOICES:
         reason = f"{reason}; expected one of {', '.join(CHOICES[field])}"
     return field, reason
-
-
-def _bad_param(name: str, message: str) -> BadRequest:
-    return BadRequest(f"query parameter {name!r}: {message}",
-                      [{"parameter": name, "message": message}])
 
 
 async def _export(request: web.Request, spec: ExportRequest, components: list[str] | None,
@@ -332,18 +326,6 @@ class _Drain(io.RawIOBase):
         data = b"".join(self._parts)
         self._parts.clear()
         return data
-
-
-# Each event type's own fields as (wire name, log column), read from the schema so
-# the two cannot drift; the log renames a step's `step` and a tag's `value`.
-_COMMON = ("component", "id", "ts")
-_RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
-WIRE_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
-    tag: tuple((f, _RENAMED.get((tag, f), f)) for f in cls.__struct_fields__ if f not in _COMMON)
-    for cls in EVENT_TYPES
-    for tag in (cls.__struct_config__.tag,)  # type: ignore[misc]
-}
-assert {c for fields in WIRE_FIELDS.values() for _, c in fields} <= set(COLUMNS)
 
 
 def wire_events(batch: pa.RecordBatch) -> list[dict[str, Any]]:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
+from typing import Any
 
 from aiohttp import hdrs, web
 
-from runlake.api.auth import check_events
+from runlake.api.auth import API_KEY, forbidden, refused_event
+from runlake.api.keys import ApiKey
 from runlake.api.params import path_component
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import EVENT_LOG, SETTINGS
 from runlake.errors import InvalidEvents, UnsupportedMediaType
-from runlake.events import decode_events
+from runlake.events import Event, decode_events
 
 JSON_TYPES = frozenset({"application/json"})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl"})
@@ -38,24 +40,33 @@ async def _ingest(request: web.Request, component: str | None) -> web.Response:
     ndjson = _is_ndjson(request)
     settings = request.app[SETTINGS]
     body = await request.read()  # read (and size-checked) by the limits middleware already
-    decode = partial(decode_events, body, ndjson=ndjson, component=component,
-                     max_events=settings.max_events)
+    decode = partial(_decode_and_check, request.get(API_KEY), body, ndjson=ndjson,
+                     component=component, max_events=settings.max_events)
     try:
         if len(body) > INLINE_DECODE_BYTES:
-            events = await asyncio.get_running_loop().run_in_executor(None, decode)
+            events, refused = await asyncio.get_running_loop().run_in_executor(None, decode)
         else:
-            events = decode()
+            events, refused = decode()
     except (UnicodeDecodeError, RecursionError) as e:
         # msgspec raises these rather than DecodeError for bad UTF-8 in a `type` tag
         # and for very deep nesting; they are bad input all the same.
         problem = "is not valid UTF-8" if isinstance(e, UnicodeDecodeError) else "nests too deeply"
         detail = {"line" if ndjson else "event": None, "field": None, "message": f"{problem}: {e}"}
         raise InvalidEvents(f"invalid events: the body {problem}", [detail]) from e
-    check_events(request, events)  # 403 for another component's event, or a non-admin delete
+    if refused is not None:  # another component's event, or a non-admin delete
+        message = f"event {refused['event']}: {refused['message']}"
+        raise forbidden(request, message, [refused])
     # Shielded: a cancelled handler (client gone, shutdown timeout) must not cancel
     # the log's future, whose events are committed regardless.
     first, last = await asyncio.shield(request.app[EVENT_LOG].append_async(events))
     return json_response(Accepted(len(events), first, last), status=202)
+
+
+def _decode_and_check(key: ApiKey | None, body: bytes, **decode: Any
+                      ) -> tuple[list[Event], dict[str, object] | None]:
+    """The body's events, and the first one `key` may not append (if any)."""
+    events = decode_events(body, **decode)
+    return events, refused_event(key, events)
 
 
 def _is_ndjson(request: web.Request) -> bool:

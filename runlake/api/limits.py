@@ -26,7 +26,6 @@ import asyncio
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from runlake.api.responses import error_response
 from runlake.api.state import SETTINGS
 from runlake.errors import Overloaded, PayloadTooLarge, RequestTimeout
 
@@ -44,8 +43,7 @@ def concurrency_limit(limit: int) -> Middleware:
         if request.path in EXEMPT_PATHS:
             return await handler(request)
         if in_flight >= limit:
-            return error_response(
-                Overloaded.status, Overloaded.code,
+            raise Overloaded(
                 f"the server is handling its limit of {limit} concurrent requests; "
                 f"retry in {RETRY_AFTER_S} s",
                 headers={hdrs.RETRY_AFTER: str(RETRY_AFTER_S)},
@@ -74,13 +72,9 @@ async def read_body_in_time(request: web.Request, handler: Handler) -> web.Strea
             async with asyncio.timeout(settings.read_timeout_s):
                 await request.read()
         except TimeoutError:
-            response = error_response(
-                RequestTimeout.status, RequestTimeout.code,
-                f"the request body did not arrive within {settings.read_timeout_s:g} s "
-                "(read_timeout_s)",
-            )
             # The rest of the body may still be on its way: this connection cannot
             # carry another request.
-            response.force_close()
-            return response
+            raise RequestTimeout(
+                f"the request body did not arrive within {settings.read_timeout_s:g} s "
+                "(read_timeout_s)", close=True) from None
     return await handler(request)

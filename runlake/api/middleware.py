@@ -23,6 +23,7 @@ from runlake.errors import (
     Forbidden,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     RunlakeError,
     Unauthorized,
     Unprocessable,
@@ -35,10 +36,9 @@ log = logging.getLogger("runlake.api")
 _CODES: dict[int, str] = {
     cls.status: cls.code
     for cls in (BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge,
-                UnsupportedMediaType, Unprocessable)
+                UnsupportedMediaType, Unprocessable, RequestTimeout)
 } | {
     405: "method_not_allowed",
-    408: "request_timeout",
     411: "length_required",
     414: "uri_too_long",
     429: "too_many_requests",
@@ -55,7 +55,9 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     except RunlakeError as e:
         if e.status >= 500:
             log.error("%s %s failed: %s", request.method, request.path, e.message, exc_info=e)
-        response = error_response(e.status, e.code, e.message, e.details)
+        response = error_response(e.status, e.code, e.message, e.details, e.headers)
+        if e.close:
+            response.force_close()
     except web.HTTPException as e:
         if e.status < 400:  # redirects and the like pass through
             _observe(request, e.status, start)

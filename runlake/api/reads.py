@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from aiohttp import web
 
 from runlake.api.auth import visible_components
-from runlake.api.params import path_component
+from runlake.api.params import MAX_PARAM_CHARS, bad_param, path_component
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
 from runlake.errors import BadRequest, NotFound, Unavailable
@@ -26,7 +26,6 @@ from runlake.views import queries as q
 
 T = TypeVar("T")
 MAX_LIMIT = 1000
-MAX_PARAM_CHARS = 1024
 RUN_STATUSES = q.STATUSES
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
@@ -35,19 +34,14 @@ OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 # -- parameters ---------------------------------------------------------------
 
 
-def _bad(name: str, message: str) -> BadRequest:
-    return BadRequest(f"query parameter {name!r} {message}",
-                      [{"parameter": name, "message": message}])
-
-
 def _str(request: web.Request, name: str, choices: tuple[str, ...] | None = None) -> str | None:
     value = request.query.get(name)
     if value is None:
         return None
     if not value or len(value) > MAX_PARAM_CHARS:
-        raise _bad(name, f"must be 1..{MAX_PARAM_CHARS} characters")
+        raise bad_param(name, f"must be 1..{MAX_PARAM_CHARS} characters")
     if choices is not None and value not in choices:
-        raise _bad(name, f"must be one of {', '.join(choices)}")
+        raise bad_param(name, f"must be one of {', '.join(choices)}")
     return value
 
 
@@ -58,9 +52,9 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     try:
         value = int(raw)
     except ValueError:
-        raise _bad(name, "must be an integer") from None
+        raise bad_param(name, "must be an integer") from None
     if not lo <= value <= hi:
-        raise _bad(name, f"must be between {lo} and {hi}")
+        raise bad_param(name, f"must be between {lo} and {hi}")
     return value
 
 
@@ -71,10 +65,10 @@ def _time(request: web.Request, name: str) -> datetime | None:
     try:
         value = msgspec.json.decode(msgspec.json.encode(raw), type=datetime)
     except msgspec.ValidationError:
-        raise _bad(name, "must be an RFC 3339 time with a timezone, e.g. 2026-01-31T00:00:00Z")\
-            from None
+        raise bad_param(
+            name, "must be an RFC 3339 time with a timezone, e.g. 2026-01-31T00:00:00Z") from None
     if value.tzinfo is None:
-        raise _bad(name, "must include a timezone (Z or ±HH:MM)")
+        raise bad_param(name, "must include a timezone (Z or ±HH:MM)")
     return value
 
 
@@ -88,7 +82,7 @@ def _tags(request: web.Request) -> list[tuple[str, str]]:
     for raw in request.query.getall("tag", []):
         key, sep, value = raw.partition(":")
         if not sep or not key or len(raw) > MAX_PARAM_CHARS:
-            raise _bad("tag", "must look like key:value")
+            raise bad_param("tag", "must look like key:value")
         tags.append((key, value))
     return tags
 
@@ -103,10 +97,13 @@ def _segment(request: web.Request, name: str) -> str:
 
 async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
     """Wait for `min_seq` if given, then run `fn` on a reader cursor."""
-    min_seq = _int(request, "min_seq", 0, 0, 2**62)
-    if min_seq:
-        await wait_for_fold(request, min_seq)
+    await _wait_min_seq(request)
     return await request.app[DATABASE].read(fn)
+
+
+async def _wait_min_seq(request: web.Request) -> None:
+    if min_seq := _int(request, "min_seq", 0, 0, 2**62):
+        await wait_for_fold(request, min_seq)
 
 
 async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parameter") -> None:
@@ -125,12 +122,6 @@ async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parame
 
 async def _component(request: web.Request) -> str:
     return path_component(request)
-
-
-def _visible(request: web.Request) -> list[str] | None:
-    """The components the request's key may see, for cross-component queries."""
-    visible = visible_components(request)
-    return None if visible is None else sorted(visible)
 
 
 def _found(value: T | None, what: str) -> T:
@@ -188,7 +179,7 @@ async def run_events(request: web.Request) -> web.Response:
     """The run's raw events from the log (a scan of the log: meant for debugging)."""
     c, run_id = await _component(request), _segment(request, "run_id")
     limit, offset = _page(request, 100)
-    await _read(request, lambda cur: None)  # honours min_seq
+    await _wait_min_seq(request)
     event_log = request.app[EVENT_LOG]
     rows = await asyncio.get_running_loop().run_in_executor(
         None, _events_of_run, event_log, c, run_id)
@@ -276,9 +267,9 @@ async def _search_args(request: web.Request) -> tuple[str, int]:
     else:
         query, limit = _str(request, "query") or "", _int(request, "limit", 20, 1, MAX_LIMIT)
     if not query or len(query) > MAX_PARAM_CHARS:
-        raise _bad("query", f"must be 1..{MAX_PARAM_CHARS} characters")
+        raise bad_param("query", f"must be 1..{MAX_PARAM_CHARS} characters")
     if not 1 <= limit <= MAX_LIMIT:
-        raise _bad("limit", f"must be between 1 and {MAX_LIMIT}")
+        raise bad_param("limit", f"must be between 1 and {MAX_LIMIT}")
     return query, limit
 
 
@@ -293,16 +284,16 @@ async def search_component(request: web.Request) -> web.Response:
 
 async def search_all(request: web.Request) -> web.Response:
     query, limit = await _search_args(request)
-    visible = _visible(request)
+    visible = visible_components(request)
     return json_response(await _read(request, lambda cur: q.search(cur, query, limit, visible)))
 
 
 async def overview(request: web.Request) -> web.Response:
-    visible = _visible(request)
+    visible = visible_components(request)
     return json_response(await _read(request, lambda cur: q.overview(cur, visible)))
 
 
 async def model_overview(request: web.Request) -> web.Response:
-    model, visible = _segment(request, "model"), _visible(request)
+    model, visible = _segment(request, "model"), visible_components(request)
     result = await _read(request, lambda cur: q.model_overview(cur, model, visible))
     return json_response(_found(result, f"model {model!r}"))

@@ -20,6 +20,7 @@ from runlake.api.params import SLUG
 from runlake.api.responses import Accepted, Health, Readiness
 from runlake.api.state import ROUTES
 from runlake.events import EVENT_TYPES
+from runlake.ingest.replay import ReplayStatus
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Who may call a route (docs/security.md): open to all, or the key role it needs;
@@ -151,9 +152,9 @@ ROUTE_TABLE: tuple[Route, ...] = (
     )),
     Route("POST", "/api/db/replay", admin.start_replay,
           "Rebuild the database from the log; reads use the old file until the swap",
-          "admin", 202, admin.ReplayStatus, errors=(409,), role="admin"),
+          "admin", 202, ReplayStatus, errors=(409,), role="admin"),
     Route("GET", "/api/db/replay", admin.replay_status, "The latest replay's progress",
-          "admin", response=admin.ReplayStatus, role="admin"),
+          "admin", response=ReplayStatus, role="admin"),
     Route("POST", "/api/{component}/db/export", export.post_export,
           "Stream the component's runs or events (NDJSON, JSON or Parquet; docs/limits.md)",
           "export", media_type="application/x-ndjson", params=(COMPONENT,), role="admin",

@@ -29,7 +29,8 @@ SHUTDOWN_TIMEOUT = 30.0  # seconds in-flight requests get before they are cancel
 def serve(settings: Settings) -> int:
     """Run the server until a signal; 0 after a clean stop, 2 if it cannot start."""
     # load_keys raises (exit 2, via the CLI) on an invalid keys file, whatever the bind.
-    if not is_loopback(settings.host) and not load_keys(settings.keys_path):
+    loopback = is_loopback(settings.host)  # may resolve a name: before the loop runs
+    if not loopback and not load_keys(settings.keys_path):
         # DESIGN §6: with no API keys, auth is off, which is only safe on loopback.
         print(
             f"runlake: refusing to bind {settings.host}: no API keys exist in "
@@ -40,11 +41,11 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    return asyncio.run(_serve(settings))
+    return asyncio.run(_serve(settings, loopback))
 
 
-async def _serve(settings: Settings) -> int:
-    app = make_app(settings)
+async def _serve(settings: Settings, loopback: bool) -> int:
+    app = make_app(settings, loopback=loopback)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     try:
         await runner.setup()

@@ -16,7 +16,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runlake.events.schema import EVENT_TYPES, Event, StepEvent, TagEvent
+from runlake.events.schema import EVENT_TYPES, Event
 
 SCHEMA_VERSION = "1"
 TS = pa.timestamp("us", tz="UTC")
@@ -59,28 +59,33 @@ LOG_SCHEMA = pa.schema(
 )
 COLUMNS: tuple[str, ...] = tuple(LOG_SCHEMA.names)
 SERVER_COLUMNS = ("seq", "received_at")
-_RENAMED = {(StepEvent, "step"): "step_name", (TagEvent, "value"): "tag_value"}
+# The log renames a step's `step` (a metric's `step` is an integer) and a tag's `value`.
+RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
 _COMMON = ("component", "id", "ts")
-
-# For each event class: (attribute, column) pairs other than the common fields.
-_FIELDS: dict[type[Event], tuple[tuple[str, str], ...]] = {
-    cls: tuple(
-        (f, _RENAMED.get((cls, f), f)) for f in cls.__struct_fields__ if f not in _COMMON
-    )
-    for cls in EVENT_TYPES
-}
 _TAGS = {cls: cls.__struct_config__.tag for cls in EVENT_TYPES}
+
+
+def column_of(tag: str, field: str) -> str:
+    """The log column holding wire field `field` of events of type `tag`."""
+    return RENAMED.get((tag, field), field)
+
+
+# Each event type's own fields (not the common ones) as (wire name, log column),
+# read from the schema so the two cannot drift.
+WIRE_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+    tag: tuple((f, column_of(tag, f)) for f in cls.__struct_fields__ if f not in _COMMON)
+    for cls, tag in _TAGS.items()
+}
 _DATA_COLUMNS = tuple(c for c in COLUMNS if c not in ("seq", "received_at", "type"))
 assert COLUMNS[:3] == ("seq", "received_at", "type"), "events_to_table builds these first"
-_GETTERS = {
-    cls: (operator.attrgetter(*_COMMON, *(a for a, _ in fields)),
-          (*_COMMON, *(c for _, c in fields)))
-    for cls, fields in _FIELDS.items()
-}
 _json = msgspec.json.Encoder()
-# Per class: its tag, its one attrgetter, and the indexes of the columns it fills.
-_FILL = {cls: (_TAGS[cls], get, tuple(_DATA_COLUMNS.index(c) for c in targets))
-         for cls, (get, targets) in _GETTERS.items()}
+# Per class: its tag, one attrgetter for all its attributes, and the indexes of the
+# columns they go to.
+_FILL = {
+    cls: (tag, operator.attrgetter(*_COMMON, *(a for a, _ in WIRE_FIELDS[tag])),
+          tuple(_DATA_COLUMNS.index(c) for c in (*_COMMON, *(c for _, c in WIRE_FIELDS[tag]))))
+    for cls, tag in _TAGS.items()
+}
 _TYPES = tuple(LOG_SCHEMA.field(c).type for c in _DATA_COLUMNS)
 _TS_INDEX = _DATA_COLUMNS.index("ts")
 _PARAMS_INDEX = _DATA_COLUMNS.index("params")
@@ -118,12 +123,13 @@ def events_to_table(events: list[Event], first_seq: int, received_at_us: int) ->
     n = len(events)
     cols: list[list[Any] | None] = [None] * len(_DATA_COLUMNS)
     kinds: list[str] = [""] * n
+    fill: dict[type[Event], tuple[str, Any, list[list[Any]]]] = {}
     for cls in {ev.__class__ for ev in events}:
-        for c in _FILL[cls][2]:
+        tag, get, targets = _FILL[cls]
+        for c in targets:
             if cols[c] is None:
                 cols[c] = [None] * n
-    fill = {cls: (tag, get, [cols[c] for c in targets])
-            for cls, (tag, get, targets) in _FILL.items()}
+        fill[cls] = (tag, get, [cols[c] for c in targets])
     for i, ev in enumerate(events):
         tag, get, lists = fill[ev.__class__]
         kinds[i] = tag
@@ -134,15 +140,13 @@ def events_to_table(events: list[Event], first_seq: int, received_at_us: int) ->
         for i, p in enumerate(params):
             if p is not None:
                 params[i] = _json.encode(p).decode()
-    data = iter([
-        _ts_column(col, received_at_us) if c == _TS_INDEX
-        else pa.nulls(n, _TYPES[c]) if col is None else pa.array(col, _TYPES[c])
-        for c, col in enumerate(cols)])
     return pa.Table.from_arrays([
         pa.array(range(first_seq, first_seq + n), pa.int64()),
         pa.repeat(pa.scalar(received_at_us, TS), n),
         pa.array(kinds, pa.string()),
-        *data,
+        *(_ts_column(col, received_at_us) if c == _TS_INDEX
+          else pa.nulls(n, _TYPES[c]) if col is None else pa.array(col, _TYPES[c])
+          for c, col in enumerate(cols)),
     ], schema=LOG_SCHEMA)
 
 
@@ -160,7 +164,7 @@ def renumber(table: pa.Table, first_seq: int, received_at_us: int) -> pa.Table:
 def row_to_event(row: dict[str, Any]) -> dict[str, Any]:
     """A log row (as a dict) back in wire form, plus `seq` and `received_at`."""
     out: dict[str, Any] = {"seq": row["seq"], "type": row["type"], "component": row["component"]}
-    wire = {col: attr for (cls, attr), col in _RENAMED.items() if _TAGS[cls] == row["type"]}
+    wire = {col: attr for (tag, attr), col in RENAMED.items() if tag == row["type"]}
     for col in COLUMNS[4:]:
         v = row.get(col)
         if v is None or col == "ts":

@@ -4,7 +4,8 @@ Replay used to fold the log in 1 M-event batches, each a transaction whose
 MERGEs joined the batch against tables that kept growing: 370–470 k events/s.
 Here DuckDB reads the segments itself (its Parquet reader is parallel and never
 builds Python objects) and each base table is filled by one statement over the
-whole log, with the very SQL the batched fold runs (`tables.APPLY`, `RECORD`):
+whole log, with the very SQL the batched fold runs (`tables.APPLY`, `RECORD`,
+`DUPLICATES`):
 `batch` and `batch_all` become views over the segments.
 
 What the batched fold decides event by event is decided here as sets first:
@@ -14,6 +15,7 @@ What the batched fold decides event by event is decided here as sets first:
   that depends on the cuts before it, so batch deletes are taken in seq order,
   one statement each (a log holds few of them).
 A log of many batch deletes is folded by the batched path instead (`fits`).
+The segments are scanned once to find duplicates and deletes, then once per table.
 """
 
 from __future__ import annotations
@@ -34,12 +36,7 @@ MAX_BATCH_DELETES = 1000
 MIN_ROWS = 2_000_000
 
 _EVENTS = """
-SELECT * EXCLUDE (received_at) REPLACE (CAST(ts AS TIMESTAMP) AS ts) FROM read_parquet($files)"""
-# Events whose id an earlier event already had: dropped (first one wins).
-_DROPPED = """
-CREATE OR REPLACE TEMP TABLE bulk_dropped AS
-SELECT seq FROM (SELECT seq, id FROM bulk_log WHERE id IS NOT NULL)
-QUALIFY seq <> min(seq) OVER (PARTITION BY id)"""
+SELECT * EXCLUDE (received_at) REPLACE (CAST(ts AS TIMESTAMP) AS ts) FROM read_parquet({files})"""
 _KEPT = """
 SELECT * FROM bulk_log l WHERE NOT EXISTS (SELECT 1 FROM bulk_dropped d WHERE d.seq = l.seq)"""
 _DELETES = """
@@ -78,52 +75,57 @@ AND NOT EXISTS (SELECT 1 FROM bulk_run_cut c
                 WHERE c.component = a.component AND c.run_id = a.run_id AND a.seq < c.cut)
 AND NOT EXISTS (SELECT 1 FROM bulk_batch_cut c WHERE a.type = 'batch'
                 AND c.component = a.component AND c.batch_id = a.batch_id AND a.seq < c.cut)"""
+_VIEWS = ("batch", "batch_all", "bulk_log")
+_TABLES = ("bulk_dropped", "bulk_deletes", "bulk_cuts", "bulk_run_events",
+           "bulk_run_cut", "bulk_batch_cut")
 
 
-def fold_segments(con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
-    """Fill the (empty) base tables from the events in Parquet `files`, in seq order,
-    inside the caller's transaction. The views are left to `rebuild_views`."""
-    names = [str(f) for f in files]
-    con.execute(f"CREATE OR REPLACE TEMP VIEW bulk_log AS {_EVENTS}".replace(
-        "$files", _sql_list(names)))
-    try:
-        con.execute(_DROPPED)
+class SegmentFold:
+    """The events of Parquet `files` as `batch_all` (duplicates dropped) on `con`,
+    with their deletes found; `apply` then fills the (empty) base tables from
+    them, in seq order, inside the caller's transaction. The views are left to
+    `rebuild_views`. Use it as a context manager: it drops its temp objects."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
+        self.con = con
+        names = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
+        con.execute("CREATE OR REPLACE TEMP VIEW bulk_log AS " + _EVENTS.format(files=names))
+        con.execute("CREATE OR REPLACE TEMP TABLE bulk_dropped AS "
+                    + tables.DUPLICATES.format(source="bulk_log"))
         dropped = con.execute("SELECT count(*) FROM bulk_dropped").fetchone() != (0,)
         con.execute("CREATE OR REPLACE TEMP VIEW batch_all AS "
                     + (_KEPT if dropped else "SELECT * FROM bulk_log"))
-        for sql in tables.RECORD:
-            con.execute(sql)
         con.execute(_DELETES)
-        con.execute(_RUN_CUTS)
-        batch_deletes = con.execute(
-            "SELECT seq, component, batch_id FROM bulk_deletes WHERE run_id IS NULL ORDER BY seq"
-        ).fetchall()
-        if batch_deletes:
-            con.execute(_RUN_EVENTS)
-            for seq, component, batch_id in batch_deletes:
-                con.execute(_BATCH_CUT, [seq, component, batch_id])
-        con.execute(_FINAL_CUTS)
-        deletes = con.execute("SELECT count(*) FROM bulk_deletes").fetchone() != (0,)
-        con.execute("CREATE OR REPLACE TEMP VIEW batch AS "
-                    + (_SURVIVING if deletes else "SELECT * FROM batch_all WHERE type <> 'delete'"))
-        types = {t for (t,) in con.execute("SELECT DISTINCT type FROM batch").fetchall()}
-        tables.apply(con, types, empty=True)
-    finally:
-        for view in ("batch", "batch_all", "bulk_log"):
-            con.execute(f"DROP VIEW IF EXISTS {view}")
+        self.deletes = con.execute(
+            "SELECT seq, component, run_id, batch_id FROM bulk_deletes ORDER BY seq").fetchall()
+        self.batch_deletes = [(seq, c, b) for seq, c, r, b in self.deletes if r is None]
 
+    @property
+    def fits(self) -> bool:
+        """Whether bulk suits these events: few enough batch deletes to take one by one."""
+        return len(self.batch_deletes) <= MAX_BATCH_DELETES
 
-def fits(files: Sequence[Path]) -> bool:
-    """Whether the bulk path suits these segments: few enough batch deletes."""
-    if not files:
-        return False
-    names = _sql_list([str(f) for f in files])
-    with duckdb.connect() as con:
-        (n,) = con.execute(
-            f"SELECT count(*) FROM read_parquet({names}) "
-            "WHERE type = 'delete' AND run_id IS NULL").fetchone() or (0,)
-    return n <= MAX_BATCH_DELETES
+    def apply(self) -> None:
+        con = self.con
+        tables.record(con, empty=True)
+        if self.deletes:
+            con.execute(_RUN_CUTS)
+            if self.batch_deletes:
+                con.execute(_RUN_EVENTS)
+                for seq, component, batch_id in self.batch_deletes:
+                    con.execute(_BATCH_CUT, [seq, component, batch_id])
+            con.execute(_FINAL_CUTS)
+        con.execute("CREATE OR REPLACE TEMP VIEW batch AS " + (
+            _SURVIVING if self.deletes else "SELECT * FROM batch_all WHERE type <> 'delete'"))
+        # Every type: a step for a type absent from the log inserts nothing, and
+        # finding out which are present would scan the segments once more.
+        tables.apply(con, None, empty=True)
 
+    def __enter__(self) -> SegmentFold:
+        return self
 
-def _sql_list(names: list[str]) -> str:
-    return "[" + ", ".join("'" + n.replace("'", "''") + "'" for n in names) + "]"
+    def __exit__(self, *exc: object) -> None:
+        for view in _VIEWS:
+            self.con.execute(f"DROP VIEW IF EXISTS {view}")
+        for table in _TABLES:
+            self.con.execute(f"DROP TABLE IF EXISTS {table}")

@@ -27,7 +27,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from runlake.errors import InvalidEvents
-from runlake.events.columns import COLUMNS, LOG_SCHEMA, SERVER_COLUMNS, events_to_table
+from runlake.events.columns import (
+    COLUMNS,
+    LOG_SCHEMA,
+    SERVER_COLUMNS,
+    column_of,
+    events_to_table,
+)
 from runlake.events.schema import (
     EVENT_TYPES,
     MAX_PARAMS_BYTES,
@@ -228,9 +234,8 @@ def _parquet_rows(table: pa.Table, name: str) -> list[Event]:
     return events
 
 
-# Which log column holds each wire field of each event type, and that field's rules,
-# read from the msgspec schema itself so the two paths cannot drift apart.
-_RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
+# Which log column holds each wire field of each event type (`column_of`), and that
+# field's rules, read from the msgspec schema itself so the two paths cannot drift.
 
 
 @dataclass
@@ -253,7 +258,7 @@ def _rules() -> tuple[list[_Rule], dict[str, list[str]], dict[str, list[str]]]:
         assert isinstance(info, mi.StructType)
         tag = str(info.tag)
         for f in info.fields:
-            column = _RENAMED.get((tag, f.name), f.name)
+            column = column_of(tag, f.name)
             rule = rules.setdefault((column, repr(f.type)), _Rule(column, f.type))
             rule.types.append(tag)
             having.setdefault(column, []).append(tag)

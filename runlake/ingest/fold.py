@@ -23,12 +23,6 @@ from runlake.views.db import Database, folded_seq
 
 log = logging.getLogger("runlake.fold")
 
-# Duplicate ids are dropped: only the first event (lowest seq) with an id counts.
-# Returns the seqs to drop (usually none), so the batch itself is never copied.
-_DUPLICATES = """
-SELECT seq FROM incoming i WHERE id IS NOT NULL
-QUALIFY EXISTS (SELECT 1 FROM event_ids e WHERE e.id = i.id)
-    OR seq <> min(seq) OVER (PARTITION BY id)"""
 NAIVE_TS = pa.timestamp("us")  # the tables hold naive UTC; the cast keeps the values
 
 # The scope of an incremental refresh: which runs, batches, components and metric
@@ -118,7 +112,8 @@ def _without_duplicates(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.T
         return table
     con.register("incoming", table.select(["seq", "id"]))
     try:
-        dropped = con.sql(_DUPLICATES).to_arrow_table().column("seq")
+        # Only the seqs to drop (usually none): the batch itself is never copied.
+        dropped = con.sql(tables.DUPLICATES.format(source="incoming")).to_arrow_table().column("seq")
     finally:
         con.unregister("incoming")
     if len(dropped) == 0:
@@ -127,8 +122,7 @@ def _without_duplicates(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.T
 
 
 def _fold_registered(con: duckdb.DuckDBPyConnection, table: pa.Table, incremental: bool) -> None:
-    for sql in tables.RECORD:
-        con.execute(sql)
+    tables.record(con)
     types = frozenset(pc.unique(table.column("type")).to_pylist())
     deletes = con.execute(
         "SELECT seq, component, run_id, batch_id FROM batch_all WHERE type = 'delete' ORDER BY seq"
@@ -138,12 +132,13 @@ def _fold_registered(con: duckdb.DuckDBPyConnection, table: pa.Table, incrementa
             con.execute(sql)
     lo = 0
     seqs = table.column("seq")
+    not_delete = pc.not_equal(table.column("type"), "delete") if deletes else None
     for seq, component, run_id, batch_id in [*deletes, (None, None, None, None)]:
         # Events between two deletes form one sub-batch, applied before the next delete.
         if not deletes:
             con.register("batch", table)
         else:
-            keep = pc.and_(pc.greater(seqs, lo), pc.not_equal(table.column("type"), "delete"))
+            keep = pc.and_(pc.greater(seqs, lo), not_delete)
             if seq is not None:
                 keep = pc.and_(keep, pc.less(seqs, seq))
             con.register("batch", table.filter(keep))
@@ -167,7 +162,7 @@ def _fold_registered(con: duckdb.DuckDBPyConnection, table: pa.Table, incrementa
         con.execute(sql)
     if con.execute("SELECT count(*) FROM changed_runs").fetchone() != (0,):
         con.execute(_MOVED_METRICS)
-    first_seq = table.column("seq")[0].as_py()
+    first_seq = seqs[0].as_py()
     for sql in _NEW_POINTS:
         con.execute(sql, [first_seq] if "$1" in sql else [])
     for view in others:

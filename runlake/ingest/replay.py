@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 import duckdb
+import msgspec
 
 from runlake.errors import LogLocked, RunlakeError
 from runlake.events.log import EventLog
@@ -58,6 +59,11 @@ class ReplayResult:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+# A server's replays fold at least this many events per batch: base tables only,
+# where bigger batches are cheaper per event.
+SERVER_BATCH_ROWS = 1_000_000
+
+
 class Counter(Protocol):
     def update(self, n: int) -> None: ...
 
@@ -71,7 +77,7 @@ def staging_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".replay")
 
 
-def build(event_log: EventLog, path: Path, *, batch_rows: int = 1_000_000,
+def build(event_log: EventLog, path: Path, *, batch_rows: int = SERVER_BATCH_ROWS,
           upto: int | None = None, progress: Counter | None = None,
           stop: threading.Event | None = None, memory_limit: str = MEMORY_LIMIT,
           bulk_min_rows: int = bulk.MIN_ROWS) -> int:
@@ -84,26 +90,42 @@ def build(event_log: EventLog, path: Path, *, batch_rows: int = 1_000_000,
     """
     remove_database(path)
     last = event_log.last_seq if upto is None else upto
-    con = connect(path, threads=os.cpu_count() or 2, memory_limit=memory_limit)
     try:
-        if stop is not None and stop.is_set():
-            raise Cancelled("replay cancelled")
-        done = _bulk(con, event_log, last, bulk_min_rows)
-        if progress is not None and done:
-            progress.update(done)
-        for table in log_tables(event_log, done, last, batch_rows):
-            if stop is not None and stop.is_set():
-                raise Cancelled("replay cancelled")
-            fold_table(con, table, incremental=False)
-            if progress is not None:
-                progress.update(table.num_rows)
-        con.execute("BEGIN")
-        rebuild_views(con)
-        con.execute("COMMIT")
-        con.execute("CHECKPOINT")
-        return folded_seq(con)
-    finally:
-        con.close()
+        con = connect(path, threads=os.cpu_count() or 2, memory_limit=memory_limit)
+        try:
+            _check(stop)
+            done = _bulk(con, event_log, last, bulk_min_rows)
+            if progress is not None and done:
+                progress.update(done)
+            fold_log(con, event_log, done, last, batch_rows, incremental=False,
+                     progress=progress, stop=stop)
+            con.execute("BEGIN")
+            rebuild_views(con)
+            con.execute("COMMIT")
+            con.execute("CHECKPOINT")
+            return folded_seq(con)
+        finally:
+            con.close()
+    except BaseException:  # a half-built file is of no use to anyone
+        remove_database(path)
+        raise
+
+
+def fold_log(con: duckdb.DuckDBPyConnection, event_log: EventLog, after: int, upto: int,
+             batch_rows: int, *, incremental: bool, progress: Counter | None = None,
+             stop: threading.Event | None = None) -> None:
+    """Fold the log's events after seq `after` up to `upto` into `con`, a batch at a
+    time, counting them on `progress`; raise Cancelled once `stop` is set."""
+    for table in log_tables(event_log, after, upto, batch_rows):
+        _check(stop)
+        fold_table(con, table, incremental=incremental)
+        if progress is not None:
+            progress.update(table.num_rows)
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Cancelled("replay cancelled")
 
 
 def _bulk(con: duckdb.DuckDBPyConnection, event_log: EventLog, last: int, min_rows: int) -> int:
@@ -113,12 +135,13 @@ def _bulk(con: duckdb.DuckDBPyConnection, event_log: EventLog, last: int, min_ro
     contiguous = all(a.last + 1 == b.first for a, b in itertools.pairwise(segments))
     if not segments or segments[0].first != 1 or not contiguous or segments[-1].last < min_rows:
         return 0
-    files = [s.path for s in segments]
-    if not bulk.fits(files):
-        return 0
-    # One statement per table: no progress to show until it is done (~2 s per M events).
-    log.info("folding the %d events of %d segments in one pass", segments[-1].last, len(files))
-    fold_in_transaction(con, segments[-1].last, lambda: bulk.fold_segments(con, files))
+    with bulk.SegmentFold(con, [s.path for s in segments]) as fold:
+        if not fold.fits:
+            return 0
+        # One statement per table: no progress to show until it is done (~2 s per M events).
+        log.info("folding the %d events of %d segments in one pass",
+                 segments[-1].last, len(segments))
+        fold_in_transaction(con, segments[-1].last, fold.apply)
     return segments[-1].last
 
 
@@ -138,11 +161,7 @@ def ensure_current(event_log: EventLog, db_path: Path, batch_rows: int) -> bool:
     log.warning("database %s has schema version %s, this runlake uses %d: rebuilding it "
                 "from the log", db_path, version, SCHEMA_VERSION)
     staging = staging_path(db_path)
-    try:
-        build(event_log, staging, batch_rows=max(batch_rows, 1_000_000))
-    except BaseException:
-        remove_database(staging)
-        raise
+    build(event_log, staging, batch_rows=max(batch_rows, SERVER_BATCH_ROWS))
     replace_file(staging, db_path)
     return True
 
@@ -167,12 +186,8 @@ def replay(settings: Settings, *, show_progress: bool = True) -> ReplayResult:
         staging = staging_path(settings.db_path)
         progress = Progress("replay", total) if show_progress else None
         start = time.monotonic()
-        try:
-            seq = build(event_log, staging, batch_rows=settings.fold_batch_rows,
-                        progress=progress, memory_limit=settings.replay_memory)
-        except BaseException:
-            remove_database(staging)
-            raise
+        seq = build(event_log, staging, batch_rows=settings.fold_batch_rows,
+                    progress=progress, memory_limit=settings.replay_memory)
         replace_file(staging, settings.db_path)
         seconds = time.monotonic() - start
         if progress is not None:
@@ -183,6 +198,18 @@ def replay(settings: Settings, *, show_progress: bool = True) -> ReplayResult:
         return result
     finally:
         event_log.close()
+
+
+class ReplayStatus(msgspec.Struct):
+    """A replay's progress (`GET /api/db/replay`): state is idle, running, done or failed."""
+
+    state: str
+    events: int
+    total: int
+    events_per_s: int
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
 
 
 class Rebuild:
@@ -225,20 +252,20 @@ class Rebuild:
             self._thread.join()
             self._thread = None
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> ReplayStatus:
         end = self.finished_at or time.time()
         seconds = max(end - self.started_at, 1e-9) if self.started_at else 0.0
-        return {
-            "state": self.state, "events": self.done, "total": self.total,
-            "events_per_s": round(self.done / seconds) if seconds else 0,
-            "started_at": self.started_at or None, "finished_at": self.finished_at or None,
-            "error": self.error,
-        }
+        return ReplayStatus(
+            state=self.state, events=self.done, total=self.total,
+            events_per_s=round(self.done / seconds) if seconds else 0,
+            started_at=self.started_at or None, finished_at=self.finished_at or None,
+            error=self.error,
+        )
 
     def _run(self) -> None:
         staging = staging_path(self.db.path)
         try:
-            build(self.event_log, staging, batch_rows=max(self.batch_rows, 1_000_000),
+            build(self.event_log, staging, batch_rows=max(self.batch_rows, SERVER_BATCH_ROWS),
                   upto=self.total, progress=self, stop=self._stop)
             # Catch up with what arrived during the build while the fold still keeps
             # the old file current; only the last small gap waits for the swap.
@@ -268,12 +295,8 @@ class Rebuild:
         con = connect(staging)
         try:
             # Up to the log's end now: the fold does the rest after the swap.
-            for table in log_tables(self.event_log, folded_seq(con), self.event_log.last_seq,
-                                    self.batch_rows):
-                if self._stop.is_set():
-                    raise Cancelled("replay cancelled")
-                fold_table(con, table)
-                self.update(table.num_rows)
+            fold_log(con, self.event_log, folded_seq(con), self.event_log.last_seq,
+                     self.batch_rows, incremental=True, progress=self, stop=self._stop)
             con.execute("CHECKPOINT")
         finally:
             con.close()

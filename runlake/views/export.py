@@ -8,13 +8,13 @@ created_at, run_id), `since`/`until` filtering `created_at` as everywhere else
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 
 from runlake.views.db import Database
-from runlake.views.queries import RUN_COLUMNS
+from runlake.views.queries import RUN_COLUMNS, created_between, in_components
 
 # Keyset paging on the sort key: the rows after (component, created_at, run_id) = ?.
 RUNS = """SELECT {columns} FROM runs WHERE {where} AND (
@@ -40,16 +40,16 @@ def runs_batches(
     where, params = _where(components, since, until)
     sql = RUNS.format(columns=RUN_COLUMNS, where=where)
     c, t, r = _START
-    first = True
+    schema: pa.Schema | None = None  # the first page's, with UTC timestamps
     while True:
         args = [*params, c, c, t, t, r, batch_rows]
         page = db.read_sync(lambda cur, args=args: cur.sql(sql, params=args).to_arrow_table())
-        schema = pa.schema([_utc(f) for f in page.schema])
+        first = schema is None
+        schema = schema or pa.schema([_utc(f) for f in page.schema])
         if page.num_rows == 0:
             if first:
                 yield pa.RecordBatch.from_pylist([], schema=schema)
             return
-        first = False
         for batch in page.to_batches():
             yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
         if page.num_rows < batch_rows:
@@ -60,18 +60,9 @@ def runs_batches(
 
 def _where(components: list[str] | None, since: datetime | None,
            until: datetime | None) -> tuple[str, list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if components is not None:
-        # An empty list matches nothing: `IN ()` is not SQL, FALSE is.
-        where.append(f"component IN ({', '.join('?' * len(components))})"
-                     if components else "FALSE")
-        params += components
-    for op, value in ((">=", since), ("<", until)):
-        if value is not None:
-            where.append(f"created_at {op} ?")
-            params.append(value.astimezone(UTC).replace(tzinfo=None))
-    return " AND ".join(where) or "TRUE", params
+    cond, params = in_components(components)
+    created, created_params = created_between(since, until)
+    return " AND ".join([cond, *created]), params + created_params
 
 
 def _utc(field: pa.Field) -> pa.Field:

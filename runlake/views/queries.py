@@ -92,12 +92,9 @@ def list_runs(
         where.append("EXISTS (SELECT 1 FROM tags t WHERE t.component = r.component "
                      "AND t.run_id = r.run_id AND t.key = ? AND t.value = ?)")
         params += [key, value]
-    if since is not None:
-        where.append("created_at >= ?")
-        params.append(since.astimezone(UTC).replace(tzinfo=None))
-    if until is not None:
-        where.append("created_at < ?")
-        params.append(until.astimezone(UTC).replace(tzinfo=None))
+    created, created_params = created_between(since, until)
+    where += created
+    params += created_params
     if q:
         where.append("(run_id ILIKE ? ESCAPE '\\' OR name ILIKE ? ESCAPE '\\' "
                      "OR model ILIKE ? ESCAPE '\\')")
@@ -310,17 +307,31 @@ def _totals_item(row: dict[str, Any]) -> dict[str, Any]:
             "first_seen": row.get("first_seen"), "last_seen": row.get("last_seen")}
 
 
-def _in(col: str, components: list[str] | None) -> tuple[str, list[Any]]:
+def in_components(components: list[str] | None) -> tuple[str, list[Any]]:
+    """`component` among `components` (None: any), as a condition and its params.
+    An empty list matches nothing: `IN ()` is not SQL, FALSE is."""
     if components is None:
         return "TRUE", []
     if not components:
         return "FALSE", []
-    return f"{col} IN ({', '.join('?' * len(components))})", list(components)
+    return f"component IN ({', '.join('?' * len(components))})", list(components)
+
+
+def created_between(since: datetime | None, until: datetime | None
+                    ) -> tuple[list[str], list[Any]]:
+    """`created_at` in [since, until), either end open when None: conditions, params."""
+    where: list[str] = []
+    params: list[Any] = []
+    for op, value in ((">=", since), ("<", until)):
+        if value is not None:
+            where.append(f"created_at {op} ?")
+            params.append(value.astimezone(UTC).replace(tzinfo=None))
+    return where, params
 
 
 def overview(cur: Cursor, components: list[str] | None = None) -> dict[str, Any]:
     """Totals per component and overall; `components` limits what is shown."""
-    cond, params = _in("component", components)
+    cond, params = in_components(components)
     rows = _dicts(cur, f"SELECT component, {_TOTALS}, first_seen, last_seen FROM overview "
                   f"WHERE {cond} ORDER BY component", params)
     total = {k: sum(r[k] for r in rows) for k in ("runs", *STATUSES, "events")}
@@ -335,7 +346,7 @@ def overview(cur: Cursor, components: list[str] | None = None) -> dict[str, Any]
 def model_overview(cur: Cursor, model: str, components: list[str] | None = None,
                    recent: int = 10) -> dict[str, Any] | None:
     """One model across components: totals, success rates and recent runs per component."""
-    cond, params = _in("component", components)
+    cond, params = in_components(components)
     rows = _dicts(cur, f"SELECT component, {_GROUP_COLUMNS} FROM model_stats WHERE model = ? "
                   f"AND {cond} ORDER BY component", [model, *params])
     if not rows:
@@ -366,7 +377,7 @@ def search(cur: Cursor, query: str, limit: int = 20,
            components: list[str] | None = None) -> dict[str, Any]:
     """Runs matching `query` (case-insensitive substring) anywhere in SEARCH_SOURCES,
     grouped by component, most recently updated first."""
-    cond, cparams = _in("component", components)
+    cond, cparams = in_components(components)
     pattern = _like(query)
     union = " UNION ".join(
         f"SELECT component, run_id FROM {table} WHERE {cond} AND {col} ILIKE ? ESCAPE '\\'"

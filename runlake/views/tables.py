@@ -135,13 +135,19 @@ SELECT component, run_id FROM (
 ) WHERE b = $2"""
 # Once per batch, over every event kept (deletes included): ids seen, events counted.
 RECORD = (
-    "INSERT INTO event_ids SELECT id FROM batch_all WHERE id IS NOT NULL",
-    """
-MERGE INTO component_events t USING (SELECT component, count(*) AS n FROM batch_all GROUP BY 1) s
-    ON t.component = s.component
-WHEN MATCHED THEN UPDATE SET events = t.events + s.n
-WHEN NOT MATCHED THEN INSERT VALUES (s.component, s.n)""",
+    Apply(None, "event_ids", "SELECT id FROM batch_all WHERE id IS NOT NULL"),
+    Apply(None, "component_events",
+          "SELECT component, count(*) AS events FROM batch_all GROUP BY 1", """
+ON t.component = s.component
+WHEN MATCHED THEN UPDATE SET events = t.events + s.events
+WHEN NOT MATCHED THEN INSERT BY NAME"""),
 )
+# The seqs of events in {source} (seq, id) to drop: an id counts once, for its first
+# (lowest) seq, across the whole history (`event_ids`). Usually none.
+DUPLICATES = """
+SELECT seq FROM {source} i WHERE id IS NOT NULL
+QUALIFY EXISTS (SELECT 1 FROM event_ids e WHERE e.id = i.id)
+    OR seq <> min(seq) OVER (PARTITION BY id)"""
 DELETE_BATCH_EVENTS = "DELETE FROM batch_events WHERE component = ? AND batch_id = ?"
 
 
@@ -149,12 +155,19 @@ def create(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(CREATE)
 
 
-def apply(con: duckdb.DuckDBPyConnection, types: set[str] | frozenset[str], *,
+def record(con: duckdb.DuckDBPyConnection, *, empty: bool = False) -> None:
+    """Count the events of `batch_all` and remember their ids (RECORD), once per batch."""
+    for step in RECORD:
+        con.execute(step.sql(empty=empty))
+
+
+def apply(con: duckdb.DuckDBPyConnection, types: set[str] | frozenset[str] | None, *,
           empty: bool = False) -> None:
-    """Apply the events in temp table `batch` (no deletes among them) whose
-    event types are among `types`; `empty`: every base table is empty."""
+    """Apply the events in `batch` (no deletes among them) whose types are among
+    `types` (None: every type); `empty`: every base table is empty, so upserts
+    are plain inserts."""
     for step in APPLY:
-        if step.needs is None or step.needs in types:
+        if step.needs is None or types is None or step.needs in types:
             con.execute(step.sql(empty=empty))
 
 
