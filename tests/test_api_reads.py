@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from helpers.stats import quantile_cont
+
 from tests.helpers.server import Client
 
 MakeServer = Callable[..., Any]
@@ -65,14 +67,6 @@ def stream() -> list[dict[str, Any]]:
 def duration(run: tuple[Any, ...]) -> float | None:
     _, _, _, final, start, end, _ = run
     return None if final is None else (end - (start + 1)) * 60.0
-
-
-def quantile_cont(values: list[float], q: float) -> float:
-    s = sorted(values)
-    pos = q * (len(s) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
 def expected_model_stats(model: str) -> dict[str, Any]:

@@ -37,11 +37,13 @@ async def post_demo(client: Client, runs: int, seed: int) -> int:
     return last
 
 
-async def answers(client: Client, min_seq: int) -> dict[str, Any]:
+async def answers(client: Client, min_seq: int | None = None) -> dict[str, Any]:
+    """Each of READS' bodies; with `min_seq`, once the fold has passed it."""
     out = {}
     for path in READS:
         sep = "&" if "?" in path else "?"
-        reply = await client.get(f"{path}{sep}min_seq={min_seq}")
+        query = "" if min_seq is None else f"{sep}min_seq={min_seq}"
+        reply = await client.get(f"{path}{query}")
         assert reply.status == 200, (path, reply.body)
         out[path] = reply.json()
     return out
@@ -79,6 +81,10 @@ async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None
         assert (await client.get("/api/db/replay")).json()["state"] == "idle"
         last = await post_demo(client, 1_500, seed=3)
         before = await answers(client, last)
+        # The same reads as `during` below, without min_seq: nothing is appended between
+        # the two (the late events come after `during`), so they must answer the same.
+        plain = await answers(client)
+        assert_same_answers(plain, before, "without min_seq")
 
         started = await client.request("POST", "/api/db/replay")
         assert started.status == 202, started.body
@@ -90,6 +96,8 @@ async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None
         # While it runs: reads answer (from the old file), appends are acknowledged.
         during = [await client.get(path) for path in READS]
         assert [r.status for r in during] == [200] * len(READS)
+        for path, reply in zip(READS, during, strict=True):
+            assert_same_answers(reply.json(), plain[path], f"during the replay: {path}")
         late = await post_demo(client, 100, seed=4)
 
         status = await wait_replay(client)
@@ -120,13 +128,23 @@ async def _replay_while_reads_keep_coming(make_server: MakeServer) -> None:
     async with make_server() as client:
         last = await post_demo(client, 600, seed=5)
         expected = await answers(client, last)
+        # Nothing is appended from here on: every read, on either side of a swap, must
+        # answer what the same read without min_seq answers now.
+        plain = await answers(client)
+        assert_same_answers(plain, expected, "without min_seq")
         stop = asyncio.Event()
         statuses: list[int] = []
+        compared = 0
 
         async def reader() -> None:
+            nonlocal compared
             while not stop.is_set():
                 for path in READS:
-                    statuses.append((await client.get(path)).status)
+                    reply = await client.get(path)
+                    statuses.append(reply.status)
+                    if reply.status == 200:
+                        assert_same_answers(reply.json(), plain[path], f"racing a swap: {path}")
+                        compared += 1
 
         readers = [asyncio.create_task(reader()) for _ in range(4)]
         for _ in range(3):
@@ -135,4 +153,5 @@ async def _replay_while_reads_keep_coming(make_server: MakeServer) -> None:
         stop.set()
         await asyncio.gather(*readers)
         assert statuses and set(statuses) == {200}
+        assert compared == len(statuses)
         assert_same_answers(await answers(client, last), expected)

@@ -188,8 +188,16 @@ def test_route_matrix(lake: Lake, case: Case, who: str) -> None:
             assert reply.headers["WWW-Authenticate"].startswith("Bearer"), where
 
 
-def test_matrix_covers_every_route() -> None:
+def test_matrix_covers_every_route(lake: Lake) -> None:
+    """The matrix is built from ROUTE_TABLE: check it against what the running app
+    really serves, so a route registered outside the table cannot slip by untested."""
     assert {c.id for c in CASES} >= {f"{r.method} {r.path}" for r in ROUTE_TABLE}
+    app = lake.server.client.app
+    assert app is not None
+    served = {(route.method, route.resource.canonical) for route in app.router.routes()
+              if route.method != "HEAD" and route.resource is not None}  # HEAD: aiohttp's own
+    assert len(served) == len(ROUTE_TABLE), "a route registered twice, or outside the table"
+    assert {(c.method, c.path) for c in CASES if c.role is not None} == served
     assert all(r.role in ("open", "ingest", "read", "admin") for r in ROUTE_TABLE)
     assert {r.path for r in ROUTE_TABLE if r.role == "open"} == {"/healthz", "/readyz"}
 
@@ -283,8 +291,17 @@ def test_no_usable_key_is_401_missing(lake: Lake, headers: dict[str, str]) -> No
 @pytest.mark.parametrize("value", ["rl_é", "rl_" + "a" * 4000, "x"],
                          ids=["latin1", "long", "short"])
 def test_odd_keys_are_401_unknown_never_500(lake: Lake, value: str) -> None:
+    before = failures(lake)
     reply = lake.send("GET", "/api/db/overview", headers={"X-API-Key": value})
     assert reply.status == 401, reply.body
+    # The whole envelope: a fixed message, no details, nothing of the key echoed back.
+    assert reply.json() == {"error": {
+        "code": "unauthorized", "message": "the API key is not valid (unknown or revoked)",
+        "details": []}}
+    assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+    after = failures(lake)
+    assert {k: after[k] - before[k] for k in after} == {"missing": 0, "unknown": 1,
+                                                         "forbidden": 0}
 
 
 def test_bearer_scheme_is_case_insensitive_and_x_api_key_wins(lake: Lake) -> None:

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -434,21 +435,33 @@ def readyz(url: str) -> dict[str, Any]:
         return json.load(e)
 
 
+@dataclass
+class Streamed:
+    size: int  # bytes received
+    lines: int  # newline-terminated lines among them (NDJSON: whole events)
+    tail: bytes  # the last up to 4 KiB
+
+    @property
+    def last_line(self) -> bytes:
+        return self.tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+
+
 def stream(server: ServerProcess, method: str, path: str, body: bytes | None = None,
-           stop_after: int | None = None) -> tuple[int, bytes]:
-    """(bytes received, the last line) of a streamed answer, read 1 MiB at a time."""
+           stop_after: int | None = None) -> Streamed:
+    """What came of a streamed answer, read 1 MiB at a time (up to `stop_after` bytes)."""
     conn = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=60)
     try:
         conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         assert resp.status == 200, resp.read()
-        size, tail = 0, b""
+        size, lines, tail = 0, 0, b""
         while chunk := resp.read(1 << 20):
             size += len(chunk)
+            lines += chunk.count(b"\n")
             tail = (tail + chunk)[-4096:]
             if stop_after is not None and size >= stop_after:
                 break
-        return size, tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        return Streamed(size, lines, tail)
     finally:
         conn.close()
 
@@ -478,23 +491,23 @@ def test_million_event_export_keeps_server_memory_flat(start_server_process: Any
     sampler = threading.Thread(target=sample, name="rss-sampler")
     sampler.start()
     try:
-        size, last = stream(server, "GET", "/api/db/export")  # every event, NDJSON
-        parquet_size, _ = stream(server, "GET", "/api/db/export?format=parquet")
-        runs_size, _ = stream(server, "POST", "/api/test/db/export", b'{"what": "runs"}')
+        events = stream(server, "GET", "/api/db/export")  # every event, NDJSON
+        parquet = stream(server, "GET", "/api/db/export?format=parquet")
+        runs = stream(server, "POST", "/api/test/db/export", b'{"what": "runs"}')
     finally:
         done.set()
         sampler.join()
     growth = (peak - baseline) / 2**20
     assert growth < 100, f"server RSS grew {growth:.0f} MiB exporting {MILLION} events"
-    assert size > 100 * MILLION  # every event went out (~200 bytes each)
-    assert msgspec.json.decode(last)["type"]  # ends on a whole event
-    assert parquet_size > 0 and runs_size > 0
+    assert events.size > 100 * MILLION  # every event went out (~200 bytes each)
+    assert events.lines == MILLION  # one line per event, each ended by its newline
+    assert events.tail.endswith(b"\n")  # nothing after the last line
+    assert msgspec.json.decode(events.last_line)["type"]  # ends on a whole event
+    assert parquet.size > 0 and runs.size > 0
 
     # A client that leaves mid-stream costs nothing: the server answers and stops cleanly.
-    size, _ = stream(server, "GET", "/api/db/export", stop_after=1 << 20)
-    assert size >= 1 << 20
-    size, _ = stream(server, "POST", "/api/test/db/export", b'{"what": "runs"}',
-                     stop_after=1)
+    assert stream(server, "GET", "/api/db/export", stop_after=1 << 20).size >= 1 << 20
+    stream(server, "POST", "/api/test/db/export", b'{"what": "runs"}', stop_after=1)
     assert readyz(server.url)["last_seq"] == MILLION
     assert server.stop() == 0, server.stderr()[-3000:]
 

@@ -13,6 +13,8 @@ from typing import Any
 import duckdb
 import msgspec
 import pytest
+from helpers.folder import assert_same_database, dump_database
+from helpers.stats import interpolated_bound, quantile_cont
 
 from runlake.events import decode_events, events_to_table
 from runlake.ingest.fold import fold_table
@@ -228,8 +230,12 @@ def test_duplicate_of_delete_dropped_in_later_batch(lake: Folded) -> None:
     lake.fold(ev("run", s=0, model="m"), ev("delete", s=1, id="del-1"),
               ev("run", s=2, model="m2"))
     assert lake.run()["model"] == "m2"
+    run, overview = lake.run(), lake.rows("SELECT * FROM overview")
     lake.fold(ev("delete", s=3, id="del-1"))  # a retried request: must be dropped
     assert lake.run() is not None
+    assert lake.run()["model"] == "m2"
+    assert lake.run() == run  # not even its events or updated_at moved
+    assert lake.rows("SELECT * FROM overview") == overview  # the retry is not counted
 
 
 # -------------------------------------------------------------- deletes
@@ -328,14 +334,23 @@ def test_delete_then_events_in_one_batch_equals_separate_batches(tmp_path: Path)
     events = [*_full_run("r1"), ev("delete", "r1", s=5), ev("run", "r1", s=1, model="z"),
               ev("metric", "r1", s=2, name="loss", value=3.0), ev("delete", "r1", s=6),
               ev("metric", "r1", s=7, name="loss", value=4.0)]
-    one, many = Folded(tmp_path / "one.duckdb"), Folded(tmp_path / "many.duckdb")
-    one.fold(*events)
-    for e in events:
-        many.fold(e)
-    for lake in (one, many):
-        assert lake.rows("SELECT run_id, model, events FROM runs") == [("r1", None, 1)]
-        assert lake.rows("SELECT model, count, mean FROM metric_stats") == [(None, 1, 4.0)]
-        lake.db.close()
+    one = Folded(tmp_path / "one.duckdb")
+    try:
+        many = Folded(tmp_path / "many.duckdb")
+        try:
+            one.fold(*events)
+            for e in events:
+                many.fold(e)
+            for lake in (one, many):
+                assert lake.rows("SELECT run_id, model, events FROM runs") == [("r1", None, 1)]
+                assert lake.rows("SELECT model, count, mean FROM metric_stats") == [
+                    (None, 1, 4.0)]
+            assert_same_database(dump_database(one.con), dump_database(many.con),
+                                 "one batch vs one batch per event")
+        finally:
+            many.db.close()
+    finally:
+        one.db.close()
 
 
 # -------------------------------------------------------------- views
@@ -435,12 +450,6 @@ def test_histogram_percentiles_within_alpha(lake: Folded) -> None:
         assert abs(rep - xs[rank]) <= ALPHA * abs(xs[rank]) * (1 + 1e-9), (q, rep, xs[rank])
 
 
-def _quantile_cont(xs: list[float], q: float) -> float:
-    pos = q * (len(xs) - 1)
-    lo = math.floor(pos)
-    return xs[lo] + (xs[min(lo + 1, len(xs) - 1)] - xs[lo]) * (pos - lo)
-
-
 @pytest.mark.parametrize("values", [
     [100.0, 200.0, 1600.0],  # few points: rank-based would give p99 = 200
     [5.0], [2.0, 2.0], [1.0, 1e6], [0.25 + i / 7 for i in range(101)],
@@ -457,10 +466,8 @@ def test_sketch_percentiles_interpolate_like_quantile_cont(lake: Folded,
     (item,) = report["items"]
     for (quantile, name), stat in zip(((0.5, "p50"), (0.95, "p95"), (0.99, "p99")), got,
                                       strict=True):
-        exact = _quantile_cont(xs, quantile)
-        pos = quantile * (len(xs) - 1)
-        lo, hi, f = xs[math.floor(pos)], xs[math.ceil(pos)], pos - math.floor(pos)
-        bound = ALPHA * ((1 - f) * abs(lo) + f * abs(hi)) * (1 + 1e-9)
+        exact = quantile_cont(xs, quantile)
+        bound = interpolated_bound(xs, quantile, ALPHA)
         assert abs(stat - exact) <= bound, (name, stat, exact)
         assert item[name] == pytest.approx(stat, rel=1e-12), name
 

@@ -163,21 +163,32 @@ def test_replay_killed_midway_leaves_the_old_database_as_it_was(data: Path) -> N
     db_file = data / "runlake.duckdb"
     expected, digest = dump(db_file), sha256(db_file)
     staging = staging_path(db_file)
-    for delay in (0.0, 0.2, 0.5):
-        # Tiny batches make the build take seconds: time to kill it mid-way.
+    delays = (0.0, 0.2, 0.5)
+    mid_build = 0  # kills that landed while the build was under way
+    for delay in delays:
+        # The previous round's half-built file would end the wait below at once: remove
+        # it (and its WAL), so that the file waited for is this round's build.
+        for leftover in (staging, Path(f"{staging}.wal")):
+            leftover.unlink(missing_ok=True)
+        # Tiny batches make the build take seconds (~10 s): time to kill it mid-way.
         proc = subprocess.Popen(
             [sys.executable, "-m", "runlake", "replay", "--data", str(data),
              "--fold-batch-rows", "50"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
-        while not staging.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while not (staging.exists() and staging.stat().st_size > 0):
+            assert proc.poll() is None, "the replay exited before it built anything"
+            assert time.monotonic() < deadline, "the replay never started its build"
             time.sleep(0.01)
         time.sleep(delay)
         assert proc.poll() is None, "the replay finished before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        # Killed, not exited by itself; and the half-built file was never swapped in.
+        killed = proc.wait() == -signal.SIGKILL
+        mid_build += killed and staging.exists()
         assert sha256(db_file) == digest, "the old database changed before the swap"
+    assert mid_build == len(delays), f"only {mid_build} of {len(delays)} kills hit the build"
     assert staging.exists(), "a killed replay leaves its half-built file behind"
     assert_same_database(dump(db_file), expected, "old database after the kills")
 
