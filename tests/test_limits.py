@@ -15,9 +15,15 @@ import msgspec
 import pytest
 from helpers.server import Client
 
+from runlake.api.export import MAX_BODY_BYTES as EXPORT_MAX_BODY_BYTES
+from runlake.api.state import SETTINGS
+
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 MakeServer = Callable[..., Any]
+# The slow client's deadline: long enough that the other requests of a test are
+# answered first even on a loaded 2-core machine (1 s was not, once).
+SLOW_DEADLINE_S = 3.0
 GOOD: dict[str, Any] = {"type": "metric", "component": "test", "run_id": "r", "name": "loss",
                         "value": 1.0}
 
@@ -83,7 +89,7 @@ def test_slow_body_is_cut_off_without_stalling_other_requests(make_server: MakeS
     order: list[str] = []
 
     async def main() -> None:
-        async with make_server(read_timeout_s=1.0) as client:
+        async with make_server(read_timeout_s=SLOW_DEADLINE_S) as client:
             body = msgspec.json.encode([{**GOOD, "run_id": f"slow-{i}"} for i in range(20)])
             slow = await Raw.open(client)
             await slow.send(post_head("/api/events", len(body)) + body[:1])
@@ -125,7 +131,7 @@ def test_slow_headers_are_cut_off_without_stalling_other_requests(
     order: list[str] = []
 
     async def main() -> None:
-        async with make_server(read_timeout_s=1.0) as client:
+        async with make_server(read_timeout_s=SLOW_DEADLINE_S) as client:
             slow = await Raw.open(client)
             await slow.send(b"GET /healthz HTTP/1.1\r\nHost: runlake\r\n")
             trickle = asyncio.create_task(slow.trickle(b"X-Slow: " + b"a" * 2000))
@@ -194,6 +200,35 @@ def test_declared_oversized_body_is_refused_before_it_is_sent(make_server: MakeS
             raw = await Raw.open(client)
             await raw.send(post_head(path, 10**12))  # and not one byte of body
             status, headers, payload = await raw.response()
+            await raw.close()
+            assert status == 413, payload
+            assert error_of(payload)["code"] == "payload_too_large"
+
+    asyncio.run(main())
+
+
+def test_export_body_over_its_own_limit_is_refused_before_it_is_sent(
+    make_server: MakeServer,
+) -> None:
+    """The export route's 64 KiB limit applies before the body is read, although the
+    server's own limit (64 MiB) would let it through; chunked, once it is read."""
+    async def main() -> None:
+        async with make_server() as client:
+            assert client.app is not None
+            assert client.app[SETTINGS].max_body_bytes > 100 * EXPORT_MAX_BODY_BYTES
+            raw = await Raw.open(client)
+            await raw.send(post_head("/api/test/db/export", EXPORT_MAX_BODY_BYTES + 1))
+            status, _, payload = await raw.response()  # not one byte of body sent
+            await raw.close()
+            assert status == 413, payload
+            assert str(EXPORT_MAX_BODY_BYTES) in error_of(payload)["message"]
+
+            raw = await Raw.open(client)
+            head = (b"POST /api/test/db/export HTTP/1.1\r\nHost: runlake\r\n"
+                    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            body = b'{"filename": "' + b"a" * EXPORT_MAX_BODY_BYTES + b'"}'
+            await raw.send(head + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+            status, _, payload = await raw.response()
             await raw.close()
             assert status == 413, payload
             assert error_of(payload)["code"] == "payload_too_large"

@@ -42,7 +42,7 @@ from runlake.api.auth import visible_components
 from runlake.api.params import MAX_PARAM_CHARS, bad_param, path_component
 from runlake.api.reads import wait_for_fold
 from runlake.api.state import DATABASE, EVENT_LOG
-from runlake.errors import BadRequest, PayloadTooLarge
+from runlake.errors import BadRequest
 from runlake.events import LOG_SCHEMA, EventLog
 from runlake.events.columns import WIRE_FIELDS
 from runlake.events.schema import split_error
@@ -100,8 +100,6 @@ async def get_export(request: web.Request) -> web.StreamResponse:
 
 
 def _from_body(body: bytes) -> ExportRequest:
-    if len(body) > MAX_BODY_BYTES:
-        raise PayloadTooLarge(f"an export request body is at most {MAX_BODY_BYTES} bytes")
     if not body.strip():
         return ExportRequest()
     try:

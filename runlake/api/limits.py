@@ -26,7 +26,7 @@ import asyncio
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from runlake.api.state import SETTINGS
+from runlake.api.state import BODY_LIMITS, SETTINGS
 from runlake.errors import Overloaded, PayloadTooLarge, RequestTimeout
 
 EXEMPT_PATHS = frozenset({"/healthz"})
@@ -59,22 +59,32 @@ def concurrency_limit(limit: int) -> Middleware:
 
 @web.middleware
 async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Read the body of a routed request within `read_timeout_s`, else answer 408."""
+    """Read the body of a routed request within `read_timeout_s`, else answer 408;
+    a body over the route's limit gets 413."""
     if request.body_exists and request.match_info.http_exception is None:
         settings = request.app[SETTINGS]
+        limit = _body_limit(request, settings.max_body_bytes)
         declared = request.content_length
-        if declared is not None and declared > settings.max_body_bytes:
+        if declared is not None and declared > limit:
             # Refuse before reading; aiohttp's client_max_size covers chunked bodies.
-            raise PayloadTooLarge(
-                f"request body is {declared} bytes; the limit is {settings.max_body_bytes}"
-            )
+            raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
         try:
             async with asyncio.timeout(settings.read_timeout_s):
-                await request.read()
+                body = await request.read()
         except TimeoutError:
             # The rest of the body may still be on its way: this connection cannot
             # carry another request.
             raise RequestTimeout(
                 f"the request body did not arrive within {settings.read_timeout_s:g} s "
                 "(read_timeout_s)", close=True) from None
+        if len(body) > limit:  # a chunked body, read up to the server's limit
+            raise PayloadTooLarge(f"request body is over {limit} bytes; the limit is {limit}")
     return await handler(request)
+
+
+def _body_limit(request: web.Request, server_limit: int) -> int:
+    route = request.match_info.route
+    if route.resource is None:
+        return server_limit
+    own = request.app[BODY_LIMITS].get((route.method, route.resource.canonical))
+    return server_limit if own is None else min(own, server_limit)

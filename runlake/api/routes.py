@@ -18,7 +18,7 @@ from msgspec import Meta
 from runlake.api import admin, export, ingest, ops, reads
 from runlake.api.params import SLUG
 from runlake.api.responses import Accepted, Health, Readiness
-from runlake.api.state import ROUTES
+from runlake.api.state import BODY_LIMITS, ROUTES
 from runlake.events import EVENT_TYPES
 from runlake.ingest.replay import ReplayStatus
 
@@ -52,7 +52,9 @@ class Route:
     """One route. `response` is the msgspec type of the success body (None: plain
     text in `media_type`); `same_body` lists other statuses with that body;
     `errors` lists statuses answered with the error envelope. `role` is the one
-    place a route's access is decided; left out, it is the strictest."""
+    place a route's access is decided; left out, it is the strictest.
+    `max_body_bytes` is a tighter body limit than the server's, enforced (413)
+    before a declared body is read."""
 
     method: str
     path: str
@@ -67,6 +69,7 @@ class Route:
     same_body: tuple[int, ...] = ()
     errors: tuple[int, ...] = ()
     role: RouteRole = "admin"
+    max_body_bytes: int | None = None
 
 
 AnyEvent: Any = functools.reduce(operator.or_, EVENT_TYPES)
@@ -161,7 +164,7 @@ ROUTE_TABLE: tuple[Route, ...] = (
           body=Body("what (events|runs), format (ndjson|json|parquet), since, until "
                     "(RFC 3339), filename (a download name only), min_seq; all optional",
                     (("application/json", export.ExportRequest),)),
-          errors=(400, 413)),
+          errors=(400, 413), max_body_bytes=export.MAX_BODY_BYTES),
     Route("GET", "/api/db/export", export.get_export,
           "Stream the runs or events of every component the key may see", "export",
           media_type="application/x-ndjson", role="admin", errors=(400,), params=(
@@ -176,5 +179,7 @@ ROUTE_TABLE: tuple[Route, ...] = (
 
 def add_routes(app: web.Application) -> None:
     app[ROUTES] = ROUTE_TABLE
+    app[BODY_LIMITS] = {(r.method, r.path): r.max_body_bytes for r in ROUTE_TABLE
+                        if r.max_body_bytes is not None}
     for route in ROUTE_TABLE:
         app.router.add_route(route.method, route.path, route.handler)

@@ -25,6 +25,8 @@ SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
 ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")
+# (method, path) -> a route's own body limit, where tighter than the server's
+BODY_LIMITS: web.AppKey[dict[tuple[str, str], int]] = web.AppKey("body_limits")
 AUTH: web.AppKey[Auth] = web.AppKey("auth")  # keys, route roles, refusal counts
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 FOLD: web.AppKey[Fold] = web.AppKey("fold")
