@@ -119,9 +119,16 @@ class Database:
 
     async def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run `fn(cursor)` on a reader thread with a cursor of its own."""
+        return await asyncio.get_running_loop().run_in_executor(self.readers_pool, self.read_sync,
+                                                                fn)
+
+    @property
+    def readers_pool(self) -> ThreadPoolExecutor:
+        """The reader threads: every read of the database runs on one of them, so
+        at most `readers` DuckDB reads run at once whatever the requests."""
         if self._pool is None:
             raise Unavailable("the database is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.read_sync, fn)
+        return self._pool
 
 
 def connect(path: Path, *, threads: int | None = None,
