@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from runlake.api.export import ExportRequest
 from runlake.api.routes import ROUTE_TABLE
 from runlake.api.state import FOLD
 from runlake.events import EventLog
@@ -238,3 +239,9 @@ def test_openapi_describes_every_route_in_the_table(make_server: MakeServer) -> 
     assert set(ingest["requestBody"]["content"]) == {
         "application/json", "application/x-ndjson", "application/jsonl"
     }
+    # The GET export's query parameters are ExportRequest's fields, with their rules.
+    params = {p["name"]: p for p in doc["paths"]["/api/db/export"]["get"]["parameters"]}
+    assert list(params) == list(ExportRequest.__struct_fields__)
+    assert params["format"]["schema"] == {"enum": ["json", "ndjson", "parquet"]}
+    assert params["since"]["schema"] == {"type": "string", "format": "date-time"}
+    assert params["min_seq"]["schema"] == {"type": "integer", "minimum": 0}

@@ -84,6 +84,16 @@ class ExportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 CHOICES = {"what": ("events", "runs"), "format": tuple(FORMATS)}
+# Each field's description: the GET's query parameters and the POST's body, in OpenAPI.
+FIELD_DOCS = {
+    "what": "events (default) or runs",
+    "format": "ndjson (default), json or parquet",
+    "since": "events with ts, runs created, at or after (RFC 3339)",
+    "until": "... before (RFC 3339)",
+    "filename": "download name; sanitized, never a server path",
+    "min_seq": "runs: wait (bounded) until the fold has passed this seq",
+}
+assert set(FIELD_DOCS) == set(ExportRequest.__struct_fields__)
 
 
 # -- handlers -------------------------------------------------------------------

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import functools
 import operator
+import types
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import msgspec
 from aiohttp import web
 from msgspec import Meta
 
@@ -98,6 +101,14 @@ RUN_FILTERS = (
 )
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
+
+def _given(t: Any) -> Any:
+    """A field's type as a query parameter: `X | None` is X (null is leaving it out)."""
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return args[0] if typing.get_origin(t) in (types.UnionType, typing.Union) and len(args) == 1 \
+        else t
+
+
 ROUTE_TABLE: tuple[Route, ...] = (
     Route("POST", "/api/events", ingest.post_events, "Append events", "ingest",
           202, Accepted, body=EVENTS, errors=INGEST_ERRORS, role="ingest"),
@@ -161,19 +172,14 @@ ROUTE_TABLE: tuple[Route, ...] = (
     Route("POST", "/api/{component}/db/export", export.post_export,
           "Stream the component's runs or events (NDJSON, JSON or Parquet; docs/limits.md)",
           "export", media_type="application/x-ndjson", params=(COMPONENT,), role="admin",
-          body=Body("what (events|runs), format (ndjson|json|parquet), since, until "
-                    "(RFC 3339), filename (a download name only), min_seq; all optional",
+          body=Body("; ".join(f"{k}: {v}" for k, v in export.FIELD_DOCS.items()) + "; all optional",
                     (("application/json", export.ExportRequest),)),
           errors=(400, 413), max_body_bytes=export.MAX_BODY_BYTES),
     Route("GET", "/api/db/export", export.get_export,
           "Stream the runs or events of every component the key may see", "export",
-          media_type="application/x-ndjson", role="admin", errors=(400,), params=(
-              Param("what", "events (default) or runs"),
-              Param("format", "ndjson (default), json or parquet"),
-              Param("since", "events with ts, runs created, at or after (RFC 3339)"),
-              Param("until", "... before (RFC 3339)"),
-              Param("filename", "download name; sanitized, never a server path"),
-              Param("min_seq", "runs: wait (bounded) until the fold has passed this seq", int))),
+          media_type="application/x-ndjson", role="admin", errors=(400,),
+          params=tuple(Param(f.name, export.FIELD_DOCS[f.name], _given(f.type))
+                       for f in msgspec.structs.fields(export.ExportRequest))),
 )
 
 
