@@ -4,8 +4,8 @@ Two middlewares, both inside the error middleware so their refusals get the
 error envelope:
 
 - `concurrency_limit`: at most `max_concurrent_requests` requests in flight;
-  more get 503 with `Retry-After` at once instead of queueing (`/healthz` is
-  exempt, so a busy server still reads as alive).
+  more get 503 with `Retry-After` at once instead of queueing (routes marked
+  `always_admitted`, `/healthz`, are exempt, so a busy server still reads as alive).
 - `read_body_in_time`: the whole request body must arrive within
   `read_timeout_s` of the headers, or the client gets 408 and the connection is
   closed. aiohttp has no body-read timeout of its own: a client trickling a byte
@@ -26,10 +26,10 @@ import asyncio
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from runlake.api.state import BODY_LIMITS, SETTINGS
+from runlake.api.routes import matched_route
+from runlake.api.state import SETTINGS
 from runlake.errors import Overloaded, PayloadTooLarge, RequestTimeout
 
-EXEMPT_PATHS = frozenset({"/healthz"})
 RETRY_AFTER_S = 1
 
 
@@ -40,7 +40,8 @@ def concurrency_limit(limit: int) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal in_flight
-        if request.path in EXEMPT_PATHS:
+        route = matched_route(request)
+        if route is not None and route.always_admitted:
             return await handler(request)
         if in_flight >= limit:
             raise Overloaded(
@@ -63,7 +64,9 @@ async def read_body_in_time(request: web.Request, handler: Handler) -> web.Strea
     a body over the route's limit gets 413."""
     if request.body_exists and request.match_info.http_exception is None:
         settings = request.app[SETTINGS]
-        limit = _body_limit(request, settings.max_body_bytes)
+        route = matched_route(request)
+        own = route.max_body_bytes if route is not None else None
+        limit = settings.max_body_bytes if own is None else min(own, settings.max_body_bytes)
         declared = request.content_length
         if declared is not None and declared > limit:
             # Refuse before reading; aiohttp's client_max_size covers chunked bodies.
@@ -81,10 +84,3 @@ async def read_body_in_time(request: web.Request, handler: Handler) -> web.Strea
             raise PayloadTooLarge(f"request body is over {limit} bytes; the limit is {limit}")
     return await handler(request)
 
-
-def _body_limit(request: web.Request, server_limit: int) -> int:
-    route = request.match_info.route
-    if route.resource is None:
-        return server_limit
-    own = request.app[BODY_LIMITS].get((route.method, route.resource.canonical))
-    return server_limit if own is None else min(own, server_limit)

@@ -21,7 +21,7 @@ from msgspec import Meta
 from runlake.api import admin, export, ingest, ops, reads
 from runlake.api.params import SLUG
 from runlake.api.responses import Accepted, Health, Readiness
-from runlake.api.state import BODY_LIMITS, ROUTES
+from runlake.api.state import ROUTE_INDEX, ROUTES
 from runlake.events import EVENT_TYPES
 from runlake.ingest.replay import ReplayStatus
 
@@ -57,7 +57,8 @@ class Route:
     `errors` lists statuses answered with the error envelope. `role` is the one
     place a route's access is decided; left out, it is the strictest.
     `max_body_bytes` is a tighter body limit than the server's, enforced (413)
-    before a declared body is read."""
+    before a declared body is read; an `always_admitted` route is answered even
+    when the server is at its limit of concurrent requests."""
 
     method: str
     path: str
@@ -73,6 +74,7 @@ class Route:
     errors: tuple[int, ...] = ()
     role: RouteRole = "admin"
     max_body_bytes: int | None = None
+    always_admitted: bool = False
 
 
 AnyEvent: Any = functools.reduce(operator.or_, EVENT_TYPES)
@@ -116,7 +118,7 @@ ROUTE_TABLE: tuple[Route, ...] = (
           "Append events of one component (implied where left out)", "ingest",
           202, Accepted, body=EVENTS, params=(COMPONENT,), errors=INGEST_ERRORS, role="ingest"),
     Route("GET", "/healthz", ops.healthz, "Liveness: the server answers", "operations",
-          response=Health, role="open"),
+          response=Health, role="open", always_admitted=True),
     Route("GET", "/readyz", ops.readyz, "Readiness: how far the fold is behind the log",
           "operations", response=Readiness, same_body=(503,), role="open"),
     Route("GET", "/metrics", ops.metrics, "Prometheus metrics", "operations",
@@ -183,9 +185,16 @@ ROUTE_TABLE: tuple[Route, ...] = (
 )
 
 
+def matched_route(request: web.Request) -> Route | None:
+    """The table's entry for the route the request matched (None: no match)."""
+    match = request.match_info
+    if match.http_exception is not None or match.route.resource is None:
+        return None
+    return request.app[ROUTE_INDEX].get((match.route.method, match.route.resource.canonical))
+
+
 def add_routes(app: web.Application) -> None:
     app[ROUTES] = ROUTE_TABLE
-    app[BODY_LIMITS] = {(r.method, r.path): r.max_body_bytes for r in ROUTE_TABLE
-                        if r.max_body_bytes is not None}
+    app[ROUTE_INDEX] = {(r.method, r.path): r for r in ROUTE_TABLE}
     for route in ROUTE_TABLE:
         app.router.add_route(route.method, route.path, route.handler)

@@ -25,8 +25,7 @@ SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
 ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")
-# (method, path) -> a route's own body limit, where tighter than the server's
-BODY_LIMITS: web.AppKey[dict[tuple[str, str], int]] = web.AppKey("body_limits")
+ROUTE_INDEX: web.AppKey[dict[tuple[str, str], Route]] = web.AppKey("route_index")  # (method, path)
 AUTH: web.AppKey[Auth] = web.AppKey("auth")  # keys, route roles, refusal counts
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 FOLD: web.AppKey[Fold] = web.AppKey("fold")
