@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from helpers.threads import in_thread
 
 from runlake.api.export import ExportRequest
 from runlake.api.routes import ROUTE_TABLE
@@ -35,10 +36,6 @@ def read_log(log_dir: Path) -> list[dict[str, Any]]:
     """Every row of a stopped (or running) log, read the way any reader would."""
     with EventLog(log_dir, readonly=True) as event_log:
         return [row for batch in event_log.read() for row in batch.to_pylist()]
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def test_one_event_array_and_ndjson_get_consecutive_seqs(

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers.folder import assert_same_database, dump_database, same_value
+from helpers.compare import assert_same_json
+from helpers.databases import assert_same_database, dump_database
 from helpers.server import Client
 
 from runlake import demo
@@ -49,20 +50,6 @@ async def answers(client: Client, min_seq: int | None = None) -> dict[str, Any]:
     return out
 
 
-def assert_same_answers(got: Any, expected: Any, where: str = "") -> None:
-    """Equal JSON, floats within a relative 1e-9: parallel sums may differ in the last bit."""
-    if isinstance(expected, dict):
-        assert isinstance(got, dict) and got.keys() == expected.keys(), where
-        for key in expected:
-            assert_same_answers(got[key], expected[key], f"{where}/{key}")
-    elif isinstance(expected, list):
-        assert isinstance(got, list) and len(got) == len(expected), where
-        for i, (g, e) in enumerate(zip(got, expected, strict=True)):
-            assert_same_answers(g, e, f"{where}[{i}]")
-    else:
-        assert same_value(got, expected), f"{where}: {got!r} != {expected!r}"
-
-
 async def wait_replay(client: Client) -> dict[str, Any]:
     for _ in range(600):
         status = (await client.get("/api/db/replay")).json()
@@ -84,7 +71,7 @@ async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None
         # The same reads as `during` below, without min_seq: nothing is appended between
         # the two (the late events come after `during`), so they must answer the same.
         plain = await answers(client)
-        assert_same_answers(plain, before, "without min_seq")
+        assert_same_json(plain, before, "without min_seq")
 
         started = await client.request("POST", "/api/db/replay")
         assert started.status == 202, started.body
@@ -97,7 +84,7 @@ async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None
         during = [await client.get(path) for path in READS]
         assert [r.status for r in during] == [200] * len(READS)
         for path, reply in zip(READS, during, strict=True):
-            assert_same_answers(reply.json(), plain[path], f"during the replay: {path}")
+            assert_same_json(reply.json(), plain[path], f"during the replay: {path}")
         late = await post_demo(client, 100, seed=4)
 
         status = await wait_replay(client)
@@ -114,7 +101,7 @@ async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None
     # The swapped-in file holds what the fold alone builds from the same log.
     shutil.copytree(tmp_path / "data" / "log", tmp_path / "fresh" / "log")
     async with make_server(data=tmp_path / "fresh") as fresh:
-        assert_same_answers(await answers(fresh, late), after)
+        assert_same_json(await answers(fresh, late), after)
         refolded = await fresh.app[DATABASE].read(dump_database)
     assert_same_database(replayed, refolded, "replayed while serving vs folded from scratch")
 
@@ -131,7 +118,7 @@ async def _replay_while_reads_keep_coming(make_server: MakeServer) -> None:
         # Nothing is appended from here on: every read, on either side of a swap, must
         # answer what the same read without min_seq answers now.
         plain = await answers(client)
-        assert_same_answers(plain, expected, "without min_seq")
+        assert_same_json(plain, expected, "without min_seq")
         stop = asyncio.Event()
         statuses: list[int] = []
         compared = 0
@@ -143,7 +130,7 @@ async def _replay_while_reads_keep_coming(make_server: MakeServer) -> None:
                     reply = await client.get(path)
                     statuses.append(reply.status)
                     if reply.status == 200:
-                        assert_same_answers(reply.json(), plain[path], f"racing a swap: {path}")
+                        assert_same_json(reply.json(), plain[path], f"racing a swap: {path}")
                         compared += 1
 
         readers = [asyncio.create_task(reader()) for _ in range(4)]
@@ -154,4 +141,4 @@ async def _replay_while_reads_keep_coming(make_server: MakeServer) -> None:
         await asyncio.gather(*readers)
         assert statuses and set(statuses) == {200}
         assert compared == len(statuses)
-        assert_same_answers(await answers(client, last), expected)
+        assert_same_json(await answers(client, last), expected)

@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.plain_http import call, get
 
 SERVER = Path(__file__).resolve().parents[1] / "bench" / "baseline" / "server.py"
 
@@ -102,22 +100,6 @@ STATUS0 = {"pending": 0, "running": 0, "completed": 0, "failed": 0, "cancelled":
 
 def by_status(**counts: int) -> dict[str, int]:
     return {**STATUS0, **counts}
-
-
-def call(base: str, path: str, body: bytes | None = None,
-         content_type: str = "application/json") -> tuple[int, Any]:
-    req = urllib.request.Request(base + path, data=body, headers={"Content-Type": content_type})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def get(base: str, path: str, **query: Any) -> Any:
-    status, data = call(base, path + ("?" + urllib.parse.urlencode(query) if query else ""))
-    assert status == 200, data
-    return data
 
 
 def start(db: Path) -> tuple[subprocess.Popen[str], str]:

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers.event_log import log_ids
 
 from runlake.events import EventLog, decode_events, events_to_table
 
@@ -56,17 +57,6 @@ def stats(cwd: Path, data: Path | None = None) -> dict[str, Any]:
             name, count = line.split()
             parsed[section][name] = int(count.replace(",", ""))
     return parsed
-
-
-def log_ids(data: Path) -> list[str | None]:
-    """Ids of every event in the log under `data`, in seq order (seqs checked contiguous)."""
-    ids: list[str | None] = []
-    with EventLog(data / "log", readonly=True) as log:
-        for batch in log.read(1):
-            assert batch.column("seq").to_pylist() == list(range(len(ids) + 1,
-                                                                 len(ids) + 1 + batch.num_rows))
-            ids += batch.column("id").to_pylist()
-    return ids
 
 
 def wires(start: int, count: int) -> list[dict[str, Any]]:
@@ -131,7 +121,7 @@ def test_ingest_good_files_of_every_format(tmp_path: Path) -> None:
         assert f"{name}: {len(events)} events, seq {seq}..{seq + len(events) - 1}" in out
         seq += len(events)
     everything = [e for events, _ in files.values() for e in events]
-    assert log_ids(tmp_path / "data") == ids_of(everything)
+    assert log_ids(tmp_path / "data" / "log", check_seqs=True) == ids_of(everything)
     counted = stats(tmp_path)
     assert counted["events"] == 120
     assert counted["type"] == {"metric": 30, "tag": 30, "status": 30, "log": 30}
@@ -147,7 +137,7 @@ def test_ingest_appends_after_what_is_there(tmp_path: Path) -> None:
     (tmp_path / "two.ndjson").write_bytes(ndjson(wires(5, 7)))
     ok(tmp_path, "ingest", "one.ndjson")
     assert "seq 6..12" in ok(tmp_path, "ingest", "two.ndjson")
-    assert log_ids(tmp_path / "data") == ids_of(wires(0, 12))
+    assert log_ids(tmp_path / "data" / "log", check_seqs=True) == ids_of(wires(0, 12))
     assert stats(tmp_path)["events"] == 12
 
 
@@ -161,7 +151,7 @@ def test_a_bad_ndjson_file_names_line_and_field_and_appends_nothing(tmp_path: Pa
     assert "bad.ndjson" in done.stderr
     assert re.search(r"'line': 3, 'field': 'value'", done.stderr), done.stderr
     assert re.search(r"'line': 5, 'field': 'colour'", done.stderr), done.stderr
-    assert log_ids(tmp_path / "data") == []
+    assert log_ids(tmp_path / "data" / "log", check_seqs=True) == []
     assert stats(tmp_path)["events"] == 0
 
 
@@ -176,7 +166,7 @@ def test_a_bad_file_among_good_ones_is_skipped_whole(tmp_path: Path) -> None:
     assert re.search(r"'event': 3, 'field': 'run_id'", done.stderr), done.stderr
     assert "good1.ndjson: 4 events, seq 1..4" in done.stdout
     assert "good2.ndjson: 3 events, seq 5..7" in done.stdout
-    assert log_ids(tmp_path / "data") == ids_of(wires(0, 7))
+    assert log_ids(tmp_path / "data" / "log", check_seqs=True) == ids_of(wires(0, 7))
 
 
 def test_a_bad_parquet_file_is_held_to_the_same_rules(tmp_path: Path) -> None:
@@ -220,7 +210,7 @@ def test_ingest_refuses_a_log_another_process_is_writing(tmp_path: Path) -> None
         done = runlake(tmp_path, "ingest", "a.ndjson")
         assert done.returncode == 2
         assert "in use" in done.stderr
-    assert log_ids(tmp_path / "data") == ["ev-50", "ev-51"]
+    assert log_ids(tmp_path / "data" / "log", check_seqs=True) == ["ev-50", "ev-51"]
 
 
 def test_demo_out_then_ingest(tmp_path: Path) -> None:
@@ -232,7 +222,8 @@ def test_demo_out_then_ingest(tmp_path: Path) -> None:
     out = ok(tmp_path, "ingest", "f.ndjson")
     assert f"f.ndjson: {len(events)} events, seq 1..{len(events)}" in out
     counted = stats(tmp_path)
-    assert counted["events"] == len(events) == len(log_ids(tmp_path / "data"))
+    logged = log_ids(tmp_path / "data" / "log", check_seqs=True)
+    assert counted["events"] == len(events) == len(logged)
     assert set(counted["component"]) <= {"test", "generator", "benchmark", "jobs"}
     assert {"run", "status", "metric"} <= set(counted["type"])
 
@@ -251,7 +242,7 @@ def test_demo_append(tmp_path: Path) -> None:
     assert stats(tmp_path)["events"] == expected
     out = ok(tmp_path, "demo", "--runs", "30", "--seed", "2", "--append")
     assert f"last seq {2 * expected}" in out
-    assert len(log_ids(tmp_path / "data")) == 2 * expected
+    assert len(log_ids(tmp_path / "data" / "log", check_seqs=True)) == 2 * expected
     assert not (tmp_path / "f.ndjson").exists()
 
 
@@ -259,6 +250,7 @@ def test_data_flag_and_environment_choose_the_log(tmp_path: Path) -> None:
     (tmp_path / "a.ndjson").write_bytes(ndjson(wires(0, 3)))
     ok(tmp_path, "ingest", "--data", str(tmp_path / "flag"), "a.ndjson")
     ok(tmp_path, "ingest", "a.ndjson", env={"RUNLAKE_DATA": str(tmp_path / "env")})
-    assert log_ids(tmp_path / "flag") == log_ids(tmp_path / "env") == ids_of(wires(0, 3))
+    assert (log_ids(tmp_path / "flag" / "log", check_seqs=True)
+            == log_ids(tmp_path / "env" / "log", check_seqs=True) == ids_of(wires(0, 3)))
     assert stats(tmp_path, tmp_path / "flag")["events"] == 3
     assert not (tmp_path / "data").exists()

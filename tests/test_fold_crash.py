@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from helpers.folder import assert_same_database, dump_database, fill_log
+from helpers.databases import assert_same_database, dump_file, fold_into
+from helpers.folder import fill_log
 from helpers.lines import LineProcess
 
 from runlake.events import EventLog
-from runlake.ingest.fold import fold_table, rebuild_views
 from runlake.views.db import SCHEMA_VERSION, Database, folded_seq
 
 HELPER = Path(__file__).parent / "helpers" / "folder.py"
@@ -51,13 +51,7 @@ def replay(log_dir: Path, db_file: Path) -> dict[str, list[tuple[object, ...]]]:
     """The reference: the whole log folded in one batch into a fresh file, views rebuilt."""
     with EventLog(log_dir, readonly=True) as log:
         table = pa.Table.from_batches(list(log.read(1)))
-    db = Database(db_file).open()
-    try:
-        fold_table(db.connection, table, incremental=False)
-        rebuild_views(db.connection)
-        return dump_database(db.connection)
-    finally:
-        db.close()
+    return fold_into(db_file, table, incremental=False)
 
 
 @pytest.mark.slow
@@ -90,12 +84,10 @@ def test_kill_9_during_fold_ends_equal_to_full_replay(tmp_path: Path) -> None:
     assert committed <= start
     assert folder.seqs("done") == [last_seq]
 
-    db = Database(db_file).open()
-    try:
+    def folded_to_the_end(db: Database) -> None:
         assert folded_seq(db.connection) == last_seq
-        crashed = dump_database(db.connection)
-    finally:
-        db.close()
+
+    crashed = dump_file(db_file, folded_to_the_end)
     expected = replay(log_dir, tmp_path / "replay.duckdb")
     assert expected["fold_state"] == [(last_seq, SCHEMA_VERSION)]
     assert expected["runs"] and expected["metric_hist"], "the log should hold runs and metrics"

@@ -29,7 +29,8 @@ from typing import Any
 import duckdb
 import msgspec
 import pyarrow as pa
-from helpers.folder import assert_same_database, dump_database
+from helpers.compare import same_value
+from helpers.databases import assert_same_database, dump_file, fold_into
 from helpers.stats import interpolated_bound, quantile_cont
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,8 +38,7 @@ from hypothesis import strategies as st
 from runlake.events import decode_events, events_to_table
 from runlake.events.segments import write_segment
 from runlake.ingest import bulk
-from runlake.ingest.fold import fold_in_transaction, fold_table, rebuild_views
-from runlake.views import VIEWS
+from runlake.ingest.fold import fold_in_transaction, rebuild_views
 from runlake.views.db import SCHEMA_VERSION, Database
 from runlake.views.metric_daily import ALPHA, GAMMA, OFFSET
 
@@ -226,42 +226,25 @@ def to_table(stream: Stream) -> pa.Table:
     return table
 
 
-def fold_into(path: Path, table: pa.Table, cuts: list[int], *, incremental: bool = True
-              ) -> dict[str, list[tuple[Any, ...]]]:
-    db = Database(path).open()
-    try:
-        con = db.connection
-        for lo, hi in zip([0, *cuts], [*cuts, table.num_rows], strict=True):
-            assert fold_table(con, table.slice(lo, hi - lo), incremental=incremental) == hi
-        if not incremental:
-            rebuild_views(con)
-        dump = dump_database(con)
-        assert {v.name for v in VIEWS} <= set(dump)
-        return dump
-    finally:
-        db.close()
-
-
 def bulk_into(tmp: Path, table: pa.Table, cuts: list[int]) -> dict[str, list[tuple[Any, ...]]]:
     """The stream as Parquet segments split at `cuts`, folded by the bulk replay."""
     segments = tmp / "segments"
     segments.mkdir()
     files = [write_segment(segments, table.slice(lo, hi - lo)).path
              for lo, hi in zip([0, *cuts], [*cuts, table.num_rows], strict=True)]
-    db = Database(tmp / "bulk.duckdb").open()
-    try:
+
+    def fold(db: Database) -> None:
         con = db.connection
-        with bulk.SegmentFold(con, files) as fold:
-            assert fold.fits
-            fold_in_transaction(con, table.num_rows, fold.apply)
+        with bulk.SegmentFold(con, files) as segment_fold:
+            assert segment_fold.fits
+            fold_in_transaction(con, table.num_rows, segment_fold.apply)
         rebuild_views(con)
         # What SegmentFold made for itself is gone again.
         assert not con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary "
                                "UNION ALL SELECT view_name FROM duckdb_views() "
                                "WHERE temporary AND NOT internal").fetchall()
-        return dump_database(con)
-    finally:
-        db.close()
+
+    return dump_file(tmp / "bulk.duckdb", fold)
 
 
 # ---------------------------------------------------------------- the recompute
@@ -503,11 +486,9 @@ def _durations(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def close(actual: Any, expected: Any, scale: float = 0.0) -> bool:
-    """Equal; floats within 1e-9 of the larger of both and `scale` (for interpolations
-    between values of opposite sign, whose result may be near 0)."""
-    if isinstance(expected, float) and isinstance(actual, float):
-        return abs(actual - expected) <= 1e-9 * max(abs(actual), abs(expected), scale)
-    return type(actual) is type(expected) and actual == expected
+    """Equal; floats within 1e-9 of the larger of both and `scale` (the recompute's
+    floats are all finite)."""
+    return same_value(actual, expected, 1e-9, scale=scale, finite=True)
 
 
 def read_view(con: duckdb.DuckDBPyConnection, view: str, key: tuple[str, ...]

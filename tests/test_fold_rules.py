@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import msgspec
 import pytest
-from helpers.folder import assert_same_database, dump_database
+from helpers.databases import assert_same_database, dump_database
 from helpers.stats import interpolated_bound, quantile_cont
 
 from runlake.events import decode_events, events_to_table

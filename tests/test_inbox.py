@@ -16,16 +16,17 @@ from typing import Any
 
 import msgspec
 import pytest
+from helpers.event_log import log_ids
 from helpers.inbox_proc import (
     drop,
     encode,
-    in_thread,
     json_bytes,
     ndjson_bytes,
     parquet_bytes,
     run_events,
     running_inbox,
 )
+from helpers.threads import in_thread
 
 from runlake import demo
 from runlake.views import queries
@@ -35,10 +36,6 @@ pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
 FORMATS = ["a.ndjson", "b.jsonl", "c.json", "d.json", "e.parquet",
            "f.ndjson.gz", "g.jsonl.gz", "h.json.gz", "i.json.gz", "j.parquet.gz"]
 SINGLE_OBJECT = {"c.json", "h.json.gz"}  # a JSON file holding one event, not an array
-
-
-def log_ids(event_log: Any) -> list[str]:
-    return [i for batch in event_log.read() for i in batch.column("id").to_pylist()]
 
 
 def test_every_format_ends_up_queryable(tmp_path: Path) -> None:

@@ -21,13 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 from helpers.inbox_proc import (
     drop,
-    in_thread,
     json_bytes,
     ndjson_bytes,
     parquet_bytes,
     run_events,
     running_inbox,
 )
+from helpers.threads import in_thread
 
 from runlake import demo
 from runlake.errors import InvalidEvents

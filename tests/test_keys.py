@@ -9,12 +9,11 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers.plain_http import http_status
 from helpers.server import ServerProcess, ThreadedServer, run_server, serve_in_thread
 
 from runlake.api.keys import (
@@ -206,15 +205,6 @@ def test_invalid_keys_file_stops_start_up(tmp_path: Path) -> None:
     assert not (data / "log").exists()
 
 
-def http_status(url: str, key: str | None) -> int:
-    request = urllib.request.Request(url, headers={"X-API-Key": key} if key else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
 @pytest.mark.slow
 def test_non_loopback_server_stays_closed_when_every_key_is_revoked(
     tmp_path: Path, start_server_process: Callable[..., ServerProcess]
@@ -223,11 +213,11 @@ def test_non_loopback_server_stays_closed_when_every_key_is_revoked(
     secret = keys_cli(data, "add", "--role", "read", "--name", "only").stdout.strip()
     server = start_server_process(data, host="0.0.0.0", inbox=False)
     url = f"http://127.0.0.1:{server.url.rsplit(':', 1)[1]}/api/db/overview"
-    assert http_status(url, secret) == 200
+    assert http_status(url, {"X-API-Key": secret}) == 200
     assert keys_cli(data, "revoke", "only").returncode == 0
     deadline = time.monotonic() + WAIT_S
-    while http_status(url, secret) != 401:
+    while http_status(url, {"X-API-Key": secret}) != 401:
         assert time.monotonic() < deadline, "the revoked key is still accepted"
         time.sleep(0.1)
-    assert http_status(url, None) == 401  # not open: this bind always needs a key
+    assert http_status(url) == 401  # not open: this bind always needs a key
     assert server.stop() == 0

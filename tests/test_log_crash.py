@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.event_log import log_ids
 from helpers.lines import LineProcess
 
 from runlake.events import EventLog
@@ -41,14 +42,9 @@ class Appender(LineProcess):
 
 def read_ids(log_dir: Path, writable: bool = False) -> list[str]:
     """Ids of the whole log by seq; asserts seqs are exactly 1..last_seq."""
-    ids: list[str] = []
-    seqs: list[int] = []
     with EventLog(log_dir, readonly=not writable) as log:
-        for batch in log.read(1):
-            seqs += batch.column("seq").to_pylist()
-            ids += batch.column("id").to_pylist()
+        ids = log_ids(log, check_seqs=True)
         assert log.last_seq == len(ids)
-    assert seqs == list(range(1, len(seqs) + 1))
     return ids
 
 

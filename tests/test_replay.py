@@ -19,13 +19,14 @@ from types import SimpleNamespace
 
 import duckdb
 import pytest
-from helpers.folder import assert_same_database, dump_database, fill_log
+from helpers.databases import assert_same_database, dump_file
+from helpers.folder import fill_log
 
 from runlake.events import EventLog, decode_events
 from runlake.ingest import bulk
 from runlake.ingest.fold import Fold
 from runlake.ingest.replay import build, staging_path
-from runlake.views.db import SCHEMA_VERSION, Database
+from runlake.views.db import SCHEMA_VERSION
 
 RUNS = 400  # ~12 k events
 
@@ -40,20 +41,8 @@ def replay_cli(data: Path, *flags: str) -> subprocess.CompletedProcess[str]:
 def fold_incrementally(data: Path, batch_rows: int = 1_500) -> dict[str, list[tuple[object, ...]]]:
     """The database the server would have: the log followed in small batches."""
     with EventLog(data / "log", readonly=True) as event_log:
-        db = Database(data / "runlake.duckdb").open()
-        try:
-            Fold(db, event_log, batch_rows).fold_available()
-            return dump_database(db.connection)
-        finally:
-            db.close()
-
-
-def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    db = Database(path).open()
-    try:
-        return dump_database(db.connection)
-    finally:
-        db.close()
+        return dump_file(data / "runlake.duckdb",
+                         lambda db: Fold(db, event_log, batch_rows).fold_available())
 
 
 def sha256(path: Path) -> str:
@@ -76,7 +65,7 @@ def test_replay_rebuilds_what_the_incremental_fold_built(data: Path) -> None:
     assert f"{last_seq:,}/{last_seq:,} events" in done.stderr  # the progress bar's last line
     assert "/s" in done.stderr and "ETA" in done.stderr
     assert not staging_path(data / "runlake.duckdb").exists()
-    replayed = dump(data / "runlake.duckdb")
+    replayed = dump_file(data / "runlake.duckdb")
     assert replayed["runs"] and replayed["metric_hist"]
     assert_same_database(replayed, incremental, "replayed vs incrementally folded")
 
@@ -100,7 +89,7 @@ def test_bulk_replay_of_segments_then_batches_of_the_tail(
     assert seq == event_log.last_seq == sum(updates)
     bulk_used = max_batch_deletes > 0
     assert (updates[0] == segments[-1].last) is bulk_used, updates
-    assert_same_database(dump(tmp_path / "bulk.duckdb"), fold_incrementally(data),
+    assert_same_database(dump_file(tmp_path / "bulk.duckdb"), fold_incrementally(data),
                          "bulk replay vs incrementally folded")
 
 
@@ -108,20 +97,20 @@ def test_replay_of_a_database_that_is_missing_or_stale(data: Path) -> None:
     """No database at all: replay creates one. A database folded from another log:
     replay throws it away, whatever it held."""
     assert replay_cli(data).returncode == 0
-    expected = dump(data / "runlake.duckdb")
+    expected = dump_file(data / "runlake.duckdb")
     con = duckdb.connect(str(data / "runlake.duckdb"))
     con.execute("DELETE FROM runs")
     con.execute("UPDATE fold_state SET folded_seq = 5")
     con.close()
     assert replay_cli(data).returncode == 0
-    assert_same_database(dump(data / "runlake.duckdb"), expected, "after a second replay")
+    assert_same_database(dump_file(data / "runlake.duckdb"), expected, "after a second replay")
 
 
 def test_replay_drops_the_old_files_duckdb_wal(data: Path) -> None:
     """A server killed with -9 leaves `runlake.duckdb.wal` beside its file. That WAL
     belongs to the old file: left beside the new one DuckDB would replay it into it."""
     assert replay_cli(data).returncode == 0
-    expected = dump(data / "runlake.duckdb")
+    expected = dump_file(data / "runlake.duckdb")
     crash = (
         "import duckdb, os, sys\n"
         "con = duckdb.connect(sys.argv[1])\n"
@@ -136,12 +125,12 @@ def test_replay_drops_the_old_files_duckdb_wal(data: Path) -> None:
 
     assert replay_cli(data).returncode == 0
     assert not wal.exists()
-    assert_same_database(dump(data / "runlake.duckdb"), expected, "replayed after a crash")
+    assert_same_database(dump_file(data / "runlake.duckdb"), expected, "replayed after a crash")
 
 
 def test_replay_refuses_while_a_server_runs(data: Path, start_server_process) -> None:
     assert replay_cli(data).returncode == 0
-    expected = dump(data / "runlake.duckdb")
+    expected = dump_file(data / "runlake.duckdb")
     server = start_server_process(data, inbox=False)
     try:
         refused = replay_cli(data)
@@ -152,7 +141,7 @@ def test_replay_refuses_while_a_server_runs(data: Path, start_server_process) ->
     finally:
         assert server.stop() == 0
     # The refused replay touched nothing: the server's database is as it was.
-    assert_same_database(dump(data / "runlake.duckdb"), expected, "after a refused replay")
+    assert_same_database(dump_file(data / "runlake.duckdb"), expected, "after a refused replay")
 
 
 @pytest.mark.slow
@@ -161,7 +150,7 @@ def test_replay_killed_midway_leaves_the_old_database_as_it_was(data: Path) -> N
     opens; the next replay cleans up the half-built file and finishes."""
     assert replay_cli(data).returncode == 0
     db_file = data / "runlake.duckdb"
-    expected, digest = dump(db_file), sha256(db_file)
+    expected, digest = dump_file(db_file), sha256(db_file)
     staging = staging_path(db_file)
     delays = (0.0, 0.2, 0.5)
     mid_build = 0  # kills that landed while the build was under way
@@ -190,18 +179,18 @@ def test_replay_killed_midway_leaves_the_old_database_as_it_was(data: Path) -> N
         assert sha256(db_file) == digest, "the old database changed before the swap"
     assert mid_build == len(delays), f"only {mid_build} of {len(delays)} kills hit the build"
     assert staging.exists(), "a killed replay leaves its half-built file behind"
-    assert_same_database(dump(db_file), expected, "old database after the kills")
+    assert_same_database(dump_file(db_file), expected, "old database after the kills")
 
     assert replay_cli(data).returncode == 0
     assert not staging.exists()
-    assert_same_database(dump(db_file), expected, "replayed after the kills")
+    assert_same_database(dump_file(db_file), expected, "replayed after the kills")
 
 
 def test_server_rebuilds_a_database_of_an_older_schema(data: Path, start_server_process) -> None:
     """After an upgrade that changed a view's shape, the server rebuilds the database
     from the log when it opens it, instead of failing on the old tables."""
     assert replay_cli(data).returncode == 0
-    expected = dump(data / "runlake.duckdb")
+    expected = dump_file(data / "runlake.duckdb")
     con = duckdb.connect(str(data / "runlake.duckdb"))
     con.execute("UPDATE fold_state SET schema_version = 1")
     con.execute("ALTER TABLE metric_stats ADD COLUMN unit VARCHAR")  # version 1 had a unit
@@ -209,14 +198,14 @@ def test_server_rebuilds_a_database_of_an_older_schema(data: Path, start_server_
     server = start_server_process(data, inbox=False)
     assert server.stop() == 0
     assert "rebuilding it from the log" in server.stderr()
-    assert_same_database(dump(data / "runlake.duckdb"), expected, "rebuilt at start-up")
+    assert_same_database(dump_file(data / "runlake.duckdb"), expected, "rebuilt at start-up")
 
 
 def test_server_rebuilds_a_database_file_that_is_not_one(data: Path, start_server_process) -> None:
     assert replay_cli(data).returncode == 0
-    expected = dump(data / "runlake.duckdb")
+    expected = dump_file(data / "runlake.duckdb")
     (data / "runlake.duckdb").write_bytes(b"not a duckdb file" * 100)
     server = start_server_process(data, inbox=False)
     assert server.stop() == 0
     assert "rebuilding it from the log" in server.stderr()
-    assert_same_database(dump(data / "runlake.duckdb"), expected, "rebuilt at start-up")
+    assert_same_database(dump_file(data / "runlake.duckdb"), expected, "rebuilt at start-up")

@@ -9,8 +9,6 @@ import random
 import re
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,9 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+from helpers.plain_http import http_status
 from helpers.server import ServerProcess, run_server
+from helpers.threads import in_thread
 
 from runlake.events import EventLog
 from runlake.views.db import Database, folded_seq
@@ -72,7 +72,7 @@ async def ingest_then_kill(server: ServerProcess, rng: random.Random, round_no: 
         for c in range(CLIENTS)
     ]
     await asyncio.sleep(rng.uniform(0.3, 1.2))
-    await asyncio.get_running_loop().run_in_executor(None, server.kill)
+    await in_thread(server.kill)
     await asyncio.gather(*clients)
 
 
@@ -126,7 +126,7 @@ def test_sigterm_finishes_in_flight_appends_folds_and_rolls_the_tail(
                                                           random.Random(c), requests))
                    for c in range(CLIENTS)]
         await asyncio.sleep(rng.uniform(0.5, 1.0))
-        code = await asyncio.get_running_loop().run_in_executor(None, server.stop)
+        code = await in_thread(server.stop)
         await asyncio.gather(*clients)
         return code
 
@@ -170,15 +170,8 @@ def test_non_loopback_bind_with_a_key_serves(
     server = start_server_process(data, host="0.0.0.0", inbox=False)
     url = f"http://127.0.0.1:{server.url.rsplit(':', 1)[1]}/api/db/overview"
 
-    def status(headers: dict[str, str]) -> int:
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as r:
-                return int(r.status)
-        except urllib.error.HTTPError as e:
-            return e.code
-
-    assert status({"X-API-Key": key}) == 200
-    assert status({}) == 401
+    assert http_status(url, {"X-API-Key": key}) == 200
+    assert http_status(url, {}) == 401
     assert server.stop() == 0
 
 

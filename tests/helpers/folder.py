@@ -1,5 +1,5 @@
 """Fold an existing log into a DuckDB file in small batches until done or killed (the
-subject of test_fold_crash.py), and the database comparison the fold tests share.
+subject of test_fold_crash.py).
 
     python folder.py LOG_DIR DB_FILE [--batch-rows N] [--use-fold]
 
@@ -7,18 +7,16 @@ Prints `ready <folded_seq>` once the database is open (the high-water mark a kil
 predecessor left), then `folded <seq>` after each committed batch, then `done <seq>`.
 With --use-fold the batches are folded by `Fold.fold_available()` (no per-batch lines);
 otherwise by a loop of `fold_table`. Each line is one os.write: never torn.
+
+Also `fill_log`, the log the fold tests share.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import msgspec
 import pyarrow as pa
 
@@ -26,63 +24,6 @@ from runlake import demo
 from runlake.events import EventLog, decode_events
 from runlake.ingest.fold import Fold, fold_table
 from runlake.views.db import Database, folded_seq
-
-REL_TOL = 1e-9  # sums and averages may differ in the last bits by summation order
-
-Rows = list[tuple[Any, ...]]
-
-
-def dump_database(con: duckdb.DuckDBPyConnection) -> dict[str, Rows]:
-    """Every table of the database (base tables and views), each as sorted rows."""
-    names = [
-        r[0]
-        for r in con.execute(
-            "SELECT table_name FROM duckdb_tables() "
-            "WHERE schema_name = 'main' AND NOT temporary ORDER BY 1"
-        ).fetchall()
-    ]
-    return {name: sorted_rows(con.execute(f'SELECT * FROM "{name}"').fetchall()) for name in names}
-
-
-def sorted_rows(rows: Rows) -> Rows:
-    """Rows as a sorted multiset; None sorts first in any column."""
-    return sorted(rows, key=lambda row: tuple(_sort_key(v) for v in row))
-
-
-def _sort_key(value: Any) -> tuple[Any, ...]:
-    if value is None:
-        return (0,)
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return (1, float(value))
-    if isinstance(value, datetime | date):
-        return (2, value.isoformat())
-    return (3, str(value))
-
-
-def same_value(a: Any, b: Any, rel_tol: float = REL_TOL) -> bool:
-    """Equal, floats within a relative tolerance."""
-    if isinstance(a, float) and isinstance(b, float):
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return a == b or math.isclose(a, b, rel_tol=rel_tol, abs_tol=0.0)
-    return type(a) is type(b) and a == b
-
-
-def assert_same_database(
-    actual: dict[str, Rows], expected: dict[str, Rows], what: str = ""
-) -> None:
-    """Same tables, and in each the same sorted rows (floats within REL_TOL)."""
-    assert sorted(actual) == sorted(expected), f"{what}: different tables"
-    for name in expected:
-        got, want = actual[name], expected[name]
-        assert len(got) == len(want), (
-            f"{what}: table {name} has {len(got)} rows, expected {len(want)}\n"
-            f"only in actual: {[r for r in got if r not in want][:5]}\n"
-            f"only in expected: {[r for r in want if r not in got][:5]}"
-        )
-        for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            ok = len(g) == len(w) and all(same_value(x, y) for x, y in zip(g, w, strict=True))
-            assert ok, f"{what}: table {name}, row {i}:\n  actual   {g}\n  expected {w}"
 
 
 def say(line: str) -> None:

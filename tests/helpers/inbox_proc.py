@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
+from helpers.threads import in_thread
 from runlake.events import EventLog, decode_events, events_to_table
 from runlake.ingest.fold import Fold
 from runlake.ingest.inbox import Inbox
@@ -108,10 +109,6 @@ def drop(directory: Path, name: str, data: bytes) -> Path:
 
 
 # -- in-process ------------------------------------------------------------------
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 @dataclass

@@ -1,0 +1,95 @@
+"""Databases as data, for comparing folds: fold into a fresh file, dump every table,
+compare two dumps (floats within a relative tolerance)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from helpers.compare import REL_TOL, same_value
+from runlake.ingest.fold import fold_table, rebuild_views
+from runlake.views import VIEWS
+from runlake.views.db import Database
+
+Rows = list[tuple[Any, ...]]
+
+
+def dump_database(con: duckdb.DuckDBPyConnection) -> dict[str, Rows]:
+    """Every table of the database (base tables and views), each as sorted rows."""
+    names = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE schema_name = 'main' AND NOT temporary ORDER BY 1"
+        ).fetchall()
+    ]
+    return {name: sorted_rows(con.execute(f'SELECT * FROM "{name}"').fetchall()) for name in names}
+
+
+def dump_file(path: Path, before: Callable[[Database], object] | None = None
+              ) -> dict[str, Rows]:
+    """`dump_database` of the file at `path` (made if missing), after `before(db)` (a
+    fold, a check) if given; the file is closed again."""
+    db = Database(path).open()
+    try:
+        if before is not None:
+            before(db)
+        return dump_database(db.connection)
+    finally:
+        db.close()
+
+
+def fold_into(path: Path, table: pa.Table, cuts: Sequence[int] = (), *,
+              incremental: bool = True) -> dict[str, Rows]:
+    """`table` (seqs 1..n) folded into a fresh file at `path`, one batch between each two
+    `cuts`; with `incremental=False`, base tables only and then `rebuild_views`. Returns
+    the dump, which must hold every view."""
+
+    def fold(db: Database) -> None:
+        con = db.connection
+        for lo, hi in zip([0, *cuts], [*cuts, table.num_rows], strict=True):
+            assert fold_table(con, table.slice(lo, hi - lo), incremental=incremental) == hi
+        if not incremental:
+            rebuild_views(con)
+
+    dump = dump_file(path, fold)
+    assert {v.name for v in VIEWS} <= set(dump)
+    return dump
+
+
+def sorted_rows(rows: Rows) -> Rows:
+    """Rows as a sorted multiset; None sorts first in any column."""
+    return sorted(rows, key=lambda row: tuple(_sort_key(v) for v in row))
+
+
+def _sort_key(value: Any) -> tuple[Any, ...]:
+    if value is None:
+        return (0,)
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return (1, float(value))
+    if isinstance(value, datetime | date):
+        return (2, value.isoformat())
+    return (3, str(value))
+
+
+def assert_same_database(
+    actual: dict[str, Rows], expected: dict[str, Rows], what: str = ""
+) -> None:
+    """Same tables, and in each the same sorted rows (floats within REL_TOL)."""
+    assert sorted(actual) == sorted(expected), f"{what}: different tables"
+    for name in expected:
+        got, want = actual[name], expected[name]
+        assert len(got) == len(want), (
+            f"{what}: table {name} has {len(got)} rows, expected {len(want)}\n"
+            f"only in actual: {[r for r in got if r not in want][:5]}\n"
+            f"only in expected: {[r for r in want if r not in got][:5]}"
+        )
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            ok = len(g) == len(w) and all(
+                same_value(x, y, REL_TOL) for x, y in zip(g, w, strict=True))
+            assert ok, f"{what}: table {name}, row {i}:\n  actual   {g}\n  expected {w}"
