@@ -145,10 +145,13 @@ def test_roll_seconds_rolls_an_idle_tail(tmp_path: Path) -> None:
         check_log(log, make_events(0, 35))
 
 
-def test_reads_from_any_range(tmp_path: Path) -> None:
+@pytest.mark.parametrize("roll_rows", [64, 10**6], ids=["segments", "all_in_the_tail"])
+def test_reads_from_any_range(tmp_path: Path, roll_rows: int) -> None:
+    """Reads start in the right segment, sealed tail or group commit of the tail
+    (found by bisection) and stop at `to_seq`."""
     events = make_events(0, 300)
     rng = random.Random(7)
-    with EventLog(tmp_path, roll_rows=64) as log:
+    with EventLog(tmp_path, roll_rows=roll_rows) as log:
         pos = 0
         while pos < len(events):
             n = rng.randint(1, 40)
@@ -158,6 +161,7 @@ def test_reads_from_any_range(tmp_path: Path) -> None:
         ranges = [(1, None), (1, n), (n, None), (n + 1, None), (64, 65), (65, 65), (10, 9),
                   (0, 3), (200, 10**9)]
         ranges += [tuple(sorted(rng.sample(range(1, n + 1), 2))) for _ in range(20)]
+        ranges += [(s, None) for s in range(1, n + 2, 5)]  # from all over
         for reader in (log, EventLog(tmp_path, readonly=True).open()):
             for from_seq, to_seq in ranges:
                 rows = read_rows(reader, from_seq, to_seq, batch_rows=rng.choice([3, 7, 1000]))

@@ -16,6 +16,7 @@ thread writes the sealed tail as a segment and then deletes its WAL file.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import fcntl
 import logging
 import os
@@ -60,6 +61,7 @@ class _Append:
 @dataclass
 class _Sealed:
     tables: list[pa.Table]
+    firsts: list[int]  # each table's first seq
     wal: Path | None
 
 
@@ -87,7 +89,8 @@ class EventLog:
         self._cond = threading.Condition()
         self._segments: list[Segment] = []
         self._sealed: list[_Sealed] = []
-        self._tail: list[pa.Table] = []
+        self._tail: list[pa.Table] = []  # one table per group commit
+        self._tail_firsts: list[int] = []  # their first seqs: reads bisect, not scan
         self._tail_bytes = 0
         self._tail_since = 0.0
         self._last_seq = 0
@@ -200,7 +203,13 @@ class EventLog:
         across segments and the not-yet-rolled tail."""
         with self._cond:
             segments = list(self._segments)
-            memory = [t for s in self._sealed for t in s.tables] + list(self._tail)
+            # Only the tables from the one holding from_seq on: a tail of single-event
+            # commits holds tens of thousands, and the fold reads its end again and again.
+            memory: list[tuple[int, pa.Table]] = []
+            for firsts, tables in [*((s.firsts, s.tables) for s in self._sealed),
+                                   (self._tail_firsts, self._tail)]:
+                i = max(0, bisect.bisect_right(firsts, from_seq) - 1)
+                memory.extend(zip(firsts[i:], tables[i:], strict=True))
             last = self._last_seq if to_seq is None else min(to_seq, self._last_seq)
         for seg in segments:
             if seg.last < from_seq:
@@ -211,8 +220,7 @@ class EventLog:
                 yield from _clip(batch, last)
                 if batch.num_rows and batch.column(0)[0].as_py() + batch.num_rows > last:
                     return  # the rest of the segment lies past `last`: do not read it
-        for table in memory:
-            first = table.column("seq")[0].as_py()
+        for first, table in memory:
             if first + table.num_rows <= from_seq:
                 continue
             if first > last:
@@ -307,6 +315,7 @@ class EventLog:
             if not self._tail:
                 self._tail_since = time.monotonic()
             self._tail.append(table)
+            self._tail_firsts.append(first)
             self._tail_bytes += table.nbytes
             self._last_seq = seq - 1
             self._cond.notify_all()
@@ -323,7 +332,7 @@ class EventLog:
     def _maybe_roll(self) -> None:
         if not self._tail:
             return
-        rows = self._last_seq - self._tail[0].column("seq")[0].as_py() + 1
+        rows = self._last_seq - self._tail_firsts[0] + 1
         age = time.monotonic() - self._tail_since
         too_big = rows >= self.roll_rows or self._tail_bytes >= self.roll_bytes
         if too_big or age >= self.roll_seconds:
@@ -337,9 +346,9 @@ class EventLog:
         assert self._wal is not None
         self._wal.close()
         with self._cond:
-            sealed = _Sealed(self._tail, self._wal.path)
+            sealed = _Sealed(self._tail, self._tail_firsts, self._wal.path)
             self._sealed.append(sealed)
-            self._tail, self._tail_bytes = [], 0
+            self._tail, self._tail_firsts, self._tail_bytes = [], [], 0
         self._wal = None
         self._roll_queue.put(sealed)
 
@@ -436,6 +445,7 @@ class EventLog:
             # A gap means a roll finished between listing segments and WAL files.
             if all(f == end + 1 for f, end in zip(firsts, ends, strict=False)):
                 self._segments, self._tail, self._last_seq = segments, tail, ends[-1]
+                self._tail_firsts = firsts
                 return
         raise LogError(f"the log in {self.directory} keeps changing; try again")
 

@@ -23,7 +23,8 @@ from runlake.views.db import Database, folded_seq
 
 log = logging.getLogger("runlake.fold")
 
-NAIVE_TS = pa.timestamp("us")  # the tables hold naive UTC; the cast keeps the values
+NAIVE_TS = pa.timestamp("us")
+SMALL_CHUNK_ROWS = 2048  # DuckDB's vector size  # the tables hold naive UTC; the cast keeps the values
 
 # The scope of an incremental refresh: which runs, batches, components and metric
 # groups this batch touched, and the runs' keys before (old_keys) and after.
@@ -205,6 +206,10 @@ def log_tables(event_log: EventLog, after: int, upto: int | None,
         if not batches:
             return
         table = pa.Table.from_batches(batches)
+        if table.num_rows < SMALL_CHUNK_ROWS * len(batches):
+            # Mostly small group commits (one event per request): every statement
+            # of the fold scans each chunk as its own tiny vector. One copy is cheaper.
+            table = table.combine_chunks()
         yield table
         after = table.column("seq")[-1].as_py()
 
