@@ -81,6 +81,5 @@ async def read_body_in_time(request: web.Request, handler: Handler) -> web.Strea
                 f"the request body did not arrive within {settings.read_timeout_s:g} s "
                 "(read_timeout_s)", close=True) from None
         if len(body) > limit:  # a chunked body, read up to the server's limit
-            raise PayloadTooLarge(f"request body is over {limit} bytes; the limit is {limit}")
+            raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
     return await handler(request)
-

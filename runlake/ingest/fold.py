@@ -23,8 +23,8 @@ from runlake.views.db import Database, folded_seq
 
 log = logging.getLogger("runlake.fold")
 
-NAIVE_TS = pa.timestamp("us")
-SMALL_CHUNK_ROWS = 2048  # DuckDB's vector size  # the tables hold naive UTC; the cast keeps the values
+NAIVE_TS = pa.timestamp("us")  # the tables hold naive UTC; the cast keeps the values
+SMALL_CHUNK_ROWS = 2048  # DuckDB's vector size
 
 # The scope of an incremental refresh: which runs, batches, components and metric
 # groups this batch touched, and the runs' keys before (old_keys) and after.

@@ -119,8 +119,8 @@ class Database:
 
     async def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run `fn(cursor)` on a reader thread with a cursor of its own."""
-        return await asyncio.get_running_loop().run_in_executor(self.readers_pool, self.read_sync,
-                                                                fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.readers_pool, self.read_sync, fn)
 
     @property
     def readers_pool(self) -> ThreadPoolExecutor:
