@@ -415,9 +415,7 @@ def drop_parquet(inbox: Path, events: int, per_file: int = 100_000, seed: int = 
     lines = msgspec.json.Encoder().encode_lines(list(generate(1000, seed=seed)))
     base = events_to_table(decode_events(lines, ndjson=True), 0, 0)
     tiles: list[pa.Table] = []
-    for k in itertools.count():
-        if sum(t.num_rows for t in tiles) >= events:
-            break
+    for k in range(-(-events // base.num_rows)):  # enough whole tiles
         tile = base
         for col in ("run_id", "batch_id"):
             i = tile.schema.get_field_index(col)

@@ -121,17 +121,14 @@ async def _replay_while_reads_keep_coming(make_server: MakeServer) -> None:
         assert_same_json(plain, expected, "without min_seq")
         stop = asyncio.Event()
         statuses: list[int] = []
-        compared = 0
 
         async def reader() -> None:
-            nonlocal compared
             while not stop.is_set():
                 for path in READS:
                     reply = await client.get(path)
                     statuses.append(reply.status)
                     if reply.status == 200:
                         assert_same_json(reply.json(), plain[path], f"racing a swap: {path}")
-                        compared += 1
 
         readers = [asyncio.create_task(reader()) for _ in range(4)]
         for _ in range(3):
@@ -139,6 +136,5 @@ async def _replay_while_reads_keep_coming(make_server: MakeServer) -> None:
             assert (await wait_replay(client))["state"] == "done"
         stop.set()
         await asyncio.gather(*readers)
-        assert statuses and set(statuses) == {200}
-        assert compared == len(statuses)
+        assert statuses and set(statuses) == {200}  # so every answer was compared
         assert_same_json(await answers(client, last), expected)

@@ -7,17 +7,14 @@ out by hand from the small event stream below.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.baseline_server import start, stop
 from helpers.plain_http import call, get
-
-SERVER = Path(__file__).resolve().parents[1] / "bench" / "baseline" / "server.py"
 
 # Recent enough for the 30-day performance window; whole seconds keep the arithmetic exact.
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
@@ -100,32 +97,6 @@ STATUS0 = {"pending": 0, "running": 0, "completed": 0, "failed": 0, "cancelled":
 
 def by_status(**counts: int) -> dict[str, int]:
     return {**STATUS0, **counts}
-
-
-def start(db: Path) -> tuple[subprocess.Popen[str], str]:
-    errors = db.with_suffix(".stderr")  # a file, not a pipe nobody drains
-    with errors.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, str(SERVER), "--db", str(db), "--host", "127.0.0.1", "--port", "0"],
-            stdout=subprocess.PIPE, stderr=err, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # the server prints exactly this one line once bound
-    if not line.startswith("listening on http://127.0.0.1:"):
-        stop(proc)
-        pytest.fail(f"server did not start: {line!r} {errors.read_text()}")
-    return proc, line.split("listening on ", 1)[1].strip()
-
-
-def stop(proc: subprocess.Popen[str]) -> int:
-    proc.terminate()
-    try:
-        return proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-    finally:
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 @pytest.fixture(scope="module")

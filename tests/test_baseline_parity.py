@@ -26,9 +26,9 @@ from typing import Any
 
 import msgspec
 import pytest
+from helpers.baseline_server import start, stop
 from helpers.plain_http import call, get
 from helpers.server import ServerProcess, start_server_process
-from test_baseline import start, stop
 
 from runlake.demo import generate
 

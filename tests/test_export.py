@@ -502,7 +502,6 @@ def test_million_event_export_keeps_server_memory_flat(start_server_process: Any
 def test_runs_export_pages_by_key_without_holding_a_cursor(tmp_path: Path) -> None:
     """Keyset pages of 3 give every run once, in order, ties on created_at included;
     between pages no read is in flight (a replay could swap the file)."""
-    from runlake.events import decode_events
     from runlake.ingest.fold import fold_table
     from runlake.views.db import Database
     from runlake.views.export import runs_batches
@@ -514,10 +513,12 @@ def test_runs_export_pages_by_key_without_holding_a_cursor(tmp_path: Path) -> No
     try:
         fold_table(db.connection, events_to_table(
             decode_events(msgspec.json.encode(events)), 1, 0))
-        seen = []
+        seen, sizes = [], []
         for batch in runs_batches(db, None, batch_rows=3):
             assert db._readers == 0  # no read is held across pages
             seen += [(r["component"], r["created_at"], r["run_id"]) for r in batch.to_pylist()]
+            sizes.append(batch.num_rows)
+        assert sizes == [3] * 7 + [1]  # paged, not one read
         assert len(seen) == 22 and seen == sorted(seen)
         assert len(set(seen)) == 22
         only_beta = [r for b in runs_batches(db, ["beta"], batch_rows=4) for r in b.to_pylist()]

@@ -30,7 +30,7 @@ import duckdb
 import msgspec
 import pyarrow as pa
 from helpers.compare import same_value
-from helpers.databases import assert_same_database, dump_file, fold_into
+from helpers.databases import assert_same_database, dump_file, fold_into, split
 from helpers.stats import interpolated_bound, quantile_cont
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -230,8 +230,7 @@ def bulk_into(tmp: Path, table: pa.Table, cuts: list[int]) -> dict[str, list[tup
     """The stream as Parquet segments split at `cuts`, folded by the bulk replay."""
     segments = tmp / "segments"
     segments.mkdir()
-    files = [write_segment(segments, table.slice(lo, hi - lo)).path
-             for lo, hi in zip([0, *cuts], [*cuts, table.num_rows], strict=True)]
+    files = [write_segment(segments, part).path for part in split(table, cuts)]
 
     def fold(db: Database) -> None:
         con = db.connection

@@ -37,7 +37,6 @@ from runlake.api.state import (
     HTTP_METRICS,
     INBOX,
     REBUILD,
-    ROUTES,
     SETTINGS,
 )
 from runlake.events import EventLog
@@ -73,7 +72,7 @@ def make_app(settings: Settings, *, loopback: bool | None = None) -> web.Applica
     add_routes(app)
     if loopback is None:
         loopback = is_loopback(settings.host)
-    app[AUTH] = Auth(app[ROUTES], KeyRing(settings.keys_path), loopback)
+    app[AUTH] = Auth(KeyRing(settings.keys_path), loopback)
     return app
 
 

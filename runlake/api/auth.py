@@ -24,13 +24,13 @@ from aiohttp.typedefs import Handler
 
 from runlake.api.keys import ApiKey, KeyRing
 from runlake.api.metrics import UNMATCHED, header, sample
-from runlake.api.state import AUTH
+from runlake.api.state import AUTH, matched_route
 from runlake.errors import Forbidden, Unauthorized
 from runlake.events import Event
 from runlake.events.schema import DeleteEvent
 
 if TYPE_CHECKING:
-    from runlake.api.routes import Route, RouteRole
+    from runlake.api.routes import RouteRole
 
 log = logging.getLogger("runlake.auth")
 
@@ -43,11 +43,9 @@ HOW_TO_SEND = f"send it as {KEY_HEADER}: <key> or Authorization: Bearer <key>"
 class Auth:
     """The keys, the role each route needs, and the count of refused requests."""
 
-    def __init__(self, routes: Sequence[Route], keyring: KeyRing, loopback: bool) -> None:
+    def __init__(self, keyring: KeyRing, loopback: bool) -> None:
         self.keyring = keyring
         self.loopback = loopback
-        self.roles: dict[tuple[str, str], RouteRole] = {(r.method, r.path): r.role
-                                                       for r in routes}
         self.failures = dict.fromkeys(REASONS, 0)
 
     @property
@@ -62,7 +60,8 @@ class Auth:
         match = request.match_info
         if match.http_exception is not None or match.route.resource is None:
             return None
-        return self.roles.get((match.route.method, match.route.resource.canonical), "admin")
+        route = matched_route(request)
+        return route.role if route is not None else "admin"
 
     def failed(self, request: web.Request, reason: str, message: str) -> None:
         """Count a refused request and log it: route, remote, reason; never the key."""

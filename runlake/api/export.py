@@ -28,7 +28,6 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, NamedTuple
 
@@ -155,17 +154,15 @@ async def _export(request: web.Request, spec: ExportRequest, components: list[st
     if spec.min_seq and spec.what == "runs":
         await wait_for_fold(request, spec.min_seq,
                             "parameter" if request.method == "GET" else "field")
-    executor: Executor | None = None  # the log: the default executor
     if spec.what == "events":
         chunks = _event_chunks(request.app[EVENT_LOG], components, spec)
     else:
-        db = request.app[DATABASE]
-        chunks, executor = _run_chunks(db, components, spec), db.readers_pool
+        chunks = _run_chunks(request.app[DATABASE], components, spec)
     pump = _Pump(chunks)
     loop = asyncio.get_running_loop()
     try:
         # The first step opens the source: an error there still gets the envelope.
-        chunk = await loop.run_in_executor(executor, pump.next)
+        chunk = await loop.run_in_executor(None, pump.next)
         fmt = FORMATS[spec.format]
         name = download_name(label, spec.what, fmt.extension, spec.filename)
         response = web.StreamResponse(headers={
@@ -180,7 +177,7 @@ async def _export(request: web.Request, spec: ExportRequest, components: list[st
             while chunk is not None:
                 if chunk:
                     await response.write(chunk)  # waits while the client is behind
-                chunk = await loop.run_in_executor(executor, pump.next)
+                chunk = await loop.run_in_executor(None, pump.next)
             await response.write_eof()
         except ConnectionError:
             log.info("export to %s stopped: the client went away", request.remote)
@@ -191,7 +188,6 @@ async def _export(request: web.Request, spec: ExportRequest, components: list[st
         return response
     finally:
         # Shielded: a cancelled handler must still release the cursor or log reader.
-        # (Closing reads nothing: the default executor, which outlives the database's.)
         await asyncio.shield(loop.run_in_executor(None, pump.close))
 
 
@@ -261,8 +257,8 @@ def _run_chunks(db: Database, components: list[str] | None,
     rows = PARQUET_BATCH_ROWS if spec.format == "parquet" else JSON_BATCH_ROWS
     batches = runs_batches(db, components, spec.since, spec.until, rows)
     first = next(batches)  # always one, maybe empty: it carries the schema
-    # A generator: nothing above runs until the pump pulls it, on a reader thread
-    # (the database's, so exports count against its limit of concurrent reads).
+    # A generator: nothing above runs until the pump pulls it, on an executor thread;
+    # each page's query runs on the database's reader threads (`read_sync`).
     yield from _encode(itertools.chain([first], batches), first.schema, spec.format, run_items)
 
 
@@ -289,7 +285,7 @@ _json = msgspec.json.Encoder()
 Items = Callable[[pa.RecordBatch], list[Any]]
 
 
-def _encode(batches: Iterator[pa.RecordBatch] | pa.RecordBatchReader, schema: pa.Schema,
+def _encode(batches: Iterator[pa.RecordBatch], schema: pa.Schema,
             fmt: str, items: Items) -> Iterator[bytes]:
     """The export's bytes, one chunk per batch (possibly empty ones)."""
     if fmt == "ndjson":

@@ -26,8 +26,7 @@ import asyncio
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from runlake.api.routes import matched_route
-from runlake.api.state import SETTINGS
+from runlake.api.state import SETTINGS, matched_route
 from runlake.errors import Overloaded, PayloadTooLarge, RequestTimeout
 
 RETRY_AFTER_S = 1

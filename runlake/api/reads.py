@@ -112,8 +112,9 @@ async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parame
     last = request.app[EVENT_LOG].last_seq
     if min_seq > last:
         message = f"is beyond the log's last seq {last}"
-        sent = "query parameter" if where == "parameter" else "field"
-        raise BadRequest(f"{sent} 'min_seq' {message}", [{where: "min_seq", "message": message}])
+        if where == "parameter":
+            raise bad_param("min_seq", message)
+        raise BadRequest(f"field 'min_seq' {message}", [{"field": "min_seq", "message": message}])
     fold = request.app[FOLD]
     if not await fold.wait_folded(min_seq, request.app[SETTINGS].read_wait_s):
         raise Unavailable(f"the fold has not reached seq {min_seq} yet "

@@ -185,14 +185,6 @@ ROUTE_TABLE: tuple[Route, ...] = (
 )
 
 
-def matched_route(request: web.Request) -> Route | None:
-    """The table's entry for the route the request matched (None: no match)."""
-    match = request.match_info
-    if match.http_exception is not None or match.route.resource is None:
-        return None
-    return request.app[ROUTE_INDEX].get((match.route.method, match.route.resource.canonical))
-
-
 def add_routes(app: web.Application) -> None:
     app[ROUTES] = ROUTE_TABLE
     app[ROUTE_INDEX] = {(r.method, r.path): r for r in ROUTE_TABLE}

@@ -31,3 +31,12 @@ DATABASE: web.AppKey[Database] = web.AppKey("database")
 FOLD: web.AppKey[Fold] = web.AppKey("fold")
 REBUILD: web.AppKey[Rebuild] = web.AppKey("rebuild")  # POST /api/db/replay
 INBOX: web.AppKey[Inbox] = web.AppKey("inbox")  # absent when settings.inbox is off
+
+
+def matched_route(request: web.Request) -> Route | None:
+    """The route table's entry for the route the request matched; None when none
+    matched (404/405) or the route is not in the table."""
+    match = request.match_info
+    if match.http_exception is not None or match.route.resource is None:
+        return None
+    return request.app[ROUTE_INDEX].get((match.route.method, match.route.resource.canonical))

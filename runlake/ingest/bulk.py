@@ -96,9 +96,11 @@ class SegmentFold:
         con.execute("CREATE OR REPLACE TEMP VIEW batch_all AS "
                     + (_KEPT if dropped else "SELECT * FROM bulk_log"))
         con.execute(_DELETES)
-        self.deletes = con.execute(
-            "SELECT seq, component, run_id, batch_id FROM bulk_deletes ORDER BY seq").fetchall()
-        self.batch_deletes = [(seq, c, b) for seq, c, r, b in self.deletes if r is None]
+        # Run deletes are taken as a set; only batch deletes come to Python, in order.
+        self.deletes = con.execute("SELECT count(*) FROM bulk_deletes").fetchone() != (0,)
+        self.batch_deletes = con.execute(
+            "SELECT seq, component, batch_id FROM bulk_deletes WHERE run_id IS NULL "
+            "ORDER BY seq").fetchall()
 
     @property
     def fits(self) -> bool:

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from runlake.events.log import EventLog
 from runlake.views import VIEWS, tables
 from runlake.views.db import Database, folded_seq
+from runlake.views.metric_daily import BUCKET
 
 log = logging.getLogger("runlake.fold")
 
@@ -69,9 +70,11 @@ JOIN (SELECT * FROM old_keys UNION ALL SELECT * FROM new_keys) k
     ON m.component = k.component AND m.run_id = k.run_id"""
 # The batch's surviving points (seq ≥ the batch's first: zone maps skip older rows)
 # that mergeable views add in; points in recomputed groups are already counted there.
+# Each with its histogram bucket, computed once for the two histograms that take it.
 _NEW_POINTS = (
-    """CREATE OR REPLACE TEMP TABLE new_points AS
-    SELECT m.component, n.model, n.hardware, m.name AS metric, CAST(m.ts AS DATE) AS day, m.value
+    f"""CREATE OR REPLACE TEMP TABLE new_points AS
+    SELECT m.component, n.model, n.hardware, m.name AS metric, CAST(m.ts AS DATE) AS day, m.value,
+           {BUCKET} AS bucket
     FROM metrics m JOIN new_keys n ON m.component = n.component AND m.run_id = n.run_id
     WHERE m.seq >= $1
     AND NOT EXISTS (SELECT 1 FROM recompute_metrics g WHERE g.component = m.component

@@ -103,6 +103,11 @@ class Database:
         return cur
 
     def read_sync(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """`read` for a thread that may block (an export's pump): waits for `fn(cursor)`
+        to run on a reader thread, so it counts against the limit like any read."""
+        return self._readers_pool().submit(self._read, fn).result()
+
+    def _read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         with self._cond:
             self._cond.wait_for(lambda: not self._swapping)
             self._readers += 1
@@ -120,10 +125,9 @@ class Database:
     async def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run `fn(cursor)` on a reader thread with a cursor of its own."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.readers_pool, self.read_sync, fn)
+        return await loop.run_in_executor(self._readers_pool(), self._read, fn)
 
-    @property
-    def readers_pool(self) -> ThreadPoolExecutor:
+    def _readers_pool(self) -> ThreadPoolExecutor:
         """The reader threads: every read of the database runs on one of them, so
         at most `readers` DuckDB reads run at once whatever the requests."""
         if self._pool is None:

@@ -141,7 +141,7 @@ FROM ({_POINTS}) r {{scope}} GROUP BY ALL""",
     **_SCOPING,
     add=f"""
 MERGE INTO metric_hist v USING (
-    SELECT component, model, hardware, metric, day, {BUCKET} AS bucket, count(*) AS n
+    SELECT component, model, hardware, metric, day, bucket, count(*) AS n
     FROM new_points GROUP BY ALL
 ) p ON {_ON} AND v.bucket = p.bucket
 WHEN MATCHED THEN UPDATE SET count = v.count + p.n

@@ -52,14 +52,20 @@ def fold_into(path: Path, table: pa.Table, cuts: Sequence[int] = (), *,
 
     def fold(db: Database) -> None:
         con = db.connection
-        for lo, hi in zip([0, *cuts], [*cuts, table.num_rows], strict=True):
-            assert fold_table(con, table.slice(lo, hi - lo), incremental=incremental) == hi
+        for part, hi in zip(split(table, cuts), [*cuts, table.num_rows], strict=True):
+            assert fold_table(con, part, incremental=incremental) == hi
         if not incremental:
             rebuild_views(con)
 
     dump = dump_file(path, fold)
     assert {v.name for v in VIEWS} <= set(dump)
     return dump
+
+
+def split(table: pa.Table, cuts: Sequence[int]) -> list[pa.Table]:
+    """`table` cut before each row index in `cuts` (ascending)."""
+    return [table.slice(lo, hi - lo)
+            for lo, hi in zip([0, *cuts], [*cuts, table.num_rows], strict=True)]
 
 
 def sorted_rows(rows: Rows) -> Rows:
