@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from helpers.stats import quantile_cont
+from helpers.threads import in_thread
 
+from runlake.api.state import FOLD
 from tests.helpers.server import Client
 
 MakeServer = Callable[..., Any]
@@ -186,3 +188,39 @@ async def check_reads(client: Client, last: int) -> None:
     assert {r["run_id"] for r in after["items"]} == {"r3", "r5"}
     gone = await client.get("/api/test/db/batch/b1")
     assert gone.status == 404
+
+
+def test_raw_events_of_a_run_since_its_last_delete(make_server: MakeServer) -> None:
+    """`…/run/{id}/events` reads only the run's seq span and what the fold has not
+    reached: the events of its current life, folded or not, and none from before a
+    delete; other runs' events in between are skipped."""
+    def ev(run_id: str, i: int) -> dict[str, Any]:
+        return {"type": "log", "component": "test", "run_id": run_id, "level": "info",
+                "message": f"{run_id} {i}", "ts": at(i)}
+
+    def messages(reply: Any) -> list[str]:
+        return [e["message"] for e in reply["items"]]
+
+    async def main() -> None:
+        async with make_server() as client:
+            assert client.app is not None
+            # a's first life, interleaved with b's events
+            await client.post_events([ev(r, i) for i in range(3) for r in ("a", "b")])
+            r = await client.request("DELETE", "/api/test/db/run/a")
+            assert r.status == 202
+            r = await client.post_events([ev(r, i) for i in range(3, 5) for r in ("b", "a")])
+            last = r.json()["last_seq"]
+            assert messages(await get(client, "/api/test/db/run/a/events", last)) == ["a 3", "a 4"]
+            assert len(messages(await get(client, "/api/test/db/run/b/events", last))) == 5
+            # Not folded yet: the fold is stopped, the log has them.
+            await in_thread(client.app[FOLD].stop)
+            await client.post_events([ev("a", 5), ev("c", 0)])
+            a = await client.get("/api/test/db/run/a/events")
+            assert messages(a.json()) == ["a 3", "a 4", "a 5"]
+            c = await client.get("/api/test/db/run/c/events")
+            assert (c.status, messages(c.json())) == (200, ["c 0"])
+            missing = await client.get("/api/test/db/run/nope/events")
+            assert missing.status == 404
+            await in_thread(client.app[FOLD].start)
+
+    asyncio.run(main())

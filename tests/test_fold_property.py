@@ -263,6 +263,8 @@ def latest(items: list[tuple[int, int, Any]]) -> Any:
 class Run:
     created: int
     updated: int
+    first_seq: int
+    last_seq: int = 0
     events: int = 0
     attrs: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
     statuses: list[tuple[int, int, tuple[str, str | None]]] = field(default_factory=list)
@@ -317,8 +319,9 @@ class Simulation:
             return
         run = self.runs.get((comp, w["run_id"]))
         if run is None:
-            run = self.runs[comp, w["run_id"]] = Run(created=ts, updated=ts)
+            run = self.runs[comp, w["run_id"]] = Run(created=ts, updated=ts, first_seq=seq)
         run.created, run.updated = min(run.created, ts), max(run.updated, ts)
+        run.last_seq = seq  # events come in seq order
         run.events += 1
         g = w.get
         if kind == "run":
@@ -357,6 +360,7 @@ class Simulation:
                 "duration_s": None if finished is None
                 else (finished - (r.created if started is None else started)) / 1e6,
                 "updated_at": at(r.updated), "events": r.events,
+                "first_seq": r.first_seq, "last_seq": r.last_seq,
             }
         return rows
 

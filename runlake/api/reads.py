@@ -160,12 +160,7 @@ def _run_child(fn: Callable[..., dict[str, Any]], param: str,
         value = _str(request, param, choices)
         limit, offset = _page(request, 100)
 
-        def query(cur: q.Cursor) -> dict[str, Any] | None:
-            if not q.run_exists(cur, c, run_id):
-                return None
-            return fn(cur, c, run_id, value, limit, offset)
-
-        result = await _read(request, query)
+        result = await _read(request, lambda cur: fn(cur, c, run_id, value, limit, offset))
         return json_response(_found(result, f"run {run_id!r} of component {c!r}"))
 
     return handler
@@ -177,27 +172,37 @@ run_results = _run_child(q.run_results, "outcome", OUTCOMES)
 
 
 async def run_events(request: web.Request) -> web.Response:
-    """The run's raw events from the log (a scan of the log: meant for debugging)."""
+    """The run's raw events from the log, since its last delete: those within its seq
+    span as folded, and any the fold has not reached yet."""
     c, run_id = await _component(request), _segment(request, "run_id")
     limit, offset = _page(request, 100)
-    await _wait_min_seq(request)
+    span, folded = await _read(request, lambda cur: q.run_span_and_fold(cur, c, run_id))
     event_log = request.app[EVENT_LOG]
     rows = await asyncio.get_running_loop().run_in_executor(
-        None, _events_of_run, event_log, c, run_id)
+        None, _events_of_run, event_log, c, run_id, span, folded)
     if not rows:
         raise NotFound(f"no events for run {run_id!r} of component {c!r}")
     items = [row_to_event(r) for r in rows[offset:offset + limit]]
     return json_response({"items": items, "limit": limit, "offset": offset, "total": len(rows)})
 
 
-def _events_of_run(event_log: EventLog, component: str, run_id: str) -> list[dict[str, Any]]:
+def _events_of_run(event_log: EventLog, component: str, run_id: str,
+                   span: tuple[int, int] | None, folded: int) -> list[dict[str, Any]]:
+    """Events naming the run within `span` and after `folded`, in seq order: reading
+    only those ranges keeps this O(run), where scanning the log took seconds at
+    10 M events. A delete of the run not folded yet is among them, and so are the
+    events it removed: they are in the log until the fold gets there."""
+    ranges = [(folded + 1, None)]
+    if span is not None:
+        ranges.insert(0, (span[0], min(span[1], folded)))
     rows: list[dict[str, Any]] = []
-    for batch in event_log.read(1):
-        mask = pc.and_(pc.equal(batch.column("component"), component),
-                       pc.equal(batch.column("run_id"), run_id))
-        picked = batch.filter(mask)
-        if picked.num_rows:
-            rows.extend(picked.to_pylist())
+    for first, last in ranges:
+        for batch in event_log.read(first, last):
+            mask = pc.and_(pc.equal(batch.column("component"), component),
+                           pc.equal(batch.column("run_id"), run_id))
+            picked = batch.filter(mask)
+            if picked.num_rows:
+                rows.extend(picked.to_pylist())
     return rows
 
 

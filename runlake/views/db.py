@@ -33,7 +33,7 @@ MEMORY_LIMIT = "512MB"
 CHECKPOINT_THRESHOLD = "256MB"
 # Bumped whenever a table or view changes shape: a database of another version is
 # rebuilt from the log when the server opens it (ingest/replay.py `ensure_current`).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class Database:

@@ -110,42 +110,65 @@ def list_runs(
     return _page([_run_item(r) for r in rows], limit, offset, total)
 
 
+# A run's rows in any table: by key, within its seq span. The span filter changes no
+# answer (every row of the run carries a seq in it) but lets zone maps skip every row
+# group outside it: the tables are written in seq order, so a run detail at 10 M
+# events reads a few row groups instead of every one.
+_OF_RUN = "component = ? AND run_id = ? AND seq BETWEEN ? AND ?"
+
+
 def get_run(cur: Cursor, component: str, run_id: str, recent_logs: int = 20) -> dict[str, Any] | None:
     """One run with its steps, tags, metric and result summaries, recent logs, artifacts."""
-    rows = _dicts(cur, f"SELECT {RUN_COLUMNS}, events FROM runs WHERE component = ? AND run_id = ?",
-                  [component, run_id])
+    rows = _dicts(cur, f"SELECT {RUN_COLUMNS}, events, first_seq, last_seq FROM runs "
+                  "WHERE component = ? AND run_id = ?", [component, run_id])
     if not rows:
         return None
     run = _run_item(rows[0])
-    key = [component, run_id]
+    key = [component, run_id, run.pop("first_seq"), run.pop("last_seq")]
     run["steps"] = _dicts(cur, "SELECT step, status, progress, message, ts FROM steps "
-                          "WHERE component = ? AND run_id = ? ORDER BY ts, seq", key)
-    run["tags"] = dict(cur.execute("SELECT key, value FROM tags WHERE component = ? AND run_id = ? "
+                          f"WHERE {_OF_RUN} ORDER BY ts, seq", key)
+    run["tags"] = dict(cur.execute(f"SELECT key, value FROM tags WHERE {_OF_RUN} "
                                    "ORDER BY key", key).fetchall())
-    run["metrics"] = _dicts(cur, """
+    run["metrics"] = _dicts(cur, f"""
         SELECT name, min(unit) AS unit, count(*) AS count, avg(value) AS mean,
                min(value) AS min, max(value) AS max, arg_max(value, (ts, seq)) AS last
-        FROM metrics WHERE component = ? AND run_id = ? GROUP BY name ORDER BY name""", key)
-    outcomes = dict(cur.execute("SELECT outcome, count(*) FROM results WHERE component = ? "
-                                "AND run_id = ? GROUP BY 1", key).fetchall())
+        FROM metrics WHERE {_OF_RUN} GROUP BY name ORDER BY name""", key)
+    outcomes = dict(cur.execute(f"SELECT outcome, count(*) FROM results WHERE {_OF_RUN} "
+                                "GROUP BY 1", key).fetchall())
     run["results"] = {"total": sum(outcomes.values()),
                       **{o: outcomes.get(o, 0) for o in
                          ("passed", "failed", "skipped", "error", "xfailed", "xpassed")}}
-    run["logs"] = _dicts(cur, "SELECT level, message, ts, seq FROM logs WHERE component = ? "
-                         "AND run_id = ? ORDER BY seq DESC LIMIT ?", [*key, recent_logs])
+    run["logs"] = _dicts(cur, f"SELECT level, message, ts, seq FROM logs WHERE {_OF_RUN} "
+                         "ORDER BY seq DESC LIMIT ?", [*key, recent_logs])
     run["artifacts"] = _dicts(cur, "SELECT name, uri, size_bytes, media_type, ts FROM artifacts "
-                              "WHERE component = ? AND run_id = ? ORDER BY seq", key)
+                              f"WHERE {_OF_RUN} ORDER BY seq", key)
     return run
 
 
-def run_exists(cur: Cursor, component: str, run_id: str) -> bool:
-    return _one(cur, "SELECT count(*) FROM runs WHERE component = ? AND run_id = ?",
-                [component, run_id]) > 0
+def run_span(cur: Cursor, component: str, run_id: str) -> tuple[int, int] | None:
+    """The first and last seq of the run's events (since its last delete), if it exists."""
+    row = cur.execute("SELECT first_seq, last_seq FROM runs WHERE component = ? AND run_id = ?",
+                      [component, run_id]).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def run_span_and_fold(cur: Cursor, component: str, run_id: str
+                      ) -> tuple[tuple[int, int] | None, int]:
+    """The run's seq span (None: no such run) and the fold's high-water mark, read
+    together: the log holds the run's events within the span, or past the mark."""
+    first, last, folded = cur.execute(
+        "SELECT r.first_seq, r.last_seq, f.folded_seq FROM fold_state f "
+        "LEFT JOIN runs r ON r.component = ? AND r.run_id = ?", [component, run_id]).fetchone()
+    return (None if first is None else (first, last)), folded
 
 
 def _run_children(cur: Cursor, table: str, cols: str, component: str, run_id: str,
-                  filt: tuple[str, str | None], limit: int, offset: int) -> dict[str, Any]:
-    where, params = "component = ? AND run_id = ?", [component, run_id]
+                  filt: tuple[str, str | None], limit: int, offset: int) -> dict[str, Any] | None:
+    """A page of the run's rows of `table` (None if there is no such run)."""
+    span = run_span(cur, component, run_id)
+    if span is None:
+        return None
+    where, params = _OF_RUN, [component, run_id, *span]
     if filt[1] is not None:
         where += f" AND {filt[0]} = ?"
         params.append(filt[1])
@@ -156,19 +179,19 @@ def _run_children(cur: Cursor, table: str, cols: str, component: str, run_id: st
 
 
 def run_metrics(cur: Cursor, component: str, run_id: str, name: str | None = None,
-                limit: int = 100, offset: int = 0) -> dict[str, Any]:
+                limit: int = 100, offset: int = 0) -> dict[str, Any] | None:
     return _run_children(cur, "metrics", "name, value, unit, step, ts, seq", component, run_id,
                          ("name", name), limit, offset)
 
 
 def run_logs(cur: Cursor, component: str, run_id: str, level: str | None = None,
-             limit: int = 100, offset: int = 0) -> dict[str, Any]:
+             limit: int = 100, offset: int = 0) -> dict[str, Any] | None:
     return _run_children(cur, "logs", "level, message, ts, seq", component, run_id,
                          ("level", level), limit, offset)
 
 
 def run_results(cur: Cursor, component: str, run_id: str, outcome: str | None = None,
-                limit: int = 100, offset: int = 0) -> dict[str, Any]:
+                limit: int = 100, offset: int = 0) -> dict[str, Any] | None:
     return _run_children(cur, "results", "test, outcome, duration_s, message, ts, seq",
                          component, run_id, ("outcome", outcome), limit, offset)
 
