@@ -140,7 +140,7 @@ ROUTE_TABLE: tuple[Route, ...] = (
         ("GET", "/api/{component}/db/run/{run_id}/results", reads.run_results,
          "A run's test results", (*RUN, Param("outcome", "test outcome"), *PAGE)),
         ("GET", "/api/{component}/db/run/{run_id}/events", reads.run_events,
-         "A run's raw events from the log", (*RUN, *PAGE)),
+         "A run's raw events from the log, since its last delete", (*RUN, *PAGE)),
         ("DELETE", "/api/{component}/db/run/{run_id}", reads.delete_run,
          "Delete a run (appends a delete event)", RUN),
         ("DELETE", "/api/{component}/db/batch/{batch_id}", reads.delete_batch,
