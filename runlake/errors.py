@@ -12,6 +12,9 @@ class RunlakeError(Exception):
 
     status: int = 500
     code: str = "internal_error"
+    # A 5xx that is the server's failure is logged with its traceback; a state the
+    # client is told to retry (overloaded, fold not there yet) is only counted.
+    fault: bool = True
 
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None, *,
                  headers: dict[str, str] | None = None, close: bool = False) -> None:
@@ -81,6 +84,7 @@ class Unprocessable(RunlakeError):
 class Unavailable(RunlakeError):
     status = 503
     code = "unavailable"
+    fault = False
 
 
 class Overloaded(RunlakeError):
@@ -88,6 +92,7 @@ class Overloaded(RunlakeError):
 
     status = 503
     code = "overloaded"
+    fault = False
 
 
 class LogError(RunlakeError):

@@ -96,9 +96,14 @@ def test_every_read_route(make_server: MakeServer) -> None:
     asyncio.run(main())
 
 
-async def get(client: Client, path: str, last: int) -> Any:
+async def get_reply(client: Client, path: str, last: int) -> Any:
+    """GET `path` once the fold has passed seq `last` (read-your-writes)."""
     sep = "&" if "?" in path else "?"
-    reply = await client.get(f"{path}{sep}min_seq={last}")
+    return await client.get(f"{path}{sep}min_seq={last}")
+
+
+async def get(client: Client, path: str, last: int) -> Any:
+    reply = await get_reply(client, path, last)
     assert reply.status == 200, (path, reply.body)
     return reply.json()
 
@@ -192,11 +197,12 @@ async def check_reads(client: Client, last: int) -> None:
 
 def test_raw_events_of_a_run_since_its_last_delete(make_server: MakeServer) -> None:
     """`…/run/{id}/events` reads only the run's seq span and what the fold has not
-    reached: the events of its current life, folded or not, and none from before a
-    delete; other runs' events in between are skipped."""
-    def ev(run_id: str, i: int) -> dict[str, Any]:
-        return {"type": "log", "component": "test", "run_id": run_id, "level": "info",
-                "message": f"{run_id} {i}", "ts": at(i)}
+    reached: the events of its current life, folded or not, in seq order, and none
+    from before a delete; other runs' and other components' events in between are
+    skipped."""
+    def ev(run_id: str, i: int, component: str = "test") -> dict[str, Any]:
+        return {"type": "log", "component": component, "run_id": run_id, "level": "info",
+                "message": f"{component} {run_id} {i}", "ts": at(i)}
 
     def messages(reply: Any) -> list[str]:
         return [e["message"] for e in reply["items"]]
@@ -205,20 +211,33 @@ def test_raw_events_of_a_run_since_its_last_delete(make_server: MakeServer) -> N
         async with make_server() as client:
             assert client.app is not None
             # a's first life, interleaved with b's events
-            await client.post_events([ev(r, i) for i in range(3) for r in ("a", "b")])
-            r = await client.request("DELETE", "/api/test/db/run/a")
-            assert r.status == 202
-            r = await client.post_events([ev(r, i) for i in range(3, 5) for r in ("b", "a")])
-            last = r.json()["last_seq"]
-            assert messages(await get(client, "/api/test/db/run/a/events", last)) == ["a 3", "a 4"]
-            assert len(messages(await get(client, "/api/test/db/run/b/events", last))) == 5
-            # Not folded yet: the fold is stopped, the log has them.
+            await client.post_events([ev(run, i) for i in range(3) for run in ("a", "b")])
+            deleted = await client.request("DELETE", "/api/test/db/run/a")
+            assert deleted.status == 202
+            gone = await get_reply(client, "/api/test/db/run/a/events", deleted.json()["last_seq"])
+            assert gone.status == 404  # deleted, nothing since
+            # a's second life, with b's events and another component's run `a` inside it
+            reply = await client.post_events(
+                [ev(run, i) for i in range(3, 5) for run in ("b", "a")]
+                + [ev("a", 9, component="other"), ev("a", 5)])
+            last = reply.json()["last_seq"]
+            a = await get(client, "/api/test/db/run/a/events", last)
+            assert messages(a) == ["test a 3", "test a 4", "test a 5"]
+            b = await get(client, "/api/test/db/run/b/events", last)
+            assert messages(b) == [f"test b {i}" for i in range(5)]
+            # Not folded yet: with the fold stopped, the log has them and the views do not.
             await in_thread(client.app[FOLD].stop)
-            await client.post_events([ev("a", 5), ev("c", 0)])
+            await client.post_events([ev("a", 6), ev("c", 0)])
+            assert (await client.get("/readyz")).json()["lag_events"] == 2
             a = await client.get("/api/test/db/run/a/events")
-            assert messages(a.json()) == ["a 3", "a 4", "a 5"]
+            assert messages(a.json()) == ["test a 3", "test a 4", "test a 5", "test a 6"]
+            assert (await client.get("/api/test/db/run/c")).status == 404
             c = await client.get("/api/test/db/run/c/events")
-            assert (c.status, messages(c.json())) == (200, ["c 0"])
+            assert (c.status, messages(c.json())) == (200, ["test c 0"])
+            # A delete not folded yet is listed, and so are the events before it.
+            await client.request("DELETE", "/api/test/db/run/b")
+            b = (await client.get("/api/test/db/run/b/events")).json()
+            assert [e["type"] for e in b["items"]] == ["log"] * 5 + ["delete"]
             missing = await client.get("/api/test/db/run/nope/events")
             assert missing.status == 404
             await in_thread(client.app[FOLD].start)

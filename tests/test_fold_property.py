@@ -582,6 +582,7 @@ def assert_matches_recompute(con: duckdb.DuckDBPyConnection, stream: Stream) -> 
     expected_runs = sim.run_rows()
     assert set(runs) == set(expected_runs), "runs: different runs"
     for k, want in expected_runs.items():
+        assert set(runs[k]) == set(want), f"runs {k}: columns differ"
         bad = {c: (runs[k][c], want[c]) for c in want if not close(runs[k][c], want[c])}
         assert not bad, f"runs {k}: (view, recompute) differ: {bad}"
     assert_view(con, "model_stats", ("component", "model"), sim.group_rows("model"))
@@ -612,14 +613,14 @@ def test_fold_is_deterministic_and_matches_recompute(data: st.DataObject, stream
     cuts = data.draw(splits(n), label="cuts")
     base_cuts = data.draw(splits(n), label="base-only cuts")
     with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
-        split = fold_into(Path(tmp) / "split.duckdb", table, cuts)
+        in_batches = fold_into(Path(tmp) / "split.duckdb", table, cuts)
         whole = fold_into(Path(tmp) / "whole.duckdb", table, [])
         replay = fold_into(Path(tmp) / "replay.duckdb", table, base_cuts, incremental=False)
         bulk_replay = bulk_into(Path(tmp), table, data.draw(splits(n), label="segment cuts"))
         assert_same_database(bulk_replay, whole, "bulk replay of segments vs one batch")
-        assert_same_database(split, whole, "split vs one batch")
+        assert_same_database(in_batches, whole, "split vs one batch")
         assert_same_database(replay, whole, "base-only + rebuild_views vs one batch")
-        assert split["fold_state"] == [(n, SCHEMA_VERSION)]
+        assert in_batches["fold_state"] == [(n, SCHEMA_VERSION)]
         db = Database(Path(tmp) / "split.duckdb").open()
         try:
             assert_matches_recompute(db.connection, stream)

@@ -41,7 +41,8 @@ HOW_TO_SEND = f"send it as {KEY_HEADER}: <key> or Authorization: Bearer <key>"
 
 
 class Auth:
-    """The keys, the role each route needs, and the count of refused requests."""
+    """The keys, whether auth is on, and the count of refused requests (the role each
+    route needs is in the route table)."""
 
     def __init__(self, keyring: KeyRing, loopback: bool) -> None:
         self.keyring = keyring

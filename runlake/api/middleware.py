@@ -53,7 +53,7 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
     except RunlakeError as e:
-        if e.status >= 500:
+        if e.status >= 500 and e.fault:
             log.error("%s %s failed: %s", request.method, request.path, e.message, exc_info=e)
         response = error_response(e.status, e.code, e.message, e.details, e.headers)
         if e.close:

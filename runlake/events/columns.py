@@ -16,7 +16,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runlake.events.schema import EVENT_TYPES, Event
+from runlake.events.schema import EVENT_TYPES, TYPE_NAMES, Event
 
 SCHEMA_VERSION = "1"
 TS = pa.timestamp("us", tz="UTC")
@@ -62,7 +62,7 @@ SERVER_COLUMNS = ("seq", "received_at")
 # The log renames a step's `step` (a metric's `step` is an integer) and a tag's `value`.
 RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
 _COMMON = ("component", "id", "ts")
-_TAGS = {cls: cls.__struct_config__.tag for cls in EVENT_TYPES}
+_TAGS = dict(zip(EVENT_TYPES, TYPE_NAMES, strict=True))
 
 
 def column_of(tag: str, field: str) -> str:

@@ -38,6 +38,7 @@ from runlake.events.schema import (
     EVENT_TYPES,
     MAX_PARAMS_BYTES,
     MAX_PARAMS_DEPTH,
+    TYPE_NAMES,
     AnyEvent,
     Event,
     RunEvent,
@@ -268,7 +269,6 @@ def _rules() -> tuple[list[_Rule], dict[str, list[str]], dict[str, list[str]]]:
 
 
 _RULES, _HAVING, _REQUIRING = _rules()
-_TYPES = tuple(t.__struct_config__.tag for t in EVENT_TYPES)  # type: ignore[misc]
 _STRING = pa.string()
 
 
@@ -287,10 +287,10 @@ def _vectorized(table: pa.Table) -> pa.Table | None:
     kind = cols.get("type")
     if kind is None or "component" not in cols or cols["component"].null_count:
         return None
-    if kind.null_count or not pc.all(pc.is_in(kind, pa.array(_TYPES))).as_py():
+    if kind.null_count or not pc.all(pc.is_in(kind, pa.array(TYPE_NAMES))).as_py():
         return None
     present = set(pc.unique(kind).to_pylist())
-    codes = pc.index_in(kind, value_set=pa.array(_TYPES))  # small ints compare faster
+    codes = pc.index_in(kind, value_set=pa.array(TYPE_NAMES))  # small ints compare faster
     masks: list[pa.Array] = []
     seen: dict[frozenset[str], pa.Array | bool] = {}
 
@@ -298,7 +298,7 @@ def _vectorized(table: pa.Table) -> pa.Table | None:
         """Rows whose type is one of `types` (True/False when that is every/no row)."""
         hit = frozenset(present.intersection(types))
         if hit not in seen:
-            wanted = pa.array([_TYPES.index(t) for t in hit], codes.type)
+            wanted = pa.array([TYPE_NAMES.index(t) for t in hit], codes.type)
             seen[hit] = True if hit == present else bool(hit) and pc.is_in(codes, wanted)
         return seen[hit]
 

@@ -88,9 +88,11 @@ def _latest(needs: str, table: str, key: str, cols: str, src_cols: str) -> Apply
         needs=needs,
         table=table,
         # Partitioned by the renamed columns: in `batch`, `step` is a metric's integer
-        # step. In seq order, so that a bulk replay writes the table in seq order and
-        # a run's rows lie in the few row groups its seq span covers (`queries.get_run`
-        # relies on it); the sort costs ~5 % of the statement. (arg_max over a struct,
+        # step. In seq order, so that every writer (bulk replay's INSERT, the MERGE of
+        # a batched replay or of the fold) adds new rows in seq order and a run's rows
+        # lie in the few row groups its seq span covers (`queries.get_run` relies on
+        # it); the sort costs ~5 % of a bulk statement, nothing to speak of on a live
+        # batch. (arg_max over a struct,
         # or each key's latest seq joined back to the batch, was faster for steps and
         # slower for tags and results: ~1.2 vs 0.9 s for tags at 10 M events.)
         source=f"""
