@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from helpers.stats import quantile_cont
+from helpers.stats import interpolated_bound, quantile_cont
 from helpers.threads import in_thread
 
 from runlake.api.state import FOLD
@@ -241,5 +241,114 @@ def test_raw_events_of_a_run_since_its_last_delete(make_server: MakeServer) -> N
             missing = await client.get("/api/test/db/run/nope/events")
             assert missing.status == 404
             await in_thread(client.app[FOLD].start)
+
+    asyncio.run(main())
+
+
+# -- the performance report as runs change, across a restart ---------------------------
+
+PERF_DAY = NOW.replace(hour=12, minute=0, second=0)  # midday: days stay put while it runs
+
+
+def perf_metric(run_id: str, days_ago: int, value: float, name: str = "lat") -> dict[str, Any]:
+    ts = (PERF_DAY - timedelta(days=days_ago)).isoformat().replace("+00:00", "Z")
+    return {"type": "metric", "component": "perf", "run_id": run_id, "name": name,
+            "value": value, "ts": ts}
+
+
+def perf_run(run_id: str, model: str, hardware: str | None) -> dict[str, Any]:
+    run = {"type": "run", "component": "perf", "run_id": run_id, "model": model,
+           "ts": PERF_DAY.isoformat().replace("+00:00", "Z")}
+    return run if hardware is None else {**run, "hardware": hardware}
+
+
+def expected_report(runs: dict[str, tuple[str, str | None]],
+                    points: dict[str, list[tuple[int, float, str]]], days: int
+                    ) -> list[dict[str, Any]]:
+    """The report's items computed here: each live run's points, grouped by the model
+    and hardware the run has now, over the `days` days ending today."""
+    groups: dict[tuple[Any, ...], dict[int, list[float]]] = {}
+    for run_id, (model, hardware) in runs.items():
+        for days_ago, value, name in points.get(run_id, []):
+            if days_ago < days:
+                key = (model, hardware, name)
+                groups.setdefault(key, {}).setdefault(days_ago, []).append(value)
+    items = []
+    for (model, hardware, name), by_day in sorted(
+            groups.items(), key=lambda g: (g[0][0], g[0][1] is None, g[0][1] or "", g[0][2])):
+        values = [v for vs in by_day.values() for v in vs]
+        items.append({
+            "model": model, "hardware": hardware, "metric": name, "count": len(values),
+            "min": min(values), "max": max(values), "mean": statistics.fmean(values),
+            "values": values,
+            "trend": [{"day": (PERF_DAY - timedelta(days=d)).date().isoformat(),
+                       "count": len(vs), "min": min(vs), "max": max(vs),
+                       "mean": statistics.fmean(vs)} for d, vs in sorted(
+                           by_day.items(), reverse=True)]})
+    return items
+
+
+def assert_report(report: dict[str, Any], want: list[dict[str, Any]], what: str) -> None:
+    assert report["total"] == len(want), (what, report["total"], len(want))
+    got = report["items"]
+    assert [(i["model"], i["hardware"], i["metric"]) for i in got] == [
+        (i["model"], i["hardware"], i["metric"]) for i in want], what
+    for g, w in zip(got, want, strict=True):
+        assert (g["count"], g["min"], g["max"]) == (w["count"], w["min"], w["max"]), (what, g)
+        assert abs(g["mean"] - w["mean"]) < 1e-9, (what, g)
+        for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+            exact = quantile_cont(w["values"], q)
+            assert abs(g[name] - exact) <= interpolated_bound(w["values"], q, 0.01), (what, name)
+        trend = [{k: t[k] for k in ("day", "count", "min", "max")} for t in g["trend"]]
+        assert trend == [{k: t[k] for k in ("day", "count", "min", "max")}
+                         for t in w["trend"]], (what, g["trend"])
+        assert all(abs(t["mean"] - u["mean"]) < 1e-9
+                   for t, u in zip(g["trend"], w["trend"], strict=True)), what
+
+
+def test_performance_report_follows_changes(make_server: MakeServer) -> None:
+    """The report (held in memory beside DuckDB) follows new points, points on an older
+    day than any before, a run moved to another model, a deleted run and its return,
+    and is the same from a restarted server that loads it from the database."""
+
+    async def main() -> None:
+        runs = {"ra": ("m1", "h1"), "rb": ("m1", "h1"), "rc": ("m2", None)}
+        points = {"ra": [(1, 1.0, "lat"), (1, 2.0, "lat"), (3, 3.0, "lat"), (1, 9.0, "mem")],
+                  "rb": [(2, 4.0, "lat"), (1, 5.0, "lat")], "rc": [(0, 6.0, "lat")]}
+        path = "/api/perf/db/performance?days=10"
+        async with make_server() as client:
+            first = [perf_run(r, *runs[r]) for r in runs] + [
+                perf_metric(r, d, v, n) for r in points for d, v, n in points[r]]
+            last = (await client.post_events(first)).json()["last_seq"]
+            assert_report(await get(client, path, last), expected_report(runs, points, 10),
+                          "first batch")
+            wide = await get(client, "/api/perf/db/performance?days=2", last)
+            assert_report(wide, expected_report(runs, points, 2), "a two-day window")
+            model = await get(client, "/api/perf/db/performance?days=10&model=m1&metric=lat",
+                              last)
+            assert [(i["model"], i["metric"]) for i in model["items"]] == [("m1", "lat")]
+
+            # An older day than any, a run moved to m2 (its points go with it), a delete.
+            points["ra"].append((6, 7.0, "lat"))
+            runs["rb"] = ("m2", "h2")  # an absent field would leave it as it was
+            del runs["rc"]
+            second = [perf_metric("ra", 6, 7.0), perf_run("rb", "m2", "h2"),
+                      {"type": "delete", "component": "perf", "run_id": "rc"}]
+            last = (await client.post_events(second)).json()["last_seq"]
+            assert_report(await get(client, path, last), expected_report(runs, points, 10),
+                          "moved, deleted, an older day")
+
+            # rc comes back with a point on a day it never had.
+            runs["rc"], points["rc"] = ("m2", None), [(4, 8.0, "lat")]
+            third = [perf_run("rc", "m2", None), perf_metric("rc", 4, 8.0)]
+            last = (await client.post_events(third)).json()["last_seq"]
+            want = expected_report(runs, points, 10)
+            assert_report(await get(client, path, last), want, "rc again")
+            kept = await get(client, path, last)
+
+        async with make_server() as client:  # the same data folder: loaded from DuckDB
+            loaded = await get(client, path, last)
+        assert_report(loaded, want, "after a restart")
+        assert loaded == kept
 
     asyncio.run(main())

@@ -20,7 +20,8 @@ MakeServer = Callable[..., Any]
 NOW = 1_767_225_600  # 2026-01-01: a fixed demo stream
 READS = ("/api/test/db/models/stats", "/api/generator/db/hardware/stats",
          "/api/benchmark/db/runs?limit=1000&sort=run_id", "/api/db/overview",
-         "/api/test/db/batches?limit=1000")
+         "/api/test/db/batches?limit=1000",
+         "/api/generator/db/performance?days=3660&limit=1000")  # NOW is in the window
 
 
 async def post_demo(client: Client, runs: int, seed: int) -> int:
@@ -68,6 +69,7 @@ async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None
         assert (await client.get("/api/db/replay")).json()["state"] == "idle"
         last = await post_demo(client, 1_500, seed=3)
         before = await answers(client, last)
+        assert before[READS[-1]]["total"] > 0, "the demo's metrics should be in the report"
         # The same reads as `during` below, without min_seq: nothing is appended between
         # the two (the late events come after `during`), so they must answer the same.
         plain = await answers(client)

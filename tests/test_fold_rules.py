@@ -21,6 +21,7 @@ from runlake.ingest.fold import fold_table
 from runlake.views import queries
 from runlake.views.db import Database
 from runlake.views.metric_daily import ALPHA, GAMMA, OFFSET, REPRESENTATIVE
+from runlake.views.metric_series import MetricSeries
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20Z, epoch seconds
 RECEIVED_US = (T0 + 86_400) * 1_000_000
@@ -462,7 +463,7 @@ def test_sketch_percentiles_interpolate_like_quantile_cont(lake: Folded,
     lake.fold(*[ev("metric", s=i, name="lat", value=v) for i, v in enumerate(values)])
     xs = sorted(values)
     got = lake.one("SELECT p50, p95, p99 FROM metric_stats")
-    report = queries.performance(lake.con.cursor(), "test", days=1, today=at(0).date())
+    report = report_of(lake)
     (item,) = report["items"]
     for (quantile, name), stat in zip(((0.5, "p50"), (0.95, "p95"), (0.99, "p99")), got,
                                       strict=True):
@@ -472,14 +473,18 @@ def test_sketch_percentiles_interpolate_like_quantile_cont(lake: Folded,
         assert item[name] == pytest.approx(stat, rel=1e-12), name
 
 
+def report_of(lake: Folded, **page: int) -> dict[str, Any]:
+    """The one-day performance report of component test, from a series loaded now."""
+    return queries.performance(lake.con.cursor(), MetricSeries(), "test", days=1,
+                               today=at(0).date(), **page)
+
+
 def test_performance_report_is_paged(lake: Folded) -> None:
     names = ["a", "b", "c", "d", "e"]
     lake.fold(*[ev("metric", s=i, name=n, value=float(i + 1)) for i, n in enumerate(names)])
-    page = queries.performance(lake.con.cursor(), "test", days=1, today=at(0).date(),
-                               limit=2, offset=2)
+    page = report_of(lake, limit=2, offset=2)
     assert (page["total"], page["limit"], page["offset"]) == (5, 2, 2)
     assert [i["metric"] for i in page["items"]] == ["c", "d"]
     assert [[t["count"] for t in i["trend"]] for i in page["items"]] == [[1], [1]]
-    past = queries.performance(lake.con.cursor(), "test", days=1, today=at(0).date(),
-                               limit=2, offset=9)
+    past = report_of(lake, limit=2, offset=9)
     assert past["items"] == [] and past["total"] == 5

@@ -116,6 +116,7 @@ async def fold_context(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await loop.run_in_executor(None, db.close)
         raise
+    db.preload_series()  # the performance report's, off the first request's path
     app[DATABASE] = db
     app[FOLD] = fold
     app[REBUILD] = rebuild = Rebuild(db, fold, app[EVENT_LOG], settings.fold_batch_rows)

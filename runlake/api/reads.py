@@ -252,8 +252,9 @@ async def performance(request: web.Request) -> web.Response:
     days = _int(request, "days", 30, 1, 3660)
     filters = {k: _str(request, k) for k in ("model", "hardware", "metric")}
     limit, offset = _page(request, 100)
+    series = request.app[DATABASE].series
     return json_response(await _read(request, lambda cur: q.performance(
-        cur, c, days, **filters, limit=limit, offset=offset)))
+        cur, series, c, days, **filters, limit=limit, offset=offset)))
 
 
 class SearchBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -21,6 +21,7 @@ from runlake.events.log import EventLog
 from runlake.views import VIEWS, tables
 from runlake.views.db import Database, folded_seq
 from runlake.views.metric_daily import BUCKET
+from runlake.views.metric_series import Changes, MetricSeries
 
 log = logging.getLogger("runlake.fold")
 
@@ -86,21 +87,23 @@ _NEW_POINTS = (
 )
 
 
-def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True) -> None:
+def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True) -> bool:
     """Apply one batch of log rows (seq-ordered) inside the caller's transaction.
 
     incremental=True refreshes the views for the groups the batch touched;
     False only updates base tables (replay rebuilds every view at the end).
+    True if views were refreshed (the fold's scope tables then describe this batch).
     """
     batch_all = _without_duplicates(con, table)
     if batch_all.num_rows == 0:  # every event was a duplicate
-        return
+        return False
     con.register("batch_all", batch_all)
     try:
         _fold_registered(con, batch_all, incremental)
     finally:
         con.unregister("batch_all")
         con.unregister("batch")
+    return incremental
 
 
 def _without_duplicates(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
@@ -179,10 +182,23 @@ def rebuild_views(con: duckdb.DuckDBPyConnection) -> None:
         view.rebuild(con)
 
 
-def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True) -> int:
-    """One transaction: apply `table` and store its last seq as the high-water mark."""
+def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True,
+               series: MetricSeries | None = None) -> int:
+    """One transaction: apply `table` and store its last seq as the high-water mark.
+    `series`, if given, takes the batch's new metric rollups once it has committed."""
     last = int(table.column("seq")[-1].as_py())
-    fold_in_transaction(con, last, lambda: fold_batch(con, table, incremental=incremental))
+    # Read the changes only for a loaded series: one loading meanwhile is told it
+    # may have missed this batch (apply(None)).
+    wanted = series is not None and series.loaded
+    changes: list[Changes] = []
+
+    def apply() -> None:
+        if fold_batch(con, table, incremental=incremental) and wanted:
+            changes.append(MetricSeries.changes(con))
+
+    fold_in_transaction(con, last, apply)
+    if series is not None and incremental and (changes or not wanted):
+        series.apply(changes[0] if changes else None)
     return last
 
 
@@ -272,7 +288,7 @@ class Fold:
         """Fold everything in the log now; returns how many events were folded."""
         done = 0
         for table in log_tables(self.log, self.folded_seq, None, self.batch_rows):
-            self.folded_seq = fold_table(self.db.connection, table)
+            self.folded_seq = fold_table(self.db.connection, table, series=self.db.series)
             self.events_folded += table.num_rows
             self.batches_folded += 1
             done += table.num_rows

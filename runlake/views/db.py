@@ -8,10 +8,11 @@ file, reads that arrive meanwhile wait for the new one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,8 +21,10 @@ import duckdb
 from runlake.errors import Unavailable
 from runlake.events.wal import fsync_dir
 from runlake.views import VIEWS, tables
+from runlake.views.metric_series import MetricSeries
 
 T = TypeVar("T")
+log = logging.getLogger("runlake.db")
 # DuckDB's buffer cap for the server's database and for replays: the whole server
 # must stay within 1 GiB RSS (DESIGN §9); DuckDB spills or evicts beyond it.
 MEMORY_LIMIT = "512MB"
@@ -49,6 +52,7 @@ class Database:
         self._readers = 0  # reads in flight
         self._swapping = False
         self._cond = threading.Condition()
+        self.series = MetricSeries()  # the performance report's, kept by the fold
 
     def open(self) -> Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +77,7 @@ class Database:
                 self._con.close()
                 self._con = None
             replace_file(new, self.path)
+            self.series.reset()
         finally:
             try:
                 self._con = self._connect()  # the new file, or the old one if the rename failed
@@ -80,6 +85,18 @@ class Database:
                 with self._cond:
                     self._swapping = False
                     self._cond.notify_all()
+        if self._pool is not None:
+            self.preload_series()
+
+    def preload_series(self) -> None:
+        """Load the performance series on a reader thread now rather than at the first
+        report (about a second at 10 M events). A failure is logged; the first
+        report tries again."""
+        def done(fut: Future[None]) -> None:
+            if (e := fut.exception()) is not None:
+                log.error("loading the performance series failed: %s", e)
+
+        self._readers_pool().submit(self._read, self.series.ensure_loaded).add_done_callback(done)
 
     def close(self) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from runlake.views.metric_daily import QUANTILES, merged_percentile
+from runlake.views.metric_series import MetricSeries
 
 Cursor = duckdb.DuckDBPyConnection
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -257,66 +257,21 @@ def group_stats(cur: Cursor, component: str, by: str, limit: int = 100,
     return _page(items, limit, offset, total)
 
 
-def performance(cur: Cursor, component: str, days: int = 30, *, model: str | None = None,
-                hardware: str | None = None, metric: str | None = None,
-                today: date | None = None, limit: int = 100, offset: int = 0
-                ) -> dict[str, Any]:
+def performance(cur: Cursor, series: MetricSeries, component: str, days: int = 30, *,
+                model: str | None = None, hardware: str | None = None,
+                metric: str | None = None, today: date | None = None, limit: int = 100,
+                offset: int = 0) -> dict[str, Any]:
     """Per (model, hardware, metric) over the last `days` UTC calendar days (today
     included), from the daily rollups: count/mean/min/max exact, p50/p95/p99 from the
     merged histograms (interpolated like quantile_cont, ≤ 1 % relative error), and a
     daily trend. A page of groups in (model, hardware, metric) order: a component can
-    have thousands, and building all of them cost ~150 ms at 1 M events."""
+    have thousands. Answered from `series`, the rollups held in memory per group
+    (metric_series.py); `cur` loads it the first time."""
     today = today or datetime.now(UTC).date()
-    start = today - timedelta(days=days - 1)
-    where, params = ["component = ?", "day >= ?", "day <= ?"], [component, start, today]
-    for col, value in (("model", model), ("hardware", hardware), ("metric", metric)):
-        if value is not None:
-            where.append(f"{col} = ?")
-            params.append(value)
-    cond = " AND ".join(where)
-    items = _dicts(cur, f"""
-        SELECT model, hardware, metric, sum(count) AS count, sum(sum) / sum(count) AS mean,
-               min(min) AS min, max(max) AS max, count(*) OVER () AS total
-        FROM metric_daily WHERE {cond} GROUP BY ALL
-        ORDER BY model NULLS LAST, hardware NULLS LAST, metric
-        LIMIT ? OFFSET ?""", [*params, limit, offset])
-    total = items[0]["total"] if items else _one(cur, f"""
-        SELECT count(*) FROM (SELECT DISTINCT model, hardware, metric FROM metric_daily
-        WHERE {cond})""", params)
-    for item in items:
-        del item["total"]
-    # Only the page's groups: their histograms and trends, merged over the window.
-    keys = [[i[k] for i in items] for k in ("model", "hardware", "metric")]
-    page = """SEMI JOIN (
-            SELECT unnest(?::VARCHAR[]) AS m, unnest(?::VARCHAR[]) AS h, unnest(?::VARCHAR[]) AS n
-        ) k ON model IS NOT DISTINCT FROM k.m AND hardware IS NOT DISTINCT FROM k.h
-            AND metric = k.n"""
-    hist: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
-    for m, h, n, bucket, count in cur.execute(f"""
-            SELECT model, hardware, metric, bucket, sum(count) FROM metric_hist {page}
-            WHERE {cond} GROUP BY ALL ORDER BY model, hardware, metric, bucket""",
-            [*keys, *params]).fetchall():
-        buckets, cum = hist.setdefault((m, h, n), ([], []))
-        buckets.append(bucket)
-        cum.append(count + (cum[-1] if cum else 0))
-    for item in items:
-        buckets, cum = hist[(item["model"], item["hardware"], item["metric"])]
-        for q in QUANTILES:
-            item[f"p{round(q * 100)}"] = merged_percentile(buckets, cum, q)
-    trend = _dicts(cur, f"""
-        SELECT model, hardware, metric, day, sum(count) AS count, sum(sum) / sum(count) AS mean,
-               min(min) AS min, max(max) AS max
-        FROM metric_daily {page}
-        WHERE {cond} GROUP BY ALL
-        ORDER BY model NULLS LAST, hardware NULLS LAST, metric, day""", [*keys, *params])
-    by_group: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for t in trend:
-        key = (t.pop("model"), t.pop("hardware"), t.pop("metric"))
-        by_group.setdefault(key, []).append(t)
-    for item in items:
-        item["trend"] = by_group.get((item["model"], item["hardware"], item["metric"]), [])
-    return {"component": component, "days": days, "since": start, "until": today,
-            **_page(items, limit, offset, total)}
+    total, items = series.report(cur, component, days, today=today, model=model,
+                                 hardware=hardware, metric=metric, limit=limit, offset=offset)
+    return {"component": component, "days": days, "since": today - timedelta(days=days - 1),
+            "until": today, **_page(items, limit, offset, total)}
 
 
 # -- across components --------------------------------------------------------

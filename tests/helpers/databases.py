@@ -48,18 +48,44 @@ def fold_into(path: Path, table: pa.Table, cuts: Sequence[int] = (), *,
               incremental: bool = True) -> dict[str, Rows]:
     """`table` (seqs 1..n) folded into a fresh file at `path`, one batch between each two
     `cuts`; with `incremental=False`, base tables only and then `rebuild_views`. Returns
-    the dump, which must hold every view."""
+    the dump, which must hold every view. An incremental fold also keeps a performance
+    series (loaded before the first batch), which must end equal to the rollups."""
 
     def fold(db: Database) -> None:
         con = db.connection
+        series = db.series if incremental else None
+        if series is not None:
+            series.ensure_loaded(con.cursor())
         for part, hi in zip(split(table, cuts), [*cuts, table.num_rows], strict=True):
-            assert fold_table(con, part, incremental=incremental) == hi
+            assert fold_table(con, part, incremental=incremental, series=series) == hi
         if not incremental:
             rebuild_views(con)
+        else:
+            kept = db.series.rows(con.cursor())
+            assert db.series.loaded, "a batch dropped the series"
+            assert kept == series_rows(dump_database(con)), "the series kept by the fold"
 
     dump = dump_file(path, fold)
     assert {v.name for v in VIEWS} <= set(dump)
     return dump
+
+
+def series_rows(dump: dict[str, Rows]) -> Rows:
+    """What a performance series holds (`MetricSeries.rows`), from a dump's rollups:
+    each metric_daily row with its metric_hist rows, in the report's order."""
+    hist: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
+    for *key, bucket, count in dump["metric_hist"]:
+        hist.setdefault(tuple(key), []).append((bucket, count))
+    rows = [(*key, count, total, lo, hi, tuple(sorted(hist.pop(tuple(key)))))
+            for *key, count, total, lo, hi in dump["metric_daily"]]
+    assert not hist, f"histograms without a daily row: {list(hist)[:3]}"
+
+    def order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        component, model, hardware, metric, day = row[:5]
+        return (component, model is None, model or "", hardware is None, hardware or "",
+                metric, day)
+
+    return sorted(rows, key=order)
 
 
 def split(table: pa.Table, cuts: Sequence[int]) -> list[pa.Table]:
