@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from helpers.stats import interpolated_bound, quantile_cont
@@ -247,7 +247,7 @@ def test_raw_events_of_a_run_since_its_last_delete(make_server: MakeServer) -> N
 
 # -- the performance report as runs change, across a restart ---------------------------
 
-PERF_DAY = NOW.replace(hour=12, minute=0, second=0)  # midday: days stay put while it runs
+PERF_DAY = NOW.replace(hour=12, minute=0, second=0)
 
 
 def perf_metric(run_id: str, days_ago: int, value: float, name: str = "lat") -> dict[str, Any]:
@@ -263,16 +263,19 @@ def perf_run(run_id: str, model: str, hardware: str | None) -> dict[str, Any]:
 
 
 def expected_report(runs: dict[str, tuple[str, str | None]],
-                    points: dict[str, list[tuple[int, float, str]]], days: int
-                    ) -> list[dict[str, Any]]:
+                    points: dict[str, list[tuple[int, float, str]]], days: int,
+                    until: str) -> list[dict[str, Any]]:
     """The report's items computed here: each live run's points, grouped by the model
-    and hardware the run has now, over the `days` days ending today."""
-    groups: dict[tuple[Any, ...], dict[int, list[float]]] = {}
+    and hardware the run has now, over the `days` days ending `until` (the server's
+    today, which it reports: the test may run across midnight UTC)."""
+    last = date.fromisoformat(until)
+    groups: dict[tuple[Any, ...], dict[date, list[float]]] = {}
     for run_id, (model, hardware) in runs.items():
         for days_ago, value, name in points.get(run_id, []):
-            if days_ago < days:
+            day = (PERF_DAY - timedelta(days=days_ago)).date()
+            if last - timedelta(days=days - 1) <= day <= last:
                 key = (model, hardware, name)
-                groups.setdefault(key, {}).setdefault(days_ago, []).append(value)
+                groups.setdefault(key, {}).setdefault(day, []).append(value)
     items = []
     for (model, hardware, name), by_day in sorted(
             groups.items(), key=lambda g: (g[0][0], g[0][1] is None, g[0][1] or "", g[0][2])):
@@ -281,14 +284,15 @@ def expected_report(runs: dict[str, tuple[str, str | None]],
             "model": model, "hardware": hardware, "metric": name, "count": len(values),
             "min": min(values), "max": max(values), "mean": statistics.fmean(values),
             "values": values,
-            "trend": [{"day": (PERF_DAY - timedelta(days=d)).date().isoformat(),
-                       "count": len(vs), "min": min(vs), "max": max(vs),
-                       "mean": statistics.fmean(vs)} for d, vs in sorted(
-                           by_day.items(), reverse=True)]})
+            "trend": [{"day": d.isoformat(), "count": len(vs), "min": min(vs), "max": max(vs),
+                       "mean": statistics.fmean(vs)} for d, vs in sorted(by_day.items())]})
     return items
 
 
-def assert_report(report: dict[str, Any], want: list[dict[str, Any]], what: str) -> None:
+def assert_report(report: dict[str, Any], runs: dict[str, tuple[str, str | None]],
+                  points: dict[str, list[tuple[int, float, str]]], what: str) -> None:
+    want = expected_report(runs, points, report["days"], report["until"])
+    assert want, f"{what}: the window should hold points"
     assert report["total"] == len(want), (what, report["total"], len(want))
     got = report["items"]
     assert [(i["model"], i["hardware"], i["metric"]) for i in got] == [
@@ -320,10 +324,9 @@ def test_performance_report_follows_changes(make_server: MakeServer) -> None:
             first = [perf_run(r, *runs[r]) for r in runs] + [
                 perf_metric(r, d, v, n) for r in points for d, v, n in points[r]]
             last = (await client.post_events(first)).json()["last_seq"]
-            assert_report(await get(client, path, last), expected_report(runs, points, 10),
-                          "first batch")
-            wide = await get(client, "/api/perf/db/performance?days=2", last)
-            assert_report(wide, expected_report(runs, points, 2), "a two-day window")
+            assert_report(await get(client, path, last), runs, points, "first batch")
+            narrow = await get(client, "/api/perf/db/performance?days=2", last)
+            assert_report(narrow, runs, points, "a two-day window")
             model = await get(client, "/api/perf/db/performance?days=10&model=m1&metric=lat",
                               last)
             assert [(i["model"], i["metric"]) for i in model["items"]] == [("m1", "lat")]
@@ -335,20 +338,20 @@ def test_performance_report_follows_changes(make_server: MakeServer) -> None:
             second = [perf_metric("ra", 6, 7.0), perf_run("rb", "m2", "h2"),
                       {"type": "delete", "component": "perf", "run_id": "rc"}]
             last = (await client.post_events(second)).json()["last_seq"]
-            assert_report(await get(client, path, last), expected_report(runs, points, 10),
+            assert_report(await get(client, path, last), runs, points,
                           "moved, deleted, an older day")
 
             # rc comes back with a point on a day it never had.
             runs["rc"], points["rc"] = ("m2", None), [(4, 8.0, "lat")]
             third = [perf_run("rc", "m2", None), perf_metric("rc", 4, 8.0)]
             last = (await client.post_events(third)).json()["last_seq"]
-            want = expected_report(runs, points, 10)
-            assert_report(await get(client, path, last), want, "rc again")
             kept = await get(client, path, last)
+            assert_report(kept, runs, points, "rc again")
 
         async with make_server() as client:  # the same data folder: loaded from DuckDB
             loaded = await get(client, path, last)
-        assert_report(loaded, want, "after a restart")
-        assert loaded == kept
+        assert_report(loaded, runs, points, "after a restart")
+        if loaded["until"] == kept["until"]:  # else midnight passed: compared above
+            assert loaded == kept
 
     asyncio.run(main())

@@ -133,7 +133,7 @@ async def fold_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def _start_fold(db: Database, event_log: EventLog, batch_rows: int) -> Fold:
-    fold = Fold(db, event_log, batch_rows)  # reads the high-water mark from DuckDB
+    fold = Fold(db, event_log, batch_rows, series=db.series)  # reads the high-water mark
     fold.start()
     return fold
 

@@ -21,7 +21,7 @@ from runlake.events.log import EventLog
 from runlake.views import VIEWS, tables
 from runlake.views.db import Database, folded_seq
 from runlake.views.metric_daily import BUCKET
-from runlake.views.metric_series import Changes, MetricSeries
+from runlake.views.metric_series import MetricSeries
 
 log = logging.getLogger("runlake.fold")
 
@@ -185,20 +185,18 @@ def rebuild_views(con: duckdb.DuckDBPyConnection) -> None:
 def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True,
                series: MetricSeries | None = None) -> int:
     """One transaction: apply `table` and store its last seq as the high-water mark.
-    `series`, if given, takes the batch's new metric rollups once it has committed."""
+    `series`, if given, is told once the batch has committed which metric rollups
+    it touched."""
     last = int(table.column("seq")[-1].as_py())
-    # Read the changes only for a loaded series: one loading meanwhile is told it
-    # may have missed this batch (apply(None)).
-    wanted = series is not None and series.loaded
-    changes: list[Changes] = []
+    touched: list[pa.Table] = []
 
     def apply() -> None:
-        if fold_batch(con, table, incremental=incremental) and wanted:
-            changes.append(MetricSeries.changes(con))
+        if fold_batch(con, table, incremental=incremental) and series is not None:
+            touched.append(MetricSeries.touched(con))
 
     fold_in_transaction(con, last, apply)
-    if series is not None and incremental and (changes or not wanted):
-        series.apply(changes[0] if changes else None)
+    if series is not None and touched:
+        series.note(touched[0])
     return last
 
 
@@ -237,8 +235,9 @@ class Fold:
     """Follows the log in a background thread, folding what arrives into `db`."""
 
     def __init__(self, db: Database, event_log: EventLog, batch_rows: int = 200_000,
-                 min_interval_s: float = 0.25) -> None:
-        self.db, self.log, self.batch_rows = db, event_log, batch_rows
+                 min_interval_s: float = 0.25, *, series: MetricSeries | None = None) -> None:
+        """`series`: the performance report's (the server's), told what each batch touched."""
+        self.db, self.log, self.batch_rows, self.series = db, event_log, batch_rows, series
         self.min_interval_s = min_interval_s
         self.folded_seq = folded_seq(db.connection)
         self.events_folded = 0
@@ -288,7 +287,7 @@ class Fold:
         """Fold everything in the log now; returns how many events were folded."""
         done = 0
         for table in log_tables(self.log, self.folded_seq, None, self.batch_rows):
-            self.folded_seq = fold_table(self.db.connection, table, series=self.db.series)
+            self.folded_seq = fold_table(self.db.connection, table, series=self.series)
             self.events_folded += table.num_rows
             self.batches_folded += 1
             done += table.num_rows

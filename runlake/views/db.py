@@ -52,7 +52,7 @@ class Database:
         self._readers = 0  # reads in flight
         self._swapping = False
         self._cond = threading.Condition()
-        self.series = MetricSeries()  # the performance report's, kept by the fold
+        self.series = MetricSeries()  # the performance report's; the fold notes its changes
 
     def open(self) -> Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +77,8 @@ class Database:
                 self._con.close()
                 self._con = None
             replace_file(new, self.path)
-            self.series.reset()
         finally:
+            self.series.reset()  # whichever file reopens, it may not be what was loaded
             try:
                 self._con = self._connect()  # the new file, or the old one if the rename failed
             finally:

@@ -8,14 +8,15 @@ Here each group keeps its days together, in order, in compact arrays, and a page
 costs a few milliseconds of Python.
 
 This is a cache of `metric_daily` and `metric_hist`, which stay the truth:
-- loaded from them (one snapshot) the first time a report needs it;
-- kept by the fold: after each batch commits, the (group, day) entries the batch
-  touched are replaced by their new rows, read inside the batch's transaction
-  (`changes`, then `apply`), before the fold publishes its new high-water mark,
-  so a read with `min_seq` sees its writes here too;
+- loaded from them (one snapshot) when the server starts, or by the first report;
+- brought up to date lazily: each fold batch notes the (group, day) keys it touched
+  (`touched`, then `note`, before the fold publishes its high-water mark), and the
+  next report first reads those keys' current rows and replaces its entries. The
+  fold's own cost stays a few columns per batch: reading the rows at every batch
+  took a quarter of the NDJSON ingest rate, as the fold shares the GIL with it;
 - dropped when a replay swaps the database file, and loaded again from the new one.
-Memory: ~12 bytes per `metric_hist` row and ~45 per `metric_daily` row (~40 MB
-at 10 M events); loading at 10 M events takes about a second.
+Memory: ~12 bytes per `metric_hist` row and ~45 per `metric_daily` row (~50 MB
+at 10 M events); loading at 10 M events takes ~1.4 s.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import bisect
 import threading
 from array import array
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, timedelta
 from itertools import accumulate
 from typing import Any
@@ -33,41 +33,53 @@ import duckdb
 import pyarrow as pa
 
 from runlake.views.metric_daily import QUANTILES, merged_percentile
+from runlake.views.view import NULLABLE_KEYS, same
 
 Cursor = duckdb.DuckDBPyConnection
 GroupKey = tuple[str | None, str | None, str]  # (model, hardware, metric)
 EPOCH = date(1970, 1, 1)
-_DAY = "(day - DATE '1970-01-01')::INTEGER"  # days since the epoch: a small int
+KEY = ("component", "model", "hardware", "metric")
+# Keys of (group, day) waiting to be read again: beyond this many, loading anew is
+# cheaper than reading them (a few million rows at most: ~1.4 s at 10 M events).
+MAX_PENDING = 300_000
+
+
+def _day(alias: str) -> str:
+    """`alias.day` as days since the epoch: a small int that crosses to Python as one."""
+    return f"({alias}.day - DATE '1970-01-01')::INTEGER"
+
+
+def _group_order(alias: str) -> str:
+    return ", ".join(f"{alias}.{c}" + (" NULLS LAST" if c in NULLABLE_KEYS else "")
+                     for c in KEY)
+
 
 # Loading: the groups in the report's order with their number of days, then every
 # day's figures and every histogram row in the same order (group keys are unique),
 # so that they line up: only numbers cross to Python, as whole columns.
-_GROUP_ORDER = "component, model NULLS LAST, hardware NULLS LAST, metric"
-_LOAD_GROUPS = f"""SELECT component, model, hardware, metric, count(*) FROM metric_daily
-GROUP BY ALL ORDER BY {_GROUP_ORDER}"""
+_LOAD_GROUPS = f"""SELECT component, model, hardware, metric, count(*) FROM metric_daily d
+GROUP BY ALL ORDER BY {_group_order("d")}"""
 _LOAD_DAILY = f"""
-SELECT {_DAY.replace("day", "d.day")} AS day, d.count, d.sum, d.min, d.max, h.rows
+SELECT {_day("d")}, d.count, d.sum, d.min, d.max, h.rows
 FROM metric_daily d JOIN (
     SELECT component, model, hardware, metric, day, count(*) AS rows FROM metric_hist GROUP BY ALL
-) h ON d.component = h.component AND d.model IS NOT DISTINCT FROM h.model
-    AND d.hardware IS NOT DISTINCT FROM h.hardware AND d.metric = h.metric AND d.day = h.day
-ORDER BY d.component, d.model NULLS LAST, d.hardware NULLS LAST, d.metric, d.day"""
-_LOAD_HIST = f"SELECT bucket, count FROM metric_hist ORDER BY {_GROUP_ORDER}, day, bucket"
+) h ON {same("d", "h", *KEY, "day")}
+ORDER BY {_group_order("d")}, d.day"""
+_LOAD_HIST = f"SELECT bucket, count FROM metric_hist h ORDER BY {_group_order('h')}, day, bucket"
 
-# The new rows of the (group, day) keys the fold's batch touched (its scope table
-# `touched_metrics`): a key without a daily row lost all its points. Both read
-# only from the batch's earliest day on, so zone maps skip the older row groups.
-_TOUCHED = "(SELECT min(day) FROM touched_metrics)"
-_ON = ("t.component = r.component AND t.model IS NOT DISTINCT FROM r.model "
-       "AND t.hardware IS NOT DISTINCT FROM r.hardware AND t.metric = r.metric AND t.day = r.day")
+# The current rows of the (group, day) keys in `series_keys` (fold batches touched
+# them since they were last read): a key without a daily row lost all its points.
+# Both read only from the earliest day on, so zone maps skip older row groups.
+_SINCE = "(SELECT min(day) FROM series_keys)"
+_ON = same("t", "r", *KEY, "day")
 _CHANGED_DAILY = f"""
-SELECT t.component, t.model, t.hardware, t.metric, {_DAY.replace("day", "t.day")},
-       r.count, r.sum, r.min, r.max
-FROM touched_metrics t LEFT JOIN (SELECT * FROM metric_daily WHERE day >= {_TOUCHED}) r ON {_ON}"""
+SELECT t.component, t.model, t.hardware, t.metric, {_day("t")}, r.count, r.sum, r.min, r.max
+FROM (SELECT DISTINCT * FROM series_keys) t
+LEFT JOIN (SELECT * FROM metric_daily WHERE day >= {_SINCE}) r ON {_ON}"""
 _CHANGED_HIST = f"""
-SELECT r.component, r.model, r.hardware, r.metric, {_DAY.replace("day", "r.day")}, r.bucket, r.count
-FROM metric_hist r SEMI JOIN touched_metrics t ON {_ON}
-WHERE r.day >= {_TOUCHED} ORDER BY ALL"""
+SELECT r.component, r.model, r.hardware, r.metric, {_day("r")}, r.bucket, r.count
+FROM metric_hist r SEMI JOIN series_keys t ON {_ON}
+WHERE r.day >= {_SINCE} ORDER BY ALL"""
 
 
 def _order(key: GroupKey) -> tuple[Any, ...]:
@@ -176,21 +188,14 @@ class _Component:
         return self.ordered
 
 
-@dataclass(frozen=True)
-class Changes:
-    """The new rollups of the (group, day) keys a fold batch touched: per key
-    (component, model, hardware, metric, day), its daily row (count, sum, min, max)
-    and histogram, or None if the day lost all its points."""
-
-    days: dict[tuple[Any, ...], tuple[tuple[int, float, float, float], list[int], list[int]] | None]
-
-
 class MetricSeries:
-    """Thread-safe: the fold applies changes while readers build reports."""
+    """Thread-safe: the fold notes what it touched while readers build reports."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._components: dict[str, _Component] | None = None  # None: not loaded
+        self._pending: list[pa.Table] = []  # keys noted since the last read
+        self._pending_rows = 0
 
     @property
     def loaded(self) -> bool:
@@ -199,28 +204,83 @@ class MetricSeries:
     def reset(self) -> None:
         """Forget everything (the database file was replaced): the next report loads."""
         with self._lock:
-            self._components = None
+            self._drop()
+
+    def _drop(self) -> None:
+        self._components, self._pending, self._pending_rows = None, [], 0
 
     def ensure_loaded(self, cur: Cursor) -> None:
-        """Load from the rollups if not loaded yet. The lock is held throughout, so a
-        fold batch that commits meanwhile applies its changes after the load's
-        snapshot, and one that committed before is in it (replacing is idempotent)."""
+        """Load from the rollups if not loaded yet (and read what batches touched)."""
         with self._lock:
-            self._loaded(cur)
+            self._current(cur)
 
-    def _loaded(self, cur: Cursor) -> dict[str, _Component]:
-        """The components, loaded first if need be; the caller holds the lock."""
+    @staticmethod
+    def touched(con: Cursor) -> pa.Table:
+        """The (group, day) keys a fold batch touched (its `touched_metrics`), read
+        inside its transaction: a few columns, no Python object per key."""
+        return con.sql("SELECT * FROM touched_metrics").to_arrow_table()
+
+    def note(self, keys: pa.Table) -> None:
+        """After a fold batch committed: its keys are to be read again by the next
+        report. A series not loaded ignores them: its load will read the batch (the
+        load holds the lock from before its snapshot, so a batch noted after the
+        load began committed before it). A key noted twice is read twice, the same."""
+        with self._lock:
+            if self._components is None or keys.num_rows == 0:
+                return
+            self._pending.append(keys)
+            self._pending_rows += keys.num_rows
+            if self._pending_rows > MAX_PENDING:
+                self._drop()
+
+    def _current(self, cur: Cursor) -> dict[str, _Component]:
+        """The components, loaded or brought up to date first; the caller holds the
+        lock. Pending keys are read in one snapshot, which holds every batch they
+        came from (each committed before it was noted)."""
         if self._components is None:
             self._components = _load(cur)
+        elif self._pending:
+            keys = pa.concat_tables(self._pending)
+            cur.register("series_keys", keys)
+            try:
+                cur.execute("BEGIN")
+                try:
+                    daily = cur.execute(_CHANGED_DAILY).fetchall()
+                    hist = cur.execute(_CHANGED_HIST).fetchall()
+                finally:
+                    cur.execute("COMMIT")
+            finally:
+                cur.unregister("series_keys")
+            self._pending, self._pending_rows = [], 0
+            self._replace(daily, hist)
         return self._components
+
+    def _replace(self, daily: list[tuple[Any, ...]], hist: list[tuple[Any, ...]]) -> None:
+        """Set each (group, day) of `daily` to its row and histogram, or drop it."""
+        assert self._components is not None
+        buckets: dict[tuple[Any, ...], tuple[list[int], list[int]]] = {}
+        for *key, bucket, count in hist:
+            b, c = buckets.setdefault(tuple(key), ([], []))
+            b.append(bucket)
+            c.append(count)
+        for component, model, hardware, metric, day, count, total, lo, hi in daily:
+            comp = self._components.setdefault(component, _Component())
+            if count is None:
+                if (g := comp.by_key.get((model, hardware, metric))) is not None:
+                    g.drop(day)
+                    if not g.days:
+                        comp.sorted = False  # in_order drops it
+                continue
+            b, c = buckets[(component, model, hardware, metric, day)]
+            comp.group((model, hardware, metric)).put(day, count, total, lo, hi, b, c)
 
     def rows(self, cur: Cursor) -> list[tuple[Any, ...]]:
         """Every (group, day) held, as (component, model, hardware, metric, day, count,
-        sum, min, max, ((bucket, count), ...)) in key order: what the tests compare
-        with the rollups' own rows."""
+        sum, min, max, ((bucket, count), ...)) in the report's order: what the tests
+        compare with the rollups' own rows."""
         with self._lock:
             out = []
-            for component, comp in self._loaded(cur).items():
+            for component, comp in self._current(cur).items():
                 for g in comp.in_order():
                     for k, day in enumerate(g.days):
                         a, b = g.hoff[k], g.hoff[k + 1]
@@ -228,40 +288,6 @@ class MetricSeries:
                                     g.sum[k], g.min[k], g.max[k],
                                     tuple(zip(g.hb[a:b], g.hc[a:b], strict=True))))
         return sorted(out, key=lambda r: (r[0], _order(r[1:4]), r[4]))
-
-    @staticmethod
-    def changes(con: Cursor) -> Changes:
-        """Read, inside the fold's transaction after the views' refresh, the new rows
-        of what the batch touched (its `touched_metrics`)."""
-        out: dict[tuple[Any, ...], Any] = {}
-        for *key, count, total, lo, hi in con.execute(_CHANGED_DAILY).fetchall():
-            out[tuple(key)] = None if count is None else ((count, total, lo, hi), [], [])
-        for *key, bucket, count in con.execute(_CHANGED_HIST).fetchall():
-            entry = out[tuple(key)]
-            entry[1].append(bucket)
-            entry[2].append(count)
-        return Changes(out)
-
-    def apply(self, changes: Changes | None) -> None:
-        """Replace the touched (group, day) entries (after the batch committed).
-        None: the batch's changes were not read, as the series was not loaded when
-        it began; if it loaded meanwhile its snapshot may lack them: load again."""
-        with self._lock:
-            if changes is None:
-                self._components = None
-            if self._components is None:  # the next report loads what committed
-                return
-            for (component, model, hardware, metric, day), entry in changes.days.items():
-                comp = self._components.setdefault(component, _Component())
-                if entry is None:
-                    if (g := comp.by_key.get((model, hardware, metric))) is not None:
-                        g.drop(day)
-                        if not g.days:
-                            comp.sorted = False  # in_order drops it
-                    continue
-                (count, total, lo, hi), buckets, counts = entry
-                comp.group((model, hardware, metric)).put(day, count, total, lo, hi,
-                                                          buckets, counts)
 
     def report(self, cur: Cursor, component: str, days: int, *, today: date,
                model: str | None = None, hardware: str | None = None,
@@ -272,14 +298,15 @@ class MetricSeries:
         start, end = (today - EPOCH).days - (days - 1), (today - EPOCH).days
         dates = {d: EPOCH + timedelta(days=d) for d in range(start, end + 1)}
         with self._lock:
-            comp = self._loaded(cur).get(component)
+            comp = self._current(cur).get(component)
             groups = comp.in_order() if comp is not None else []
             if model is not None or hardware is not None or metric is not None:
                 groups = [g for g in groups if (model is None or g.key[0] == model)
                           and (hardware is None or g.key[1] == hardware)
                           and (metric is None or g.key[2] == metric)]
             # Groups with a day in the window, inline: this runs for every group of
-            # the component (4 000 at 10 M events), a method call each cost ~1 ms.
+            # the component (4 000 at 10 M events), where a method call per group
+            # cost ~1 ms in all.
             # A group's days are never empty here (in_order drops emptied groups).
             match = [g for g in groups if (d := g.days)[0] <= end and d[-1] >= start
                      and (d[0] >= start or d[-1] <= end or d[bisect.bisect_left(d, start)] <= end)]
@@ -302,6 +329,8 @@ def _load(cur: Cursor) -> dict[str, _Component]:
     del daily, hist
     offsets = array("q", [0])  # where each day's histogram starts in buckets/counts
     offsets.extend(accumulate(rows))
+    if sum(n for *_, n in groups) != len(days) or offsets[-1] != len(buckets):
+        raise RuntimeError("metric_daily and metric_hist disagree: replay the log")
     components: dict[str, _Component] = {}
     at = 0
     for component, model, hardware, metric, n in groups:
@@ -313,15 +342,18 @@ def _load(cur: Cursor) -> dict[str, _Component]:
         g.hoff = array("q", [x - first for x in offsets[at:end + 1]])
         g.hb, g.hc = buckets[first:last], counts[first:last]
         at = end
+    for comp in components.values():
+        comp.in_order()  # DuckDB sorted them, but in its collation: sort them as reports do
     return components
 
 
 def _array(code: str, column: pa.ChunkedArray) -> array:
     """A non-null numeric column as a compact array, without a Python object per value."""
-    assert column.null_count == 0, "only the validity bitmap would say which are null"
     out = array(code)
+    width = out.itemsize
+    if column.null_count or column.type.bit_width != 8 * width:
+        raise TypeError(f"{column.type} with {column.null_count} nulls is not array({code!r})")
     for chunk in column.chunks:
         data = chunk.buffers()[1]
-        width = out.itemsize
         out.frombytes(memoryview(data)[chunk.offset * width:(chunk.offset + len(chunk)) * width])
     return out

@@ -266,7 +266,7 @@ def performance(cur: Cursor, series: MetricSeries, component: str, days: int = 3
     merged histograms (interpolated like quantile_cont, ≤ 1 % relative error), and a
     daily trend. A page of groups in (model, hardware, metric) order: a component can
     have thousands. Answered from `series`, the rollups held in memory per group
-    (metric_series.py); `cur` loads it the first time."""
+    (metric_series.py), which reads through `cur` what it lacks."""
     today = today or datetime.now(UTC).date()
     total, items = series.report(cur, component, days, today=today, model=model,
                                  hardware=hardware, metric=metric, limit=limit, offset=offset)

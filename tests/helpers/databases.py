@@ -4,6 +4,7 @@ compare two dumps (floats within a relative tolerance)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,16 @@ def fold_into(path: Path, table: pa.Table, cuts: Sequence[int] = (), *,
         con = db.connection
         series = db.series if incremental else None
         if series is not None:
-            series.ensure_loaded(con.cursor())
+            with closing(con.cursor()) as cur:
+                series.ensure_loaded(cur)
         for part, hi in zip(split(table, cuts), [*cuts, table.num_rows], strict=True):
             assert fold_table(con, part, incremental=incremental, series=series) == hi
         if not incremental:
             rebuild_views(con)
         else:
-            kept = db.series.rows(con.cursor())
             assert db.series.loaded, "a batch dropped the series"
+            with closing(con.cursor()) as cur:  # reads the keys the batches noted
+                kept = db.series.rows(cur)
             assert kept == series_rows(dump_database(con)), "the series kept by the fold"
 
     dump = dump_file(path, fold)
