@@ -90,7 +90,7 @@ class Database:
 
     def preload_series(self) -> None:
         """Load the performance series on a reader thread now rather than at the first
-        report (about a second at 10 M events). A failure is logged; the first
+        report (~1.4 s at 10 M events). A failure is logged; the first
         report tries again."""
         def done(fut: Future[None]) -> None:
             if (e := fut.exception()) is not None:
