@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from http_api import percentile  # bench/http_api.py: one definition for every bench
+
 from runlake.demo import ndjson_batches
 from runlake.events import EventLog, decode_events
 from runlake.ingest.fold import Fold, fold_table, log_tables
@@ -36,14 +38,6 @@ from runlake.progress import Progress
 from runlake.views.db import Database
 
 RUN_EVENTS = 30  # runlake demo writes about this many events per run
-
-
-def p99(values: list[float]) -> float:
-    """The 99th percentile, interpolated between closest ranks like DuckDB's quantile_cont
-    (and bench/http_api.py's `percentile`)."""
-    if len(values) == 1:  # statistics.quantiles wants two points (before Python 3.13)
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
 def append_demo(event_log: EventLog, events: int, seed: int) -> int:
@@ -91,17 +85,18 @@ def measure_incremental(log_dir: Path, db_path: Path, batches: int, batch_size: 
     event_log = EventLog(log_dir, readonly=True).open()
     db = Database(db_path).open()
     try:
+        db.series.ensure_loaded(db.cursor())  # as a server preloads it, so batches note keys
         latencies = []
         upto = first - 1 + batches * batch_size
         for table in log_tables(event_log, first - 1, upto, batch_size):
             start = time.perf_counter()
-            fold_table(db.connection, table)
+            fold_table(db.connection, table, series=db.series)
             latencies.append(time.perf_counter() - start)
     finally:
         db.close()
     return {"batches": batches, "batch_size": batch_size,
             "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * p99(latencies), "max_ms": 1000 * max(latencies)}
+            "p99_ms": 1000 * percentile(latencies, 0.99), "max_ms": 1000 * max(latencies)}
 
 
 def measure_sustained(log_dir: Path, db_path: Path, rate: int, seconds: float,
@@ -113,7 +108,8 @@ def measure_sustained(log_dir: Path, db_path: Path, rate: int, seconds: float,
                                       batch_size=batch_size)][:requests]
     event_log = EventLog(log_dir).open()
     db = Database(db_path).open()
-    fold = Fold(db, event_log, batch_rows=200_000)
+    db.series.ensure_loaded(db.cursor())  # as the server's fold, which notes each batch's keys
+    fold = Fold(db, event_log, batch_rows=200_000, series=db.series)
     fold.fold_available()  # start caught up
     fold.start()
     acked: list[tuple[int, float]] = []  # (last seq, ack time)
@@ -155,7 +151,7 @@ def measure_sustained(log_dir: Path, db_path: Path, rate: int, seconds: float,
     lat = [visible[seq] - t for seq, t in acked]
     return {"rate_target": rate, "rate_achieved": requests * batch_size / offered,
             "requests": requests, "p50_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * p99(lat), "max_ms": 1000 * max(lat),
+            "p99_ms": 1000 * percentile(lat, 0.99), "max_ms": 1000 * max(lat),
             "fold_batches": fold.batches_folded}
 
 

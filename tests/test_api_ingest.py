@@ -238,7 +238,8 @@ def test_openapi_describes_every_route_in_the_table(make_server: MakeServer) -> 
     }
     # The GET export's query parameters are ExportRequest's fields, with their rules.
     params = {p["name"]: p for p in doc["paths"]["/api/db/export"]["get"]["parameters"]}
-    assert list(params) == list(ExportRequest.__struct_fields__)
+    assert list(params) == list(ExportRequest.__struct_fields__) == [
+        "what", "format", "since", "until", "filename", "min_seq"]
     assert params["format"]["schema"] == {"enum": ["json", "ndjson", "parquet"]}
     assert params["since"]["schema"] == {"type": "string", "format": "date-time"}
     assert params["min_seq"]["schema"] == {"type": "integer", "minimum": 0}

@@ -13,6 +13,7 @@ from helpers.stats import interpolated_bound, quantile_cont
 from helpers.threads import in_thread
 
 from runlake.api.state import FOLD
+from runlake.views.metric_daily import ALPHA
 from tests.helpers.server import Client
 
 MakeServer = Callable[..., Any]
@@ -167,7 +168,7 @@ async def check_reads(client: Client, last: int) -> None:
     assert g["count"] == 3 and g["min"] == 10.0 and g["max"] == 30.0
     for name, quantile in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         exact = quantile_cont(llama_a100, quantile)  # interpolated, each rank within 1 %
-        assert abs(g[name] - exact) <= 0.01 * max(llama_a100), (name, g[name], exact)
+        assert abs(g[name] - exact) <= ALPHA * max(llama_a100), (name, g[name], exact)
     assert perf["total"] == len(perf["items"]) and perf["limit"] == 100
     assert sum(t["count"] for t in g["trend"]) == 3
 
@@ -302,7 +303,7 @@ def assert_report(report: dict[str, Any], runs: dict[str, tuple[str, str | None]
         assert abs(g["mean"] - w["mean"]) < 1e-9, (what, g)
         for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
             exact = quantile_cont(w["values"], q)
-            assert abs(g[name] - exact) <= interpolated_bound(w["values"], q, 0.01), (what, name)
+            assert abs(g[name] - exact) <= interpolated_bound(w["values"], q, ALPHA), (what, name)
         trend = [{k: t[k] for k in ("day", "count", "min", "max")} for t in g["trend"]]
         assert trend == [{k: t[k] for k in ("day", "count", "min", "max")}
                          for t in w["trend"]], (what, g["trend"])

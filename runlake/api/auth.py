@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 
 from runlake.api.keys import ApiKey, KeyRing
 from runlake.api.metrics import UNMATCHED, header, sample
-from runlake.api.state import AUTH, matched_route
+from runlake.api.state import AUTH, matched_route, routed
 from runlake.errors import Forbidden, Unauthorized
 from runlake.events import Event
 from runlake.events.schema import DeleteEvent
@@ -58,8 +58,7 @@ class Auth:
 
         A route registered outside the table needs admin: unknown means strictest.
         """
-        match = request.match_info
-        if match.http_exception is not None or match.route.resource is None:
+        if not routed(request):
             return None
         route = matched_route(request)
         return route.role if route is not None else "admin"
@@ -149,6 +148,11 @@ def refused_event(key: ApiKey | None, events: Sequence[Event]) -> dict[str, obje
                     "message": f"key {key.name!r} has role {key.role!r}; "
                                "delete events need 'admin'"}
     return None
+
+
+def forbid_event(request: web.Request, refused: dict[str, object]) -> Forbidden:
+    """The 403 for the event `refused_event` found."""
+    return forbidden(request, f"event {refused['event']}: {refused['message']}", [refused])
 
 
 def forbidden(request: web.Request, message: str,

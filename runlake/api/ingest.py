@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from runlake.api.auth import API_KEY, forbidden, refused_event
+from runlake.api.auth import API_KEY, forbid_event, refused_event
 from runlake.api.keys import ApiKey
 from runlake.api.params import path_component
 from runlake.api.responses import Accepted, json_response
@@ -54,8 +54,7 @@ async def _ingest(request: web.Request, component: str | None) -> web.Response:
         detail = {"line" if ndjson else "event": None, "field": None, "message": f"{problem}: {e}"}
         raise InvalidEvents(f"invalid events: the body {problem}", [detail]) from e
     if refused is not None:  # another component's event, or a non-admin delete
-        message = f"event {refused['event']}: {refused['message']}"
-        raise forbidden(request, message, [refused])
+        raise forbid_event(request, refused)
     # Shielded: a cancelled handler (client gone, shutdown timeout) must not cancel
     # the log's future, whose events are committed regardless.
     first, last = await asyncio.shield(request.app[EVENT_LOG].append_async(events))

@@ -26,7 +26,7 @@ import asyncio
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from runlake.api.state import SETTINGS, matched_route
+from runlake.api.state import SETTINGS, matched_route, routed
 from runlake.errors import Overloaded, PayloadTooLarge, RequestTimeout
 
 RETRY_AFTER_S = 1
@@ -61,7 +61,7 @@ def concurrency_limit(limit: int) -> Middleware:
 async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Read the body of a routed request within `read_timeout_s`, else answer 408;
     a body over the route's limit gets 413."""
-    if request.body_exists and request.match_info.http_exception is None:
+    if request.body_exists and routed(request):
         settings = request.app[SETTINGS]
         route = matched_route(request)
         own = route.max_body_bytes if route is not None else None

@@ -7,7 +7,7 @@ from aiohttp import web
 from runlake.api.metrics import exposition, metric
 from runlake.api.openapi import openapi_json
 from runlake.api.responses import Health, Readiness, ReadyStatus, json_response
-from runlake.api.state import AUTH, EVENT_LOG, FOLD, HTTP_METRICS, INBOX, ROUTES, SETTINGS
+from runlake.api.state import AUTH, EVENT_LOG, FOLD, HTTP_METRICS, INBOX, ROUTE_INDEX, SETTINGS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -69,7 +69,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=openapi_json(request.app[ROUTES]), content_type="application/json")
+    routes = tuple(request.app[ROUTE_INDEX].values())  # in the table's order
+    return web.Response(body=openapi_json(routes), content_type="application/json")
 
 
 def _inbox_metrics(app: web.Application) -> list[str]:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
+import pyarrow as pa
 import pyarrow.compute as pc
 from aiohttp import web
 
@@ -97,13 +98,9 @@ def _segment(request: web.Request, name: str) -> str:
 
 async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
     """Wait for `min_seq` if given, then run `fn` on a reader cursor."""
-    await _wait_min_seq(request)
-    return await request.app[DATABASE].read(fn)
-
-
-async def _wait_min_seq(request: web.Request) -> None:
     if min_seq := _int(request, "min_seq", 0, 0, 2**62):
         await wait_for_fold(request, min_seq)
+    return await request.app[DATABASE].read(fn)
 
 
 async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parameter") -> None:
@@ -176,32 +173,30 @@ async def run_events(request: web.Request) -> web.Response:
     c, run_id = await _component(request), _segment(request, "run_id")
     limit, offset = _page(request, 100)
     span, folded = await _read(request, lambda cur: q.run_span_and_fold(cur, c, run_id))
-    event_log = request.app[EVENT_LOG]
-    rows = await asyncio.get_running_loop().run_in_executor(
-        None, _events_of_run, event_log, c, run_id, span, folded)
-    if not rows:
+    total, items = await asyncio.get_running_loop().run_in_executor(
+        None, _events_of_run, request.app[EVENT_LOG], c, run_id, span, folded, limit, offset)
+    if not total:
         raise NotFound(f"no events for run {run_id!r} of component {c!r}")
-    items = [row_to_event(r) for r in rows[offset:offset + limit]]
-    return json_response({"items": items, "limit": limit, "offset": offset, "total": len(rows)})
+    return json_response({"items": items, "limit": limit, "offset": offset, "total": total})
 
 
 def _events_of_run(event_log: EventLog, component: str, run_id: str,
-                   span: tuple[int, int] | None, folded: int) -> list[dict[str, Any]]:
-    """Events naming the run within `span` and after `folded`, in seq order. The cost
-    is that of the span (every event logged between the run's first and last, any
-    run's), not of the whole log, which took seconds to scan at 10 M events. A delete
-    of the run not folded yet is among them, and so are the events it removed: they
-    are in the log until the fold gets there."""
+                   span: tuple[int, int] | None, folded: int, limit: int, offset: int
+                   ) -> tuple[int, list[dict[str, Any]]]:
+    """How many events name the run within `span` and after `folded`, and the page of
+    them, in seq order; only the page becomes Python objects. The cost is that of
+    the span (every event logged between the run's first and last, any run's), not
+    of the whole log, which took seconds to scan at 10 M events. A delete of the run
+    not folded yet is among them, and so are the events it removed: they are in the
+    log until the fold gets there."""
     ranges = ([span] if span is not None else []) + [(folded + 1, None)]
-    rows: list[dict[str, Any]] = []
-    for first, last in ranges:
-        for batch in event_log.read(first, last):
-            mask = pc.and_(pc.equal(batch.column("component"), component),
-                           pc.equal(batch.column("run_id"), run_id))
-            picked = batch.filter(mask)
-            if picked.num_rows:
-                rows.extend(picked.to_pylist())
-    return rows
+    picked = [batch.filter(pc.and_(pc.equal(batch.column("component"), component),
+                                   pc.equal(batch.column("run_id"), run_id)))
+              for first, last in ranges for batch in event_log.read(first, last)]
+    if not picked:
+        return 0, []
+    table = pa.Table.from_batches(picked)
+    return table.num_rows, [row_to_event(r) for r in table.slice(offset, limit).to_pylist()]
 
 
 async def _append_delete(request: web.Request, event: dict[str, Any]) -> web.Response:

@@ -21,7 +21,7 @@ from msgspec import Meta
 from runlake.api import admin, export, ingest, ops, reads
 from runlake.api.params import SLUG
 from runlake.api.responses import Accepted, Health, Readiness
-from runlake.api.state import ROUTE_INDEX, ROUTES
+from runlake.api.state import ROUTE_INDEX
 from runlake.events import EVENT_TYPES
 from runlake.ingest.replay import ReplayStatus
 
@@ -186,7 +186,6 @@ ROUTE_TABLE: tuple[Route, ...] = (
 
 
 def add_routes(app: web.Application) -> None:
-    app[ROUTES] = ROUTE_TABLE
     app[ROUTE_INDEX] = {(r.method, r.path): r for r in ROUTE_TABLE}
     for route in ROUTE_TABLE:
         app.router.add_route(route.method, route.path, route.handler)

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
-ROUTES: web.AppKey[tuple[Route, ...]] = web.AppKey("routes")
 ROUTE_INDEX: web.AppKey[dict[tuple[str, str], Route]] = web.AppKey("route_index")  # (method, path)
 AUTH: web.AppKey[Auth] = web.AppKey("auth")  # keys, refusal counts
 DATABASE: web.AppKey[Database] = web.AppKey("database")
@@ -33,10 +32,17 @@ REBUILD: web.AppKey[Rebuild] = web.AppKey("rebuild")  # POST /api/db/replay
 INBOX: web.AppKey[Inbox] = web.AppKey("inbox")  # absent when settings.inbox is off
 
 
+def routed(request: web.Request) -> bool:
+    """Whether the request matched a route (else aiohttp answers 404/405)."""
+    match = request.match_info
+    return match.http_exception is None and match.route.resource is not None
+
+
 def matched_route(request: web.Request) -> Route | None:
     """The route table's entry for the route the request matched; None when none
     matched (404/405) or the route is not in the table."""
-    match = request.match_info
-    if match.http_exception is not None or match.route.resource is None:
+    if not routed(request):
         return None
-    return request.app[ROUTE_INDEX].get((match.route.method, match.route.resource.canonical))
+    route = request.match_info.route
+    assert route.resource is not None  # routed
+    return request.app[ROUTE_INDEX].get((route.method, route.resource.canonical))

@@ -60,14 +60,14 @@ LOG_SCHEMA = pa.schema(
 COLUMNS: tuple[str, ...] = tuple(LOG_SCHEMA.names)
 SERVER_COLUMNS = ("seq", "received_at")
 # The log renames a step's `step` (a metric's `step` is an integer) and a tag's `value`.
-RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
+_RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
 _COMMON = ("component", "id", "ts")
 _TAGS = dict(zip(EVENT_TYPES, TYPE_NAMES, strict=True))
 
 
 def column_of(tag: str, field: str) -> str:
     """The log column holding wire field `field` of events of type `tag`."""
-    return RENAMED.get((tag, field), field)
+    return _RENAMED.get((tag, field), field)
 
 
 # Each event type's own fields (not the common ones) as (wire name, log column),
@@ -164,7 +164,7 @@ def renumber(table: pa.Table, first_seq: int, received_at_us: int) -> pa.Table:
 def row_to_event(row: dict[str, Any]) -> dict[str, Any]:
     """A log row (as a dict) back in wire form, plus `seq` and `received_at`."""
     out: dict[str, Any] = {"seq": row["seq"], "type": row["type"], "component": row["component"]}
-    wire = {col: attr for (tag, attr), col in RENAMED.items() if tag == row["type"]}
+    wire = {col: attr for (tag, attr), col in _RENAMED.items() if tag == row["type"]}
     for col in COLUMNS[4:]:
         v = row.get(col)
         if v is None or col == "ts":

@@ -15,7 +15,7 @@ What the batched fold decides event by event is decided here as sets first:
   that depends on the cuts before it, so batch deletes are taken in seq order,
   one statement each (a log holds few of them).
 A log of many batch deletes is folded by the batched path instead (`fits`).
-The segments are scanned once to find duplicates and deletes, then once per table.
+The segments are scanned twice to find duplicates, then deletes, then once per table.
 """
 
 from __future__ import annotations
@@ -88,6 +88,14 @@ class SegmentFold:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, files: Sequence[Path]) -> None:
         self.con = con
+        try:
+            self._find(files)
+        except BaseException:
+            self.__exit__()  # `with` never started: drop what was made
+            raise
+
+    def _find(self, files: Sequence[Path]) -> None:
+        con = self.con
         names = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
         con.execute("CREATE OR REPLACE TEMP VIEW bulk_log AS " + _EVENTS.format(files=names))
         con.execute("CREATE OR REPLACE TEMP TABLE bulk_dropped AS "

@@ -235,10 +235,6 @@ def _parquet_rows(table: pa.Table, name: str) -> list[Event]:
     return events
 
 
-# Which log column holds each wire field of each event type (`column_of`), and that
-# field's rules, read from the msgspec schema itself so the two paths cannot drift.
-
-
 @dataclass
 class _Rule:
     """One column's rule (msgspec type info), and the event types it applies to."""
@@ -250,7 +246,8 @@ class _Rule:
 
 def _rules() -> tuple[list[_Rule], dict[str, list[str]], dict[str, list[str]]]:
     """Rules per (column, distinct type info); {column: types having it};
-    {column: types requiring it}."""
+    {column: types requiring it}. Read from the msgspec schema itself (the column
+    of each field by `column_of`), so the two paths cannot drift."""
     rules: dict[tuple[str, str], _Rule] = {}
     having: dict[str, list[str]] = {}
     requiring: dict[str, list[str]] = {}
@@ -270,6 +267,7 @@ def _rules() -> tuple[list[_Rule], dict[str, list[str]], dict[str, list[str]]]:
 
 _RULES, _HAVING, _REQUIRING = _rules()
 _STRING = pa.string()
+_TYPE_NAMES = pa.array(TYPE_NAMES)
 
 
 def _vectorized(table: pa.Table) -> pa.Table | None:
@@ -287,10 +285,12 @@ def _vectorized(table: pa.Table) -> pa.Table | None:
     kind = cols.get("type")
     if kind is None or "component" not in cols or cols["component"].null_count:
         return None
-    if kind.null_count or not pc.all(pc.is_in(kind, pa.array(TYPE_NAMES))).as_py():
+    if kind.null_count:
+        return None
+    codes = pc.index_in(kind, value_set=_TYPE_NAMES)  # small ints compare faster
+    if codes.null_count:  # a type that is not one
         return None
     present = set(pc.unique(kind).to_pylist())
-    codes = pc.index_in(kind, value_set=pa.array(TYPE_NAMES))  # small ints compare faster
     masks: list[pa.Array] = []
     seen: dict[frozenset[str], pa.Array | bool] = {}
 

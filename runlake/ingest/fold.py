@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -24,6 +25,7 @@ from runlake.views.metric_daily import BUCKET
 from runlake.views.metric_series import MetricSeries
 
 log = logging.getLogger("runlake.fold")
+T = TypeVar("T")
 
 NAIVE_TS = pa.timestamp("us")  # the tables hold naive UTC; the cast keeps the values
 SMALL_CHUNK_ROWS = 2048  # DuckDB's vector size
@@ -188,29 +190,29 @@ def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
     `series`, if given, is told once the batch has committed which metric rollups
     it touched."""
     last = int(table.column("seq")[-1].as_py())
-    touched: list[pa.Table] = []
 
-    def apply() -> None:
-        if fold_batch(con, table, incremental=incremental) and series is not None:
-            touched.append(MetricSeries.touched(con))
+    def apply() -> pa.Table | None:
+        refreshed = fold_batch(con, table, incremental=incremental)
+        return MetricSeries.touched(con) if refreshed and series is not None else None
 
-    fold_in_transaction(con, last, apply)
-    if series is not None and touched:
-        series.note(touched[0])
+    if (touched := fold_in_transaction(con, last, apply)) is not None:
+        assert series is not None
+        series.note(touched)
     return last
 
 
-def fold_in_transaction(con: duckdb.DuckDBPyConnection, last: int,
-                        apply: Callable[[], None]) -> None:
-    """Run `apply` and store `last` as the high-water mark, in one transaction."""
+def fold_in_transaction(con: duckdb.DuckDBPyConnection, last: int, apply: Callable[[], T]) -> T:
+    """Run `apply` and store `last` as the high-water mark, in one transaction;
+    returns what `apply` returned, once committed."""
     con.execute("BEGIN")
     try:
-        apply()
+        result = apply()
         con.execute("UPDATE fold_state SET folded_seq = ?", [last])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    return result
 
 
 def log_tables(event_log: EventLog, after: int, upto: int | None,

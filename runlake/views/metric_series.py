@@ -149,10 +149,7 @@ class _Group:
                 merged[bucket] = get(bucket, 0) + c
             buckets = sorted(merged)
             counts = [merged[bucket] for bucket in buckets]
-        keys, cum, running = list(buckets), [], 0
-        for c in counts:
-            running += c
-            cum.append(running)
+        keys, cum = list(buckets), list(accumulate(counts))
         for q in QUANTILES:
             item[f"p{round(q * 100)}"] = merged_percentile(keys, cum, q)
         item["trend"] = [
@@ -279,15 +276,12 @@ class MetricSeries:
         sum, min, max, ((bucket, count), ...)) in the report's order: what the tests
         compare with the rollups' own rows."""
         with self._lock:
-            out = []
-            for component, comp in self._current(cur).items():
-                for g in comp.in_order():
-                    for k, day in enumerate(g.days):
-                        a, b = g.hoff[k], g.hoff[k + 1]
-                        out.append((component, *g.key, EPOCH + timedelta(days=day), g.count[k],
-                                    g.sum[k], g.min[k], g.max[k],
-                                    tuple(zip(g.hb[a:b], g.hc[a:b], strict=True))))
-        return sorted(out, key=lambda r: (r[0], _order(r[1:4]), r[4]))
+            return [(component, *g.key, EPOCH + timedelta(days=day), g.count[k], g.sum[k],
+                     g.min[k], g.max[k],
+                     tuple(zip(g.hb[g.hoff[k]:g.hoff[k + 1]], g.hc[g.hoff[k]:g.hoff[k + 1]],
+                               strict=True)))
+                    for component, comp in sorted(self._current(cur).items())
+                    for g in comp.in_order() for k, day in enumerate(g.days)]
 
     def report(self, cur: Cursor, component: str, days: int, *, today: date,
                model: str | None = None, hardware: str | None = None,
