@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import psutil
-from http_api import start_runlake  # bench/http_api.py
+from http_api import Server, start_runlake  # bench/http_api.py
 
 from runlake import demo
 
@@ -65,15 +65,23 @@ def main() -> None:
         demo.drop_parquet(data / "inbox", args.events)
         server = start_runlake(data, "--inbox")  # the events wait in the inbox
         try:
-            while readyz(server.url)["folded_seq"] < args.events:
-                time.sleep(0.2)
-            run(server.url, server.proc.pid, args.events)
+            wait_folded(server, args.events)
+            run(server.url, server.ps, args.events)
         finally:
             server.stop(60)
 
 
-def run(url: str, pid: int, events: int) -> None:
-    server = psutil.Process(pid)
+def wait_folded(server: Server, events: int, timeout: float = 1800.0) -> None:
+    """Until the inbox's events are folded; a server that died or stalls fails the bench."""
+    deadline = time.monotonic() + timeout
+    while (folded := readyz(server.url)["folded_seq"]) < events:
+        if server.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server folded {folded:,} of {events:,} events and "
+                               + ("exited" if server.proc.poll() is not None else "stalled"))
+        time.sleep(0.2)
+
+
+def run(url: str, server: psutil.Process, events: int) -> None:
     baseline = max(server.memory_info().rss for _ in range(5))
     print(f"{events:,} events; server RSS before the exports {baseline / 2**20:.0f} MiB")
     print(f"{'export':<16} {'rows/s':>10} {'MB/s':>7} {'size MB':>8} {'RSS growth MiB':>15}")

@@ -433,7 +433,7 @@ async def runlake_reads(root: Path, work: Workload | None, runs: int, sizes: Siz
     server = start_runlake(data)
     try:
         if work is not None:
-            await ingest_ndjson(server, work, fold=True)  # untimed
+            await ingest_ndjson(server, work)  # untimed; the wait below covers the fold
         async with _session(1) as session:
             await wait_folded(session, server.url)
             events = (await readiness(session, server.url))["last_seq"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ from runlake import demo
 from runlake.api.state import DATABASE
 
 MakeServer = Callable[..., Any]
-NOW = 1_767_225_600  # 2026-01-01: a fixed demo stream
+# The demo stream ends at the start of today (UTC), fixed for the session, and spans
+# 60 days: a 90-day performance window holds all of it.
+NOW = int(time.time()) // 86_400 * 86_400
 READS = ("/api/test/db/models/stats", "/api/generator/db/hardware/stats",
          "/api/benchmark/db/runs?limit=1000&sort=run_id", "/api/db/overview",
          "/api/test/db/batches?limit=1000",
-         "/api/generator/db/performance?days=3660&limit=1000")  # NOW is in the window
+         "/api/generator/db/performance?days=90&limit=1000")
 
 
 async def post_demo(client: Client, runs: int, seed: int) -> int:

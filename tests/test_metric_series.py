@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
@@ -67,7 +67,7 @@ def test_loads_racing_the_fold(db: Database) -> None:
                 db.series.reset()
                 db.series.ensure_loaded(cur)
                 loads += 1
-                db.series.report(cur, "generator", 90, today=TODAY)
+                db.series.report(cur, "generator", TODAY - timedelta(days=89), TODAY)
 
     thread = threading.Thread(target=reader)
     thread.start()

@@ -17,11 +17,11 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+from helpers.event_log import log_ids
 from helpers.plain_http import http_status
 from helpers.server import ServerProcess, run_server
 from helpers.threads import in_thread
 
-from runlake.events import EventLog
 from runlake.views.db import Database, folded_seq
 
 pytestmark = pytest.mark.slow
@@ -76,12 +76,6 @@ async def ingest_then_kill(server: ServerProcess, rng: random.Random, round_no: 
     await asyncio.gather(*clients)
 
 
-def read_ids(log_dir: Path) -> list[tuple[int, str]]:
-    with EventLog(log_dir, readonly=True) as event_log:
-        return [(row["seq"], row["id"]) for batch in event_log.read()
-                for row in batch.select(["seq", "id"]).to_pylist()]
-
-
 def test_kill_9_loses_no_acknowledged_event_and_duplicates_none(
     start_server_process: StartServer, tmp_path: Path
 ) -> None:
@@ -94,12 +88,9 @@ def test_kill_9_loses_no_acknowledged_event_and_duplicates_none(
     server = start_server_process(data, inbox=False)  # recovers the last round's tail
     assert server.stop() == 0, server.stderr()
 
-    rows = read_ids(data / "log")
-    seqs = [seq for seq, _ in rows]
-    assert seqs == list(range(1, len(rows) + 1)), "seqs are not contiguous from 1"
-    ids = [i for _, i in rows]
+    ids = log_ids(data / "log", check_seqs=True)  # seqs 1, 2, … n: ids[s - 1] is seq s's
     assert len(set(ids)) == len(ids), "an event is in the log twice"
-    by_seq = dict(rows)
+    by_seq = dict(enumerate(ids, start=1))
     acked = [r for r in requests if r.ack is not None]
     assert sum(len(r.ids) for r in acked) > 1000, "too little was acknowledged to test"
     for req in acked:
@@ -134,7 +125,7 @@ def test_sigterm_finishes_in_flight_appends_folds_and_rolls_the_tail(
     assert "stopped" in server.stderr()
     wal = [p for p in (data / "log" / "wal").iterdir() if p.stat().st_size > 0]
     assert wal == [], "the tail was not rolled into a segment"
-    by_seq = dict(read_ids(data / "log"))
+    by_seq = dict(enumerate(log_ids(data / "log", check_seqs=True), start=1))
     acked = [r for r in requests if r.ack is not None]
     assert acked
     for req in acked:

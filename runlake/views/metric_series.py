@@ -283,13 +283,13 @@ class MetricSeries:
                     for component, comp in sorted(self._current(cur).items())
                     for g in comp.in_order() for k, day in enumerate(g.days)]
 
-    def report(self, cur: Cursor, component: str, days: int, *, today: date,
+    def report(self, cur: Cursor, component: str, since: date, until: date, *,
                model: str | None = None, hardware: str | None = None,
                metric: str | None = None, limit: int = 100, offset: int = 0
                ) -> tuple[int, list[dict[str, Any]]]:
         """(groups with points in the window, the page's items): the window is the
-        `days` days ending `today`; items in (model, hardware, metric) order."""
-        start, end = (today - EPOCH).days - (days - 1), (today - EPOCH).days
+        days `since` to `until`, both included; items in (model, hardware, metric) order."""
+        start, end = (since - EPOCH).days, (until - EPOCH).days
         dates = {d: EPOCH + timedelta(days=d) for d in range(start, end + 1)}
         with self._lock:
             comp = self._current(cur).get(component)

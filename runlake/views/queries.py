@@ -268,10 +268,11 @@ def performance(cur: Cursor, series: MetricSeries, component: str, days: int = 3
     have thousands. Answered from `series`, the rollups held in memory per group
     (metric_series.py), which reads through `cur` what it lacks."""
     today = today or datetime.now(UTC).date()
-    total, items = series.report(cur, component, days, today=today, model=model,
+    since = today - timedelta(days=days - 1)
+    total, items = series.report(cur, component, since, today, model=model,
                                  hardware=hardware, metric=metric, limit=limit, offset=offset)
-    return {"component": component, "days": days, "since": today - timedelta(days=days - 1),
-            "until": today, **_page(items, limit, offset, total)}
+    return {"component": component, "days": days, "since": since, "until": today,
+            **_page(items, limit, offset, total)}
 
 
 # -- across components --------------------------------------------------------
