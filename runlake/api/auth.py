@@ -58,10 +58,9 @@ class Auth:
 
         A route registered outside the table needs admin: unknown means strictest.
         """
-        if not routed(request):
-            return None
-        route = matched_route(request)
-        return route.role if route is not None else "admin"
+        if (route := matched_route(request)) is not None:
+            return route.role
+        return "admin" if routed(request) else None
 
     def failed(self, request: web.Request, reason: str, message: str) -> None:
         """Count a refused request and log it: route, remote, reason; never the key."""

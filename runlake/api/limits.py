@@ -63,13 +63,12 @@ async def read_body_in_time(request: web.Request, handler: Handler) -> web.Strea
     a body over the route's limit gets 413."""
     if request.body_exists and routed(request):
         settings = request.app[SETTINGS]
-        route = matched_route(request)
-        own = route.max_body_bytes if route is not None else None
+        own = route.max_body_bytes if (route := matched_route(request)) is not None else None
         limit = settings.max_body_bytes if own is None else min(own, settings.max_body_bytes)
         declared = request.content_length
         if declared is not None and declared > limit:
             # Refuse before reading; aiohttp's client_max_size covers chunked bodies.
-            raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}")
+            raise _too_large(declared, limit)
         try:
             async with asyncio.timeout(settings.read_timeout_s):
                 body = await request.read()
@@ -80,5 +79,9 @@ async def read_body_in_time(request: web.Request, handler: Handler) -> web.Strea
                 f"the request body did not arrive within {settings.read_timeout_s:g} s "
                 "(read_timeout_s)", close=True) from None
         if len(body) > limit:  # a chunked body, read up to the server's limit
-            raise PayloadTooLarge(f"request body is {len(body)} bytes; the limit is {limit}")
+            raise _too_large(len(body), limit)
     return await handler(request)
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is {size} bytes; the limit is {limit}")

@@ -22,7 +22,7 @@ from runlake.api.params import MAX_PARAM_CHARS, bad_param, path_component
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
 from runlake.errors import BadRequest, NotFound, Unavailable
-from runlake.events import EventLog, decode_events, row_to_event
+from runlake.events import LOG_SCHEMA, EventLog, decode_events, row_to_event
 from runlake.views import queries as q
 
 T = TypeVar("T")
@@ -193,9 +193,7 @@ def _events_of_run(event_log: EventLog, component: str, run_id: str,
     picked = [batch.filter(pc.and_(pc.equal(batch.column("component"), component),
                                    pc.equal(batch.column("run_id"), run_id)))
               for first, last in ranges for batch in event_log.read(first, last)]
-    if not picked:
-        return 0, []
-    table = pa.Table.from_batches(picked)
+    table = pa.Table.from_batches(picked, schema=LOG_SCHEMA)
     return table.num_rows, [row_to_event(r) for r in table.slice(offset, limit).to_pylist()]
 
 

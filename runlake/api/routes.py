@@ -186,6 +186,5 @@ ROUTE_TABLE: tuple[Route, ...] = (
 
 
 def add_routes(app: web.Application) -> None:
-    app[ROUTE_INDEX] = {(r.method, r.path): r for r in ROUTE_TABLE}
-    for route in ROUTE_TABLE:
-        app.router.add_route(route.method, route.path, route.handler)
+    app[ROUTE_INDEX] = {app.router.add_route(r.method, r.path, r.handler): r
+                        for r in ROUTE_TABLE}

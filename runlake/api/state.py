@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
-ROUTE_INDEX: web.AppKey[dict[tuple[str, str], Route]] = web.AppKey("route_index")  # (method, path)
+# The route table's entries by the aiohttp route each registered, in the table's order.
+ROUTE_INDEX: web.AppKey[dict[web.AbstractRoute, Route]] = web.AppKey("route_index")
 AUTH: web.AppKey[Auth] = web.AppKey("auth")  # keys, refusal counts
 DATABASE: web.AppKey[Database] = web.AppKey("database")
 FOLD: web.AppKey[Fold] = web.AppKey("fold")
@@ -40,9 +41,6 @@ def routed(request: web.Request) -> bool:
 
 def matched_route(request: web.Request) -> Route | None:
     """The route table's entry for the route the request matched; None when none
-    matched (404/405) or the route is not in the table."""
-    if not routed(request):
-        return None
-    route = request.match_info.route
-    assert route.resource is not None  # routed
-    return request.app[ROUTE_INDEX].get((route.method, route.resource.canonical))
+    matched (aiohttp's own 404/405 routes are not in the table) or the route is
+    not in the table."""
+    return request.app[ROUTE_INDEX].get(request.match_info.route)

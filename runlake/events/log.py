@@ -19,6 +19,7 @@ import asyncio
 import bisect
 import fcntl
 import logging
+import operator
 import os
 import queue
 import threading
@@ -58,10 +59,15 @@ class _Append:
         return len(self.events) if self.events is not None else self.table.num_rows  # type: ignore[union-attr]
 
 
+# The tail in memory: one (first seq, table) per group commit, in seq order. Reads
+# bisect on the first seqs instead of scanning thousands of small commits.
+_Tables = list[tuple[int, pa.Table]]
+_FIRST = operator.itemgetter(0)
+
+
 @dataclass
 class _Sealed:
-    tables: list[pa.Table]
-    firsts: list[int]  # each table's first seq
+    tables: _Tables
     wal: Path | None
 
 
@@ -89,8 +95,7 @@ class EventLog:
         self._cond = threading.Condition()
         self._segments: list[Segment] = []
         self._sealed: list[_Sealed] = []
-        self._tail: list[pa.Table] = []  # one table per group commit
-        self._tail_firsts: list[int] = []  # their first seqs: reads bisect, not scan
+        self._tail: _Tables = []
         self._tail_bytes = 0
         self._tail_since = 0.0
         self._last_seq = 0
@@ -205,11 +210,10 @@ class EventLog:
             segments = list(self._segments)
             # Only the tables from the one holding from_seq on: a tail of single-event
             # commits holds tens of thousands, and the fold reads its end again and again.
-            memory: list[tuple[int, pa.Table]] = []
-            for firsts, tables in [*((s.firsts, s.tables) for s in self._sealed),
-                                   (self._tail_firsts, self._tail)]:
-                i = max(0, bisect.bisect_right(firsts, from_seq) - 1)
-                memory.extend(zip(firsts[i:], tables[i:], strict=True))
+            memory: _Tables = []
+            for tables in [*(s.tables for s in self._sealed), self._tail]:
+                i = max(0, bisect.bisect_right(tables, from_seq, key=_FIRST) - 1)
+                memory.extend(tables[i:])
             last = self._last_seq if to_seq is None else min(to_seq, self._last_seq)
         for seg in segments:
             if seg.last < from_seq:
@@ -314,8 +318,7 @@ class EventLog:
         with self._cond:
             if not self._tail:
                 self._tail_since = time.monotonic()
-            self._tail.append(table)
-            self._tail_firsts.append(first)
+            self._tail.append((first, table))
             self._tail_bytes += table.nbytes
             self._last_seq = seq - 1
             self._cond.notify_all()
@@ -332,7 +335,7 @@ class EventLog:
     def _maybe_roll(self) -> None:
         if not self._tail:
             return
-        rows = self._last_seq - self._tail_firsts[0] + 1
+        rows = self._last_seq - self._tail[0][0] + 1
         age = time.monotonic() - self._tail_since
         too_big = rows >= self.roll_rows or self._tail_bytes >= self.roll_bytes
         if too_big or age >= self.roll_seconds:
@@ -346,9 +349,9 @@ class EventLog:
         assert self._wal is not None
         self._wal.close()
         with self._cond:
-            sealed = _Sealed(self._tail, self._tail_firsts, self._wal.path)
+            sealed = _Sealed(self._tail, self._wal.path)
             self._sealed.append(sealed)
-            self._tail, self._tail_firsts, self._tail_bytes = [], [], 0
+            self._tail, self._tail_bytes = [], 0
         self._wal = None
         self._roll_queue.put(sealed)
 
@@ -370,7 +373,7 @@ class EventLog:
                 log.exception("rolling the tail into a segment failed")
 
     def _roll(self, sealed: _Sealed) -> None:
-        table = pa.concat_tables(sealed.tables).combine_chunks()
+        table = pa.concat_tables([t for _, t in sealed.tables]).combine_chunks()
         segment = write_segment(self.directory, table)
         with self._cond:
             self._segments.append(segment)
@@ -444,8 +447,8 @@ class EventLog:
             ends = [last] + [f + t.num_rows - 1 for f, t in zip(firsts, tail, strict=True)]
             # A gap means a roll finished between listing segments and WAL files.
             if all(f == end + 1 for f, end in zip(firsts, ends, strict=False)):
-                self._segments, self._tail, self._last_seq = segments, tail, ends[-1]
-                self._tail_firsts = firsts
+                self._segments, self._last_seq = segments, ends[-1]
+                self._tail = list(zip(firsts, tail, strict=True))
                 return
         raise LogError(f"the log in {self.directory} keeps changing; try again")
 

@@ -285,10 +285,8 @@ def _vectorized(table: pa.Table) -> pa.Table | None:
     kind = cols.get("type")
     if kind is None or "component" not in cols or cols["component"].null_count:
         return None
-    if kind.null_count:
-        return None
     codes = pc.index_in(kind, value_set=_TYPE_NAMES)  # small ints compare faster
-    if codes.null_count:  # a type that is not one
+    if codes.null_count:  # a missing type, or one that is not a type
         return None
     present = set(pc.unique(kind).to_pylist())
     masks: list[pa.Array] = []

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import TypeVar
 
 import duckdb
@@ -190,14 +191,10 @@ def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
     `series`, if given, is told once the batch has committed which metric rollups
     it touched."""
     last = int(table.column("seq")[-1].as_py())
-
-    def apply() -> pa.Table | None:
-        refreshed = fold_batch(con, table, incremental=incremental)
-        return MetricSeries.touched(con) if refreshed and series is not None else None
-
-    if (touched := fold_in_transaction(con, last, apply)) is not None:
-        assert series is not None
-        series.note(touched)
+    refreshed = fold_in_transaction(con, last, partial(fold_batch, con, table,
+                                                       incremental=incremental))
+    if refreshed and series is not None:  # the batch's temp scope tables outlive its commit
+        series.note(MetricSeries.touched(con))
     return last
 
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import bisect
 import threading
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, timedelta
 from itertools import accumulate
 from typing import Any
@@ -213,8 +214,8 @@ class MetricSeries:
 
     @staticmethod
     def touched(con: Cursor) -> pa.Table:
-        """The (group, day) keys a fold batch touched (its `touched_metrics`), read
-        inside its transaction: a few columns, no Python object per key."""
+        """The (group, day) keys the fold's last batch touched (its `touched_metrics`, a
+        temp table of the fold's connection): a few columns, no Python object per key."""
         return con.sql("SELECT * FROM touched_metrics").to_arrow_table()
 
     def note(self, keys: pa.Table) -> None:
@@ -240,12 +241,9 @@ class MetricSeries:
             keys = pa.concat_tables(self._pending)
             cur.register("series_keys", keys)
             try:
-                cur.execute("BEGIN")
-                try:
+                with _snapshot(cur):
                     daily = cur.execute(_CHANGED_DAILY).fetchall()
                     hist = cur.execute(_CHANGED_HIST).fetchall()
-                finally:
-                    cur.execute("COMMIT")
             finally:
                 cur.unregister("series_keys")
             self._pending, self._pending_rows = [], 0
@@ -261,13 +259,15 @@ class MetricSeries:
             b.append(bucket)
             c.append(count)
         for component, model, hardware, metric, day, count, total, lo, hi in daily:
-            comp = self._components.setdefault(component, _Component())
             if count is None:
-                if (g := comp.by_key.get((model, hardware, metric))) is not None:
+                comp = self._components.get(component)
+                if comp is not None and (g := comp.by_key.get((model, hardware, metric))) is not None:
                     g.drop(day)
                     if not g.days:
                         comp.sorted = False  # in_order drops it
                 continue
+            if (comp := self._components.get(component)) is None:
+                comp = self._components[component] = _Component()
             b, c = buckets[(component, model, hardware, metric, day)]
             comp.group((model, hardware, metric)).put(day, count, total, lo, hi, b, c)
 
@@ -308,15 +308,22 @@ class MetricSeries:
                                 for g in match[offset:offset + limit]]
 
 
-def _load(cur: Cursor) -> dict[str, _Component]:
-    """Every group's days from one snapshot of the rollups."""
+@contextmanager
+def _snapshot(cur: Cursor) -> Iterator[None]:
+    """The queries inside read one state of the database, whatever the fold commits."""
     cur.execute("BEGIN")
     try:
+        yield
+    finally:
+        cur.execute("COMMIT")
+
+
+def _load(cur: Cursor) -> dict[str, _Component]:
+    """Every group's days from one snapshot of the rollups."""
+    with _snapshot(cur):
         groups = cur.execute(_LOAD_GROUPS).fetchall()
         daily = cur.sql(_LOAD_DAILY).to_arrow_table()
         hist = cur.sql(_LOAD_HIST).to_arrow_table()
-    finally:
-        cur.execute("COMMIT")
     days, count, total, lo, hi, rows = (_array(code, daily.column(i))
                                         for i, code in enumerate("iqdddq"))
     buckets, counts = _array("i", hist.column(0)), _array("q", hist.column(1))

@@ -17,8 +17,8 @@ class View:
     fold's scope tables) and `match` the condition that ties a view row to one.
     `add`, for views whose rows are mergeable (counts, sums, min/max), merges the
     batch's new points into existing rows instead of recomputing their groups.
-    `order`, if set, is the physical order a rebuild writes rows in: rows of the
-    same days together let zone maps skip the rest when a read asks for a window.
+    `order`, if set, is the physical order a rebuild writes rows in, so that zone
+    maps skip the row groups a read does not need (`runs`: by key).
     `narrow` fills an optional second placeholder, `{narrow}`, in a refresh: a
     join to the touched groups for a second input keyed otherwise, or one that
     cuts an input down early where the optimizer would not push `scope`.
