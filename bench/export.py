@@ -2,12 +2,12 @@
 
     python bench/export.py [--events 1000000]
 
-`--events` realistic events (one `runlake.demo` day tiled with fresh run and batch
-ids, dropped into the inbox as Parquet) are ingested and folded, untimed. Then each
-export (events and runs, as NDJSON, JSON and Parquet, across all components) is
-read to the end by one client, timed, while the server's RSS is sampled every
-10 ms: the table shows the rate, the size, and the highest RSS during the export
-less the RSS just before it. Needs psutil (the test extra).
+`--events` realistic events (1 000 `runlake.demo` runs tiled with fresh run and batch
+ids by `demo.drop_parquet`, dropped into the inbox as Parquet) are ingested and
+folded, untimed. Then each export (events and runs, as NDJSON, JSON and Parquet,
+across all components) is read to the end by one client, timed, while the server's
+RSS is sampled every 10 ms: the table shows the rate, the size, and the highest RSS
+during the export less the RSS just before it. Needs psutil (the test extra).
 """
 
 from __future__ import annotations
@@ -74,10 +74,13 @@ def main() -> None:
 def wait_folded(server: Server, events: int, timeout: float = 1800.0) -> None:
     """Until the inbox's events are folded; a server that died or stalls fails the bench."""
     deadline = time.monotonic() + timeout
-    while (folded := readyz(server.url)["folded_seq"]) < events:
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server folded {folded:,} of {events:,} events and "
-                               + ("exited" if server.proc.poll() is not None else "stalled"))
+    while True:
+        if server.proc.poll() is not None:  # before asking it: a dead server refuses
+            raise RuntimeError("the server exited before it folded the inbox")
+        if (folded := readyz(server.url)["folded_seq"]) >= events:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server folded {folded:,} of {events:,} events and stalled")
         time.sleep(0.2)
 
 
