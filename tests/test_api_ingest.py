@@ -12,7 +12,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from helpers.threads import in_thread
 
 from runlake.api.export import ExportRequest
 from runlake.api.routes import ROUTE_TABLE
@@ -131,7 +130,7 @@ def test_concurrent_appends_get_distinct_contiguous_seqs(make_server: MakeServer
             seqs = sorted(r.json()["first_seq"] for r in replies)
             assert seqs == list(range(1, 65))
             # Readers see the running log too (segments plus the write-ahead tail).
-            rows = await in_thread(read_log, client.event_log.directory)
+            rows = await asyncio.to_thread(read_log, client.event_log.directory)
             assert {r["id"] for r in rows} == {f"c{i}-{i}" for i in range(64)}
 
     asyncio.run(main())
@@ -144,14 +143,14 @@ def test_appends_continue_while_the_fold_is_stopped(
         async with make_server() as client:
             assert client.app is not None
             fold = client.app[FOLD]
-            await in_thread(fold.stop)
+            await asyncio.to_thread(fold.stop)
             r = await client.post_events([metric("s", i) for i in range(10)])
             assert (r.status, r.json()["last_seq"]) == (202, 10)
             ready = await client.get("/readyz")
             assert ready.status == 503
             assert ready.json()["status"] == "not_running"
             assert ready.json()["lag_events"] == 10
-            await in_thread(fold.start)
+            await asyncio.to_thread(fold.start)
             assert await fold.wait_folded(10, timeout=30)
             ready = await client.get("/readyz")
             assert (ready.status, ready.json()["status"]) == (200, "ready")

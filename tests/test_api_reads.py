@@ -10,7 +10,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from helpers.stats import interpolated_bound, quantile_cont
-from helpers.threads import in_thread
 
 from runlake.api.state import FOLD
 from runlake.views.metric_daily import ALPHA
@@ -227,7 +226,7 @@ def test_raw_events_of_a_run_since_its_last_delete(make_server: MakeServer) -> N
             b = await get(client, "/api/test/db/run/b/events", last)
             assert messages(b) == [f"test b {i}" for i in range(5)]
             # Not folded yet: with the fold stopped, the log has them and the views do not.
-            await in_thread(client.app[FOLD].stop)
+            await asyncio.to_thread(client.app[FOLD].stop)
             await client.post_events([ev("a", 6), ev("c", 0)])
             assert (await client.get("/readyz")).json()["lag_events"] == 2
             a = await client.get("/api/test/db/run/a/events")
@@ -241,7 +240,7 @@ def test_raw_events_of_a_run_since_its_last_delete(make_server: MakeServer) -> N
             assert [e["type"] for e in b["items"]] == ["log"] * 5 + ["delete"]
             missing = await client.get("/api/test/db/run/nope/events")
             assert missing.status == 404
-            await in_thread(client.app[FOLD].start)
+            await asyncio.to_thread(client.app[FOLD].start)
 
     asyncio.run(main())
 
@@ -290,9 +289,15 @@ def expected_report(runs: dict[str, tuple[str, str | None]],
     return items
 
 
-def assert_report(report: dict[str, Any], runs: dict[str, tuple[str, str | None]],
+def assert_report(report: dict[str, Any], days: int, runs: dict[str, tuple[str, str | None]],
                   points: dict[str, list[tuple[int, float, str]]], what: str) -> None:
-    want = expected_report(runs, points, report["days"], report["until"])
+    """`report` is the `days`-day report ending the server's today, with these items."""
+    until = date.fromisoformat(report["until"])
+    today = datetime.now(UTC).date()  # the request was sent just before: midnight may lie between
+    assert until in (today, today - timedelta(days=1)), (what, until)
+    assert (report["days"], report["since"]) == (
+        days, (until - timedelta(days=days - 1)).isoformat()), what
+    want = expected_report(runs, points, days, report["until"])
     assert want, f"{what}: the window should hold points"
     assert report["total"] == len(want), (what, report["total"], len(want))
     got = report["items"]
@@ -325,9 +330,9 @@ def test_performance_report_follows_changes(make_server: MakeServer) -> None:
             first = [perf_run(r, *runs[r]) for r in runs] + [
                 perf_metric(r, d, v, n) for r in points for d, v, n in points[r]]
             last = (await client.post_events(first)).json()["last_seq"]
-            assert_report(await get(client, path, last), runs, points, "first batch")
+            assert_report(await get(client, path, last), 10, runs, points, "first batch")
             narrow = await get(client, "/api/perf/db/performance?days=2", last)
-            assert_report(narrow, runs, points, "a two-day window")
+            assert_report(narrow, 2, runs, points, "a two-day window")
             model = await get(client, "/api/perf/db/performance?days=10&model=m1&metric=lat",
                               last)
             assert [(i["model"], i["metric"]) for i in model["items"]] == [("m1", "lat")]
@@ -339,7 +344,7 @@ def test_performance_report_follows_changes(make_server: MakeServer) -> None:
             second = [perf_metric("ra", 6, 7.0), perf_run("rb", "m2", "h2"),
                       {"type": "delete", "component": "perf", "run_id": "rc"}]
             last = (await client.post_events(second)).json()["last_seq"]
-            assert_report(await get(client, path, last), runs, points,
+            assert_report(await get(client, path, last), 10, runs, points,
                           "moved, deleted, an older day")
 
             # rc comes back with a point on a day it never had.
@@ -347,11 +352,11 @@ def test_performance_report_follows_changes(make_server: MakeServer) -> None:
             third = [perf_run("rc", "m2", None), perf_metric("rc", 4, 8.0)]
             last = (await client.post_events(third)).json()["last_seq"]
             kept = await get(client, path, last)
-            assert_report(kept, runs, points, "rc again")
+            assert_report(kept, 10, runs, points, "rc again")
 
         async with make_server() as client:  # the same data folder: loaded from DuckDB
             loaded = await get(client, path, last)
-        assert_report(loaded, runs, points, "after a restart")
+        assert_report(loaded, 10, runs, points, "after a restart")
         if loaded["until"] == kept["until"]:  # else midnight passed: compared above
             assert loaded == kept
 

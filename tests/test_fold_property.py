@@ -264,7 +264,7 @@ class Run:
     created: int
     updated: int
     first_seq: int
-    last_seq: int = 0
+    last_seq: int
     events: int = 0
     attrs: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
     statuses: list[tuple[int, int, tuple[str, str | None]]] = field(default_factory=list)
@@ -319,7 +319,8 @@ class Simulation:
             return
         run = self.runs.get((comp, w["run_id"]))
         if run is None:
-            run = self.runs[comp, w["run_id"]] = Run(created=ts, updated=ts, first_seq=seq)
+            run = self.runs[comp, w["run_id"]] = Run(created=ts, updated=ts, first_seq=seq,
+                                                     last_seq=seq)
         run.created, run.updated = min(run.created, ts), max(run.updated, ts)
         run.last_seq = seq  # events come in seq order
         run.events += 1

@@ -26,7 +26,6 @@ from helpers.inbox_proc import (
     run_events,
     running_inbox,
 )
-from helpers.threads import in_thread
 
 from runlake import demo
 from runlake.views import queries
@@ -111,7 +110,7 @@ def test_ndjson_and_parquet_inboxes_give_the_same_views(tmp_path: Path) -> None:
                     drop(h.dir, f"{n:03d}.ndjson", chunk)
             await h.settled(len(chunks))
             assert h.inbox.files_rejected == 0
-            await in_thread(h.fold.fold_available)
+            await asyncio.to_thread(h.fold.fold_available)
             tables = await h.sql(
                 "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND NOT internal "
                 "AND table_name NOT IN ('event_ids', 'fold_state')")
@@ -157,13 +156,13 @@ def test_a_slow_writer_is_read_once_and_whole(tmp_path: Path) -> None:
     async def main() -> None:
         async with running_inbox(tmp_path / "data") as h:
             part = h.dir / "slow.ndjson.part"
-            await in_thread(write_slowly, part, data, 10, 0.15)  # 1.5 s, pauses > stable
+            await asyncio.to_thread(write_slowly, part, data, 10, 0.15)  # 1.5 s, pauses > stable
             await asyncio.sleep(0.3)
             assert h.inbox.files_ingested == 0 and h.files() == ["slow.ndjson.part"]
             os.rename(part, h.dir / "slow.ndjson")
             await h.settled(1)
             # In place, pausing less than the stability window between pieces.
-            await in_thread(write_slowly, h.dir / "in-place.ndjson", in_place, 25, 0.02)
+            await asyncio.to_thread(write_slowly, h.dir / "in-place.ndjson", in_place, 25, 0.02)
             await h.settled(2)
             assert (h.inbox.files_ingested, h.inbox.files_rejected) == (2, 0)
             assert h.inbox.events_ingested == 2 * len(events)
@@ -221,7 +220,7 @@ def test_a_thousand_small_files_at_once_all_arrive(tmp_path: Path) -> None:
     async def main() -> None:
         async with running_inbox(tmp_path / "data") as h:
             started = time.monotonic()
-            await in_thread(write_all, h.dir)
+            await asyncio.to_thread(write_all, h.dir)
             await h.settled(n_files, timeout=90)
             elapsed = time.monotonic() - started
             assert (h.inbox.files_ingested, h.inbox.files_rejected) == (n_files, 0)
@@ -321,7 +320,7 @@ def test_stop_finishes_the_file_in_hand(tmp_path: Path) -> None:
                 await h.until(lambda: h.inbox.files_ingested >= 5)
             finally:
                 stop_writing.set()
-                await in_thread(writer.join)
+                await asyncio.to_thread(writer.join)
             await h.inbox.stop()
             done, waiting = h.files(".done"), h.files()
             assert len(done) == h.inbox.files_ingested

@@ -27,7 +27,6 @@ from helpers.inbox_proc import (
     run_events,
     running_inbox,
 )
-from helpers.threads import in_thread
 
 from runlake import demo
 from runlake.errors import InvalidEvents
@@ -386,12 +385,12 @@ def test_when_the_log_refuses_files_wait_in_the_inbox(tmp_path: Path) -> None:
     goes in once the log takes appends again."""
     async def main() -> None:
         async with running_inbox(tmp_path / "data") as h:
-            await in_thread(h.event_log.close)
+            await asyncio.to_thread(h.event_log.close)
             drop(h.dir, "waits.ndjson", ndjson_bytes(GOOD))
             await asyncio.sleep(1.0)
             assert h.files() == ["waits.ndjson"]
             assert (h.inbox.files_ingested, h.inbox.files_rejected) == (0, 0)
-            await in_thread(h.event_log.open)
+            await asyncio.to_thread(h.event_log.open)
             drop(h.dir, "next.ndjson", ndjson_bytes(run_events("next")))
             await h.settled(2)
             assert h.files() == [] and h.files(".done") == ["next.ndjson", "waits.ndjson"]

@@ -29,6 +29,7 @@ from runlake.events import (
     events_to_table,
     row_to_event,
 )
+from runlake.events import log as log_module
 from runlake.events.schema import AnyEvent, MetricEvent
 from runlake.events.segments import list_segments
 
@@ -145,12 +146,24 @@ def test_roll_seconds_rolls_an_idle_tail(tmp_path: Path) -> None:
         check_log(log, make_events(0, 35))
 
 
-@pytest.mark.parametrize("roll_rows", [64, 10**6], ids=["segments", "all_in_the_tail"])
-def test_reads_from_any_range(tmp_path: Path, roll_rows: int) -> None:
+@pytest.mark.parametrize(("roll_rows", "hold_rolls"), [(64, False), (64, True), (10**6, False)],
+                         ids=["segments", "sealed_tails", "all_in_the_tail"])
+def test_reads_from_any_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              roll_rows: int, hold_rolls: bool) -> None:
     """Reads start in the right segment, sealed tail or group commit of the tail
-    (found by bisection) and stop at `to_seq`."""
+    (found by bisection) and stop at `to_seq`. With `hold_rolls`, sealed tails are
+    kept from becoming segments until the reads are done."""
     events = make_events(0, 300)
     rng = random.Random(7)
+    released = threading.Event()
+    if hold_rolls:
+        real_write = log_module.write_segment
+
+        def write_segment(*args: Any) -> Any:
+            released.wait(60)
+            return real_write(*args)
+
+        monkeypatch.setattr(log_module, "write_segment", write_segment)
     with EventLog(tmp_path, roll_rows=roll_rows) as log:
         pos = 0
         while pos < len(events):
@@ -162,16 +175,21 @@ def test_reads_from_any_range(tmp_path: Path, roll_rows: int) -> None:
                   (0, 3), (200, 10**9)]
         ranges += [tuple(sorted(rng.sample(range(1, n + 1), 2))) for _ in range(20)]
         ranges += [(s, None) for s in range(1, n + 2, 5)]  # from all over
-        assert bool(log.segments()) == (roll_rows < n)  # the case its id names
-        with EventLog(tmp_path, readonly=True) as readonly:
-            for reader in (log, readonly):
-                for from_seq, to_seq in ranges:
-                    rows = read_rows(reader, from_seq, to_seq,
-                                     batch_rows=rng.choice([3, 7, 1000]))
-                    stop = n if to_seq is None else min(to_seq, n)
-                    want = list(range(max(from_seq, 1), stop + 1))
-                    assert [r["seq"] for r in rows] == want, (from_seq, to_seq)
-                    assert [r["id"] for r in rows] == [events[s - 1].id for s in want]
+        # The case its id names: segments, several sealed WAL files, or one WAL file.
+        assert bool(log.segments()) == (roll_rows < n and not hold_rolls)
+        assert (len(list((tmp_path / "wal").glob("*.arrows"))) > 2) == hold_rolls
+        try:
+            with EventLog(tmp_path, readonly=True) as readonly:
+                for reader in (log, readonly):
+                    for from_seq, to_seq in ranges:
+                        rows = read_rows(reader, from_seq, to_seq,
+                                         batch_rows=rng.choice([3, 7, 1000]))
+                        stop = n if to_seq is None else min(to_seq, n)
+                        want = list(range(max(from_seq, 1), stop + 1))
+                        assert [r["seq"] for r in rows] == want, (from_seq, to_seq)
+                        assert [r["id"] for r in rows] == [events[s - 1].id for s in want]
+        finally:
+            released.set()
 
 
 def test_concurrent_appenders_get_no_gaps_and_no_duplicates(tmp_path: Path, no_leaks: None) -> None:

@@ -82,6 +82,39 @@ def test_loads_racing_the_fold(db: Database) -> None:
     assert_series_is_the_rollups(db)
 
 
+def test_a_batch_committed_during_a_load_is_read(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interleaving the race test can only hope for, forced: a batch commits
+    after a load took its snapshot and before the load is installed. Its keys must
+    still reach the series (the fold's note waits for the load to finish)."""
+    table = demo_table(60, seed=10)
+    first, second = split(table, [table.num_rows // 2])
+    fold_table(db.connection, first)
+    real_load, real_note = metric_series._load, metric_series.MetricSeries.note
+    noting = threading.Event()
+
+    def note(self: metric_series.MetricSeries, keys: pa.Table) -> None:
+        noting.set()
+        real_note(self, keys)
+
+    folder = threading.Thread(target=fold_table, args=(db.connection, second),
+                              kwargs={"series": db.series})
+
+    def load(cur: metric_series.Cursor) -> dict[str, metric_series._Component]:
+        components = real_load(cur)  # the snapshot holds `first` only
+        folder.start()
+        assert noting.wait(60), "the fold never got to note its batch"
+        folder.join(1.0)  # a note that does not wait for this load is done by now
+        return components
+
+    monkeypatch.setattr(metric_series, "_load", load)
+    monkeypatch.setattr(metric_series.MetricSeries, "note", note)
+    with closing(db.connection.cursor()) as cur:
+        db.series.ensure_loaded(cur)
+    folder.join()
+    assert_series_is_the_rollups(db)
+
+
 def test_kept_batch_by_batch_and_past_the_backlog_limit(
         db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """Loaded once, then brought up to date from the keys the batches noted; with more
@@ -114,6 +147,6 @@ def test_a_swapped_file_is_loaded_anew(tmp_path: Path, db: Database) -> None:
     finally:
         other.close()
     assert want != before
-    db.replace_with(tmp_path / "other.duckdb")  # and loads the series again, in the background
+    db.replace_with(tmp_path / "other.duckdb")  # drops the series: rows() below loads it
     with closing(db.connection.cursor()) as cur:
         assert db.series.rows(cur) == want

@@ -29,6 +29,7 @@ from runlake.ingest.replay import build, staging_path
 from runlake.views.db import SCHEMA_VERSION
 
 RUNS = 400  # ~12 k events
+BATCH_ROWS = 3_000  # the replay's batches after the bulk part
 
 
 def replay_cli(data: Path, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -84,12 +85,12 @@ def test_bulk_replay_of_segments_then_batches_of_the_tail(
         assert segments and segments[-1].last < event_log.last_seq  # a tail is left
         updates: list[int] = []
         progress = SimpleNamespace(update=updates.append)
-        seq = build(event_log, tmp_path / "bulk.duckdb", batch_rows=3_000, progress=progress,
+        seq = build(event_log, tmp_path / "bulk.duckdb", batch_rows=BATCH_ROWS, progress=progress,
                     bulk_min_rows=0)
     assert seq == event_log.last_seq == sum(updates)
     bulk_used = max_batch_deletes > 0
     assert (updates[0] == segments[-1].last) is bulk_used, updates
-    assert all(n <= 3_000 for n in updates[bulk_used:]), updates  # the rest in batches
+    assert all(n <= BATCH_ROWS for n in updates[bulk_used:]), updates  # the rest in batches
     assert_same_database(dump_file(tmp_path / "bulk.duckdb"), fold_incrementally(data),
                          "bulk replay vs incrementally folded")
 

@@ -23,7 +23,6 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from helpers.threads import in_thread
 from runlake.events import EventLog, decode_events, events_to_table
 from runlake.ingest.fold import Fold
 from runlake.ingest.inbox import Inbox
@@ -159,11 +158,11 @@ async def running_inbox(data: Path, *, start: bool = True, fold: bool = True,
     config = Settings(data=data, **settings)
     event_log = EventLog(config.log_dir, roll_rows=config.roll_rows,
                          roll_seconds=config.roll_seconds)
-    await in_thread(event_log.open)
+    await asyncio.to_thread(event_log.open)
     db = Database(config.db_path, readers=2)
     follower: Fold | None = None
     try:
-        await in_thread(db.open)
+        await asyncio.to_thread(db.open)
         follower = Fold(db, event_log, config.fold_batch_rows)
         if fold:
             follower.start()
@@ -178,9 +177,9 @@ async def running_inbox(data: Path, *, start: bool = True, fold: bool = True,
             await inbox.stop()
     finally:
         if follower is not None:
-            await in_thread(follower.stop)
-        await in_thread(db.close)
-        await in_thread(event_log.close)
+            await asyncio.to_thread(follower.stop)
+        await asyncio.to_thread(db.close)
+        await asyncio.to_thread(event_log.close)
 
 
 # -- subprocess ------------------------------------------------------------------
