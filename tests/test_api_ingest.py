@@ -239,6 +239,7 @@ def test_openapi_describes_every_route_in_the_table(make_server: MakeServer) -> 
     params = {p["name"]: p for p in doc["paths"]["/api/db/export"]["get"]["parameters"]}
     assert list(params) == list(ExportRequest.__struct_fields__) == [
         "what", "format", "since", "until", "filename", "min_seq"]
-    assert params["format"]["schema"] == {"enum": ["json", "ndjson", "parquet"]}
+    assert params["format"]["schema"] == {"enum": ["json", "ndjson", "parquet"],
+                                          "default": "ndjson"}
     assert params["since"]["schema"] == {"type": "string", "format": "date-time"}
-    assert params["min_seq"]["schema"] == {"type": "integer", "minimum": 0}
+    assert params["min_seq"]["schema"] == {"type": "integer", "minimum": 0, "default": 0}

@@ -14,72 +14,31 @@ other bind every request needs a key, even when the last one was revoked.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from runlake.api.keys import ApiKey, KeyRing
-from runlake.api.metrics import UNMATCHED, header, sample
+from runlake.api.access import API_KEY, KEY_HEADER
+from runlake.api.keys import ApiKey
+from runlake.api.routing import RouteRole
 from runlake.api.state import AUTH, matched_route, routed
 from runlake.errors import Forbidden, Unauthorized
 from runlake.events import Event
 from runlake.events.schema import DeleteEvent
 
-if TYPE_CHECKING:
-    from runlake.api.routes import RouteRole
-
-log = logging.getLogger("runlake.auth")
-
-API_KEY = web.RequestKey("api_key", ApiKey)  # the request's key, once authenticated
-REASONS = ("missing", "unknown", "forbidden")
-KEY_HEADER = "X-API-Key"
 HOW_TO_SEND = f"send it as {KEY_HEADER}: <key> or Authorization: Bearer <key>"
 
 
-class Auth:
-    """The keys, whether auth is on, and the count of refused requests (the role each
-    route needs is in the route table)."""
+def route_role(request: web.Request) -> RouteRole | None:
+    """The role the matched route needs; None when no route matched (404/405).
 
-    def __init__(self, keyring: KeyRing, loopback: bool) -> None:
-        self.keyring = keyring
-        self.loopback = loopback
-        self.failures = dict.fromkeys(REASONS, 0)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.keyring) or not self.loopback
-
-    def route_role(self, request: web.Request) -> RouteRole | None:
-        """The role the matched route needs; None when no route matched (404/405).
-
-        A route registered outside the table needs admin: unknown means strictest.
-        """
-        if (route := matched_route(request)) is not None:
-            return route.role
-        return "admin" if routed(request) else None
-
-    def failed(self, request: web.Request, reason: str, message: str) -> None:
-        """Count a refused request and log it: route, remote, reason; never the key."""
-        self.failures[reason] += 1
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else UNMATCHED
-        key = request.get(API_KEY)
-        log.warning("auth refused reason=%s method=%s route=%s remote=%s key_name=%s: %s",
-                    reason, request.method, route, request.remote,
-                    key.name if key is not None else "-", message)
-
-    def render(self) -> list[str]:
-        name = "runlake_auth_failures_total"
-        lines = header(name, "counter",
-                       "requests refused: missing or unknown key (401), forbidden (403)")
-        lines += [sample(name, n, reason=reason) for reason, n in self.failures.items()]
-        lines += header("runlake_auth_enabled", "gauge", "1 while requests need an API key")
-        lines.append(sample("runlake_auth_enabled", int(self.enabled)))
-        return lines
+    A route registered outside the table needs admin: unknown means strictest.
+    """
+    if (route := matched_route(request)) is not None:
+        return route.role
+    return "admin" if routed(request) else None
 
 
 def visible_components(request: web.Request) -> list[str] | None:
@@ -103,7 +62,7 @@ def presented_key(request: web.Request) -> str | None:
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     auth = request.app[AUTH]
-    role = auth.route_role(request)
+    role = route_role(request)
     if role == "open":
         return await handler(request)
     await auth.keyring.refresh()

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import functools
 import re
+import types
+import typing
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 import runlake
+from runlake.api.access import KEY_HEADER
+from runlake.api.params import PATH_PARAMS
 from runlake.api.responses import ErrorResponse
-
-if TYPE_CHECKING:
-    from runlake.api.routes import Route
+from runlake.api.routing import Route
 
 REF = "#/components/schemas/{name}"
 _PATH_PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
@@ -46,8 +48,16 @@ def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
             "description": "Event-sourced run-history store: append events, query runs.",
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
+        # Either scheme; with no keys on a loopback bind, none is needed (docs/security.md).
+        "security": [{"apiKey": []}, {"bearer": []}],
     }
+
+
+SECURITY_SCHEMES = {
+    "apiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER},
+    "bearer": {"type": "http", "scheme": "bearer"},
+}
 
 
 class _SchemaOf:
@@ -68,8 +78,8 @@ def _types(routes: tuple[Route, ...]) -> list[Any]:
             types.append(route.response)
         if route.body is not None:
             types.extend(t for _, t in route.body.media)
-        types.extend(p.type for p in route.params)
-        types.extend(str for _ in _PATH_PARAM.finditer(route.path))
+        types.extend(_given(f.type) for f in msgspec.structs.fields(route.query))
+        types.extend(PATH_PARAMS[name][0] for name in _PATH_PARAM.findall(route.path))
     return types
 
 
@@ -79,20 +89,21 @@ def _operation(route: Route, schema: _SchemaOf) -> dict[str, Any]:
         "summary": route.summary,
         "tags": [route.tag],
     }
-    declared = {p.name: p for p in route.params}
-    params = [
-        {"name": p.name, "in": p.where, "required": p.required or p.where == "path",
-         "description": p.description, "schema": schema(p.type)}
-        for p in route.params
-    ]
-    for name in _PATH_PARAM.findall(route.path):
-        if name not in declared:
-            params.append({"name": name, "in": "path", "required": True, "schema": schema(str)})
+    params = [{"name": name, "in": "path", "required": True, "description": PATH_PARAMS[name][1],
+               "schema": schema(PATH_PARAMS[name][0])} for name in _PATH_PARAM.findall(route.path)]
+    for f in msgspec.structs.fields(route.query):
+        param_schema = schema(_given(f.type))
+        if f.default not in (msgspec.NODEFAULT, None):
+            param_schema = {**param_schema, "default": f.default}
+        param = {"name": f.name, "in": "query", "required": f.required, "schema": param_schema}
+        if description := _description(param["schema"]):
+            param["description"] = description
+        params.append(param)
     if params:
         op["parameters"] = params
     if route.body is not None:
         op["requestBody"] = {
-            "required": True,
+            "required": route.body.required,
             "description": route.body.description,
             "content": {media: {"schema": schema(t)} for media, t in route.body.media},
         }
@@ -108,4 +119,22 @@ def _operation(route: Route, schema: _SchemaOf) -> dict[str, Any]:
         responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": error}
     responses["default"] = {"description": "Error (envelope)", "content": error}
     op["responses"] = responses
+    if route.role == "open":
+        op["security"] = []  # no key needed, ever
     return op
+
+
+def _given(t: Any) -> Any:
+    """A query parameter's type: `X | None` is X (null is leaving it out)."""
+    args = [a for a in typing.get_args(t) if a is not type(None)]
+    return args[0] if typing.get_origin(t) in (types.UnionType, typing.Union) and len(args) == 1 \
+        else t
+
+
+def _description(schema: dict[str, Any]) -> str | None:
+    """The description msgspec put in a parameter's schema (Meta(description=...)),
+    also where the type is `X | None` (anyOf)."""
+    if "description" in schema:
+        return str(schema["description"])
+    return next((str(s["description"]) for s in schema.get("anyOf", ()) if "description" in s),
+                None)

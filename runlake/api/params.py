@@ -1,26 +1,289 @@
-"""Reading and checking request parameters: path segments and query strings.
+"""Request parameters: each route's query string is one msgspec Struct, parsed here.
 
-Every check raises `BadRequest` naming the parameter, so handlers stay short and
-a bad parameter can never reach a query.
+`parse_query` is the one way a query string becomes values: unknown names, a
+name given twice (unless its field is a list) and anything that is not exactly
+an ASCII integer, an RFC 3339 time or an allowed value get a 400 naming the
+parameter and, for a choice, the allowed values. The Structs are also what
+`/api/openapi.json` describes, so the document and the parser cannot drift.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import types
+import typing
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal, TypeVar
 
+import msgspec
 from aiohttp import web
+from msgspec import Meta
+from multidict import MultiMapping
 
-from runlake.errors import BadRequest
+from runlake.errors import BadRequest, UnsupportedMediaType
+from runlake.events.schema import SLUG_PATTERN, LogLevel, Outcome, RunStatus
 
 # The event schema's component slug (DESIGN §1).
 SLUG = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 MAX_PARAM_CHARS = 1024  # a query-string value
+MAX_LIMIT = 1000
+MAX_TAG_FILTERS = 50  # each is a join; a bound keeps one request's cost bounded
+
+Q = TypeVar("Q", bound="NoQuery")
+Text = Annotated[str, Meta(min_length=1, max_length=MAX_PARAM_CHARS)]
+Time = Annotated[datetime, Meta(tz=True, description="RFC 3339 with a timezone, e.g. "
+                                                     "2026-01-31T00:00:00Z")]
+MinSeq = Annotated[int, Meta(ge=0, le=2**62, description="wait (bounded, read_wait_s) "
+                                                         "until the fold has passed this seq")]
+Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT, description=f"page size, at most {MAX_LIMIT}")]
+Offset = Annotated[int, Meta(ge=0, le=10_000_000, description="rows to skip")]
+TagFilter = Annotated[str, Meta(min_length=2, max_length=MAX_PARAM_CHARS, pattern="^[^:]+:",
+                                description="key:value")]
 
 
-def bad_param(name: str, message: str) -> BadRequest:
+class NoQuery(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A route that takes no query parameters: any given is a 400."""
+
+
+class ReadQuery(NoQuery):
+    min_seq: MinSeq = 0
+
+
+class Page(ReadQuery):
+    limit: Limit = 50
+    offset: Offset = 0
+
+
+class LongPage(Page):
+    limit: Limit = 100
+
+
+RunSort = Literal[
+    "created_at", "-created_at", "updated_at", "-updated_at", "started_at", "-started_at",
+    "finished_at", "-finished_at", "duration_s", "-duration_s", "run_id", "-run_id",
+    "status", "-status", "model", "-model", "hardware", "-hardware"]
+
+
+class RunsQuery(Page):
+    status: RunStatus | None = None
+    model: Text | None = None
+    hardware: Text | None = None
+    batch_id: Text | None = None
+    tag: Annotated[list[TagFilter], Meta(
+        max_length=MAX_TAG_FILTERS,
+        description=f"key:value, repeatable (all must match), at most {MAX_TAG_FILTERS}")] = []
+    since: Time | None = None
+    until: Time | None = None
+    q: Annotated[Text, Meta(description="substring of the run id, name or model")] | None = None
+    sort: Annotated[RunSort, Meta(description="- for descending")] = "-created_at"
+
+    def tags(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, _, v in (t.partition(":") for t in self.tag)]
+
+
+class RunMetricsQuery(LongPage):
+    name: Annotated[Text, Meta(description="metric name")] | None = None
+
+
+class RunLogsQuery(LongPage):
+    level: LogLevel | None = None
+
+
+class RunResultsQuery(LongPage):
+    outcome: Outcome | None = None
+
+
+class PerformanceQuery(LongPage):
+    days: Annotated[int, Meta(ge=1, le=3660, description="window in UTC days, today included")] = 30
+    model: Text | None = None
+    hardware: Text | None = None
+    metric: Annotated[Text, Meta(description="metric name")] | None = None
+
+
+SearchLimit = Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="results per component")]
+
+
+class SearchQuery(ReadQuery, kw_only=True):
+    query: Annotated[Text, Meta(description="text to find (case-insensitive substring)")]
+    limit: SearchLimit = 20
+
+
+class SearchPostQuery(ReadQuery):
+    """POST search: the query in the URL, or in a JSON body (`SearchBody`), not both."""
+
+    query: Annotated[Text, Meta(description="text to find, unless the body gives it")] | None = None
+    limit: SearchLimit | None = None
+
+
+class SearchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    query: Text
+    limit: SearchLimit | None = None  # 20 unless the URL gives it
+
+
+# -- parsing --------------------------------------------------------------------
+
+
+def bad_param(name: str, message: str, allowed: list[str] | None = None) -> BadRequest:
     """The 400 for query parameter `name`."""
-    return BadRequest(f"query parameter {name!r} {message}",
-                      [{"parameter": name, "message": message}])
+    detail: dict[str, Any] = {"parameter": name, "message": message}
+    if allowed is not None:
+        detail["allowed"] = allowed
+    return BadRequest(f"query parameter {name!r} {message}", [detail])
+
+
+@dataclass(frozen=True)
+class _Field:
+    many: bool  # a list: the parameter may repeat
+    kind: type  # int, float, datetime or str (Literals are str)
+    allowed: list[str] | None  # a Literal's values
+
+
+def _strip(t: Any) -> Any:
+    """`Annotated[X, ...]` and `X | None` as X."""
+    while True:
+        if typing.get_origin(t) is Annotated:
+            t = typing.get_args(t)[0]
+        elif typing.get_origin(t) in (types.UnionType, typing.Union):
+            t = next(a for a in typing.get_args(t) if a is not type(None))
+        else:
+            return t
+
+
+def _field(t: Any) -> _Field:
+    t = _strip(t)
+    many = typing.get_origin(t) is list
+    if many:
+        t = _strip(typing.get_args(t)[0])
+    if typing.get_origin(t) is Literal:
+        return _Field(many, str, [str(a) for a in typing.get_args(t)])
+    return _Field(many, t, None)
+
+
+@functools.cache
+def _fields(struct: type[NoQuery]) -> dict[str, _Field]:
+    return {f.name: _field(f.type) for f in msgspec.structs.fields(struct)}
+
+
+_INT = re.compile(r"-?[0-9]{1,20}")
+_FLOAT = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?")
+
+
+def _scalar(name: str, raw: str, kind: type) -> Any:
+    if len(raw) > MAX_PARAM_CHARS:
+        raise bad_param(name, f"must be at most {MAX_PARAM_CHARS} characters")
+    if kind is int:
+        if not _INT.fullmatch(raw):
+            raise bad_param(name, "must be an integer (ASCII digits)")
+        return int(raw)
+    if kind is float:
+        if not _FLOAT.fullmatch(raw):
+            raise bad_param(name, "must be a decimal number")
+        return float(raw)
+    if kind is datetime:
+        try:
+            return msgspec.json.decode(msgspec.json.encode(raw), type=datetime)
+        except msgspec.ValidationError:
+            raise bad_param(name, "must be an RFC 3339 time with a timezone, "
+                                  "e.g. 2026-01-31T00:00:00Z") from None
+    return raw
+
+
+def parse_query(query: MultiMapping[str], struct: type[Q]) -> Q:
+    """`query` as a `struct`, or a 400 naming the first bad parameter."""
+    fields = _fields(struct)
+    unknown = sorted(set(query) - set(fields))
+    if unknown:
+        allowed = sorted(fields)
+        takes = ", ".join(allowed) if allowed else "no query parameters"
+        raise BadRequest(
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}; this route takes: {takes}",
+            [{"parameter": n, "message": "unknown parameter", "allowed": allowed}
+             for n in unknown])
+    raw: dict[str, Any] = {}
+    for name, field in fields.items():
+        values = query.getall(name, [])
+        if not values:
+            continue
+        if not field.many and len(values) > 1:
+            raise bad_param(name, "may be given once")
+        if field.allowed is not None:
+            for v in values:
+                if v not in field.allowed:
+                    raise bad_param(name, f"must be one of {', '.join(field.allowed)}",
+                                    field.allowed)
+        parsed = [_scalar(name, v, field.kind) for v in values]
+        raw[name] = parsed if field.many else parsed[0]
+    try:
+        return msgspec.convert(raw, struct)
+    except msgspec.ValidationError as e:
+        name, reason = split_error(e)
+        if name is None:
+            raise BadRequest(f"query: {reason}", [{"parameter": None, "message": reason}]) from None
+        raise bad_param(name, reason, fields[name].allowed if name in fields else None) from None
+
+
+_AT = re.compile(r"^(?P<reason>.*) - at `\$\.(?P<field>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^`]*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
+
+
+def split_error(e: msgspec.DecodeError) -> tuple[str | None, str]:
+    """A msgspec error as (top-level field or None, reason)."""
+    text = str(e)
+    if m := _AT.match(text):
+        return m["field"], m["reason"][0].lower() + m["reason"][1:]
+    if m := _UNKNOWN.match(text):
+        return m["field"], "is not a known field"
+    return None, text
+
+
+B = TypeVar("B")
+JSON_MEDIA = "application/json"
+
+
+def decode_body(request: web.Request, body: bytes, struct: type[B]) -> B:
+    """A JSON request body as `struct`: 415 unless it is JSON (a missing
+    Content-Type means JSON), 400 naming the field otherwise."""
+    if "Content-Type" in request.headers and request.content_type != JSON_MEDIA:
+        raise UnsupportedMediaType(
+            f"Content-Type {request.content_type!r} is not accepted; use {JSON_MEDIA}")
+    try:
+        return msgspec.json.decode(body, type=struct)
+    except msgspec.DecodeError as e:
+        field, reason = split_error(e)
+        where = f"field {field!r}" if field else "body"
+        raise BadRequest(f"request body: {where}: {reason}",
+                         [{"field": field, "message": reason}]) from None
+    except (UnicodeDecodeError, RecursionError) as e:  # msgspec lets these through
+        raise BadRequest(f"request body is not valid JSON: {e}",
+                         [{"field": None, "message": str(e)}]) from None
+
+
+# Every path parameter any route uses: its type (checked before the handler runs)
+# and its description, for OpenAPI.
+PATH_PARAMS: dict[str, tuple[Any, str]] = {
+    "component": (Annotated[str, Meta(pattern=SLUG_PATTERN)],
+                  "the component, a slug like `test` or `generator`"),
+    "run_id": (Annotated[str, Meta(min_length=1, max_length=256)], "the run id"),
+    "batch_id": (Annotated[str, Meta(min_length=1, max_length=256)], "the batch id"),
+    "model": (Annotated[str, Meta(min_length=1, max_length=256)], "the model name"),
+}
+
+
+def check_path(request: web.Request) -> None:
+    """Every path parameter of the matched route against PATH_PARAMS (400 if bad)."""
+    for name, value in request.match_info.items():
+        t = PATH_PARAMS.get(name)
+        if t is None:
+            continue
+        try:
+            msgspec.convert(value, t[0])
+        except msgspec.ValidationError as e:
+            reason = str(e).removesuffix(" - at `$`")
+            raise BadRequest(f"{name} {value!r} in the URL is not valid: {reason}",
+                             [{"parameter": name, "message": reason}]) from None
 
 
 def path_component(request: web.Request) -> str:

@@ -1,15 +1,14 @@
 """Read routes (DESIGN §4): thin handlers over `runlake.views.queries`.
 
-Each handler parses and checks its parameters (a bad one is a 400 naming it),
-waits for `min_seq` when asked (read-your-writes), then runs one query function
-on a reader thread with its own cursor. No SQL here.
+Each handler gets its query string parsed and checked (params.py, by the route
+wrapper in routes.py, which also waits for `min_seq`), then runs one query
+function on a reader thread with its own cursor. No SQL here.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -17,8 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from aiohttp import web
 
+from runlake.api import params as p
 from runlake.api.auth import visible_components
-from runlake.api.params import MAX_PARAM_CHARS, bad_param, path_component
+from runlake.api.params import bad_param, decode_body
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
 from runlake.errors import BadRequest, NotFound, Unavailable
@@ -26,80 +26,10 @@ from runlake.events import LOG_SCHEMA, EventLog, decode_events, row_to_event
 from runlake.views import queries as q
 
 T = TypeVar("T")
-MAX_LIMIT = 1000
-RUN_STATUSES = q.STATUSES
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
-
-
-# -- parameters ---------------------------------------------------------------
-
-
-def _str(request: web.Request, name: str, choices: tuple[str, ...] | None = None) -> str | None:
-    value = request.query.get(name)
-    if value is None:
-        return None
-    if not value or len(value) > MAX_PARAM_CHARS:
-        raise bad_param(name, f"must be 1..{MAX_PARAM_CHARS} characters")
-    if choices is not None and value not in choices:
-        raise bad_param(name, f"must be one of {', '.join(choices)}")
-    return value
-
-
-def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_param(name, "must be an integer") from None
-    if not lo <= value <= hi:
-        raise bad_param(name, f"must be between {lo} and {hi}")
-    return value
-
-
-def _time(request: web.Request, name: str) -> datetime | None:
-    raw = _str(request, name)
-    if raw is None:
-        return None
-    try:
-        value = msgspec.json.decode(msgspec.json.encode(raw), type=datetime)
-    except msgspec.ValidationError:
-        raise bad_param(
-            name, "must be an RFC 3339 time with a timezone, e.g. 2026-01-31T00:00:00Z") from None
-    if value.tzinfo is None:
-        raise bad_param(name, "must include a timezone (Z or ±HH:MM)")
-    return value
-
-
-def _page(request: web.Request, default: int = 50) -> tuple[int, int]:
-    return (_int(request, "limit", default, 1, MAX_LIMIT),
-            _int(request, "offset", 0, 0, 10_000_000))
-
-
-def _tags(request: web.Request) -> list[tuple[str, str]]:
-    tags = []
-    for raw in request.query.getall("tag", []):
-        key, sep, value = raw.partition(":")
-        if not sep or not key or len(raw) > MAX_PARAM_CHARS:
-            raise bad_param("tag", "must look like key:value")
-        tags.append((key, value))
-    return tags
-
-
-def _segment(request: web.Request, name: str) -> str:
-    value = request.match_info[name]
-    if not value or len(value) > 256:
-        raise BadRequest(f"{name} in the URL must be 1..256 characters",
-                         [{"parameter": name, "message": "must be 1..256 characters"}])
-    return value
 
 
 async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
-    """Wait for `min_seq` if given, then run `fn` on a reader cursor."""
-    if min_seq := _int(request, "min_seq", 0, 0, 2**62):
-        await wait_for_fold(request, min_seq)
+    """Run `fn` on a reader cursor (the route wrapper has waited for `min_seq`)."""
     return await request.app[DATABASE].read(fn)
 
 
@@ -118,10 +48,6 @@ async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parame
                           f"(at {fold.folded_seq}); retry shortly")
 
 
-async def _component(request: web.Request) -> str:
-    return path_component(request)
-
-
 def _found(value: T | None, what: str) -> T:
     if value is None:
         raise NotFound(f"{what} not found")
@@ -131,47 +57,48 @@ def _found(value: T | None, what: str) -> T:
 # -- per component ------------------------------------------------------------
 
 
-async def list_runs(request: web.Request) -> web.Response:
-    c = await _component(request)
-    limit, offset = _page(request)
-    sort = _str(request, "sort", tuple(q.RUN_SORTS)) or q.DEFAULT_RUN_SORT
+def _path(request: web.Request) -> tuple[str, str]:
+    """The component and the route's other path parameter (checked by the wrapper)."""
+    info = request.match_info
+    return info["component"], next(v for k, v in info.items() if k != "component")
+
+
+async def list_runs(request: web.Request, query: p.RunsQuery) -> web.Response:
+    c = request.match_info["component"]
     kwargs: dict[str, Any] = dict(
-        status=_str(request, "status", RUN_STATUSES), model=_str(request, "model"),
-        hardware=_str(request, "hardware"), batch_id=_str(request, "batch_id"),
-        tags=_tags(request), since=_time(request, "since"), until=_time(request, "until"),
-        q=_str(request, "q"), sort=sort, limit=limit, offset=offset,
-    )
+        status=query.status, model=query.model, hardware=query.hardware,
+        batch_id=query.batch_id, tags=query.tags(), since=query.since, until=query.until,
+        q=query.q, sort=query.sort, limit=query.limit, offset=query.offset)
     return json_response(await _read(request, lambda cur: q.list_runs(cur, c, **kwargs)))
 
 
-async def get_run(request: web.Request) -> web.Response:
-    c, run_id = await _component(request), _segment(request, "run_id")
+async def get_run(request: web.Request, query: p.ReadQuery) -> web.Response:
+    c, run_id = _path(request)
     run = await _read(request, lambda cur: q.get_run(cur, c, run_id))
     return json_response(_found(run, f"run {run_id!r} of component {c!r}"))
 
 
-def _run_child(fn: Callable[..., dict[str, Any] | None], param: str,
-               choices: tuple[str, ...] | None) -> Callable[[web.Request], Any]:
-    async def handler(request: web.Request) -> web.Response:
-        c, run_id = await _component(request), _segment(request, "run_id")
-        value = _str(request, param, choices)
-        limit, offset = _page(request, 100)
+def _run_child(fn: Callable[..., dict[str, Any] | None], param: str
+               ) -> Callable[[web.Request, Any], Any]:
+    async def handler(request: web.Request, query: p.LongPage) -> web.Response:
+        c, run_id = _path(request)
+        value, limit, offset = getattr(query, param), query.limit, query.offset
         result = await _read(request, lambda cur: fn(cur, c, run_id, value, limit, offset))
         return json_response(_found(result, f"run {run_id!r} of component {c!r}"))
 
     return handler
 
 
-run_metrics = _run_child(q.run_metrics, "name", None)
-run_logs = _run_child(q.run_logs, "level", LOG_LEVELS)
-run_results = _run_child(q.run_results, "outcome", OUTCOMES)
+run_metrics = _run_child(q.run_metrics, "name")
+run_logs = _run_child(q.run_logs, "level")
+run_results = _run_child(q.run_results, "outcome")
 
 
-async def run_events(request: web.Request) -> web.Response:
+async def run_events(request: web.Request, query: p.LongPage) -> web.Response:
     """The run's raw events from the log, since its last delete: those within its seq
     span as folded, and any the fold has not reached yet."""
-    c, run_id = await _component(request), _segment(request, "run_id")
-    limit, offset = _page(request, 100)
+    c, run_id = _path(request)
+    limit, offset = query.limit, query.offset
     span, folded = await _read(request, lambda cur: q.run_span_and_fold(cur, c, run_id))
     total, items = await asyncio.get_running_loop().run_in_executor(
         None, _events_of_run, request.app[EVENT_LOG], c, run_id, span, folded, limit, offset)
@@ -197,39 +124,45 @@ def _events_of_run(event_log: EventLog, component: str, run_id: str,
     return table.num_rows, [row_to_event(r) for r in table.slice(offset, limit).to_pylist()]
 
 
-async def _append_delete(request: web.Request, event: dict[str, Any]) -> web.Response:
-    events = decode_events(msgspec.json.encode(event))
-    first, last = await request.app[EVENT_LOG].append_async(events)
+async def _delete(request: web.Request, what: str, exists: Callable[[q.Cursor], bool]
+                  ) -> web.Response:
+    """Append a delete of `what` (run_id or batch_id) once the fold has caught up to
+    this request and found it; 404, appending nothing, when it does not exist."""
+    c, key = _path(request)
+    label = f"{what.removesuffix('_id')} {key!r} of component {c!r}"
+    await wait_for_fold(request, request.app[EVENT_LOG].last_seq)
+    if not await _read(request, exists):
+        raise NotFound(f"{label} not found; nothing was deleted")
+    events = decode_events(msgspec.json.encode({"type": "delete", "component": c, what: key}))
+    first, last = await asyncio.shield(request.app[EVENT_LOG].append_async(events))
     return json_response(Accepted(accepted=1, first_seq=first, last_seq=last), status=202)
 
 
-async def delete_run(request: web.Request) -> web.Response:
-    c, run_id = await _component(request), _segment(request, "run_id")
-    return await _append_delete(request, {"type": "delete", "component": c, "run_id": run_id})
+async def delete_run(request: web.Request, query: p.ReadQuery) -> web.Response:
+    c, run_id = _path(request)
+    return await _delete(request, "run_id", lambda cur: q.run_span(cur, c, run_id) is not None)
 
 
-async def delete_batch(request: web.Request) -> web.Response:
-    c, batch_id = await _component(request), _segment(request, "batch_id")
-    return await _append_delete(request, {"type": "delete", "component": c,
-                                          "batch_id": batch_id})
+async def delete_batch(request: web.Request, query: p.ReadQuery) -> web.Response:
+    c, batch_id = _path(request)
+    return await _delete(request, "batch_id",
+                         lambda cur: q.get_batch(cur, c, batch_id, runs=0) is not None)
 
 
-async def list_batches(request: web.Request) -> web.Response:
-    c = await _component(request)
-    limit, offset = _page(request)
+async def list_batches(request: web.Request, query: p.Page) -> web.Response:
+    c, limit, offset = request.match_info["component"], query.limit, query.offset
     return json_response(await _read(request, lambda cur: q.list_batches(cur, c, limit, offset)))
 
 
-async def get_batch(request: web.Request) -> web.Response:
-    c, batch_id = await _component(request), _segment(request, "batch_id")
+async def get_batch(request: web.Request, query: p.ReadQuery) -> web.Response:
+    c, batch_id = _path(request)
     batch = await _read(request, lambda cur: q.get_batch(cur, c, batch_id))
     return json_response(_found(batch, f"batch {batch_id!r} of component {c!r}"))
 
 
-def _stats(by: str) -> Callable[[web.Request], Any]:
-    async def handler(request: web.Request) -> web.Response:
-        c = await _component(request)
-        limit, offset = _page(request, 100)
+def _stats(by: str) -> Callable[[web.Request, p.LongPage], Any]:
+    async def handler(request: web.Request, query: p.LongPage) -> web.Response:
+        c, limit, offset = request.match_info["component"], query.limit, query.offset
         return json_response(
             await _read(request, lambda cur: q.group_stats(cur, c, by, limit, offset)))
 
@@ -240,58 +173,54 @@ model_stats = _stats("model")
 hardware_stats = _stats("hardware")
 
 
-async def performance(request: web.Request) -> web.Response:
-    c = await _component(request)
-    days = _int(request, "days", 30, 1, 3660)
-    filters = {k: _str(request, k) for k in ("model", "hardware", "metric")}
-    limit, offset = _page(request, 100)
+async def performance(request: web.Request, query: p.PerformanceQuery) -> web.Response:
+    c = request.match_info["component"]
     series = request.app[DATABASE].series
     return json_response(await _read(request, lambda cur: q.performance(
-        cur, series, c, days, **filters, limit=limit, offset=offset)))
+        cur, series, c, query.days, model=query.model, hardware=query.hardware,
+        metric=query.metric, limit=query.limit, offset=query.offset)))
 
 
-class SearchBody(msgspec.Struct, forbid_unknown_fields=True):
-    query: str
-    limit: int = 20
+async def _search_args(request: web.Request, query: p.SearchQuery | p.SearchPostQuery
+                       ) -> tuple[str, int]:
+    """The search text and limit: from the query string, or from a POST's JSON body
+    (a field in both must have the same value in both)."""
+    text, limit = query.query, query.limit
+    if request.method == "POST" and (raw := await request.read()).strip():
+        body = decode_body(request, raw, p.SearchBody)
+        clash = [f for f, url, got in (("query", text, body.query), ("limit", limit, body.limit))
+                 if None not in (url, got) and url != got]
+        if clash:
+            raise BadRequest(f"search: {', '.join(clash)} differs between the URL and the body",
+                             [{"field": f, "message": "differs between the URL and the body"}
+                              for f in clash])
+        text, limit = body.query, limit if body.limit is None else body.limit
+    if text is None:
+        raise bad_param("query", "is required (in the URL, or a JSON body for POST)")
+    return text, 20 if limit is None else limit
 
 
-async def _search_args(request: web.Request) -> tuple[str, int]:
-    if request.method == "POST":
-        try:
-            body = msgspec.json.decode(await request.read(), type=SearchBody)
-        except (msgspec.ValidationError, msgspec.DecodeError) as e:
-            raise BadRequest(f"search body: {e}", [{"field": None, "message": str(e)}]) from e
-        query, limit = body.query, body.limit
-    else:
-        query, limit = _str(request, "query") or "", _int(request, "limit", 20, 1, MAX_LIMIT)
-    if not query or len(query) > MAX_PARAM_CHARS:
-        raise bad_param("query", f"must be 1..{MAX_PARAM_CHARS} characters")
-    if not 1 <= limit <= MAX_LIMIT:
-        raise bad_param("limit", f"must be between 1 and {MAX_LIMIT}")
-    return query, limit
-
-
-async def search_component(request: web.Request) -> web.Response:
-    c = await _component(request)
-    query, limit = await _search_args(request)
-    return json_response(await _read(request, lambda cur: q.search(cur, query, limit, [c])))
+async def search_component(request: web.Request, query: p.SearchQuery) -> web.Response:
+    c = request.match_info["component"]
+    text, limit = await _search_args(request, query)
+    return json_response(await _read(request, lambda cur: q.search(cur, text, limit, [c])))
 
 
 # -- across components ----------------------------------------------------------
 
 
-async def search_all(request: web.Request) -> web.Response:
-    query, limit = await _search_args(request)
+async def search_all(request: web.Request, query: p.SearchQuery) -> web.Response:
+    text, limit = await _search_args(request, query)
     visible = visible_components(request)
-    return json_response(await _read(request, lambda cur: q.search(cur, query, limit, visible)))
+    return json_response(await _read(request, lambda cur: q.search(cur, text, limit, visible)))
 
 
-async def overview(request: web.Request) -> web.Response:
+async def overview(request: web.Request, query: p.ReadQuery) -> web.Response:
     visible = visible_components(request)
     return json_response(await _read(request, lambda cur: q.overview(cur, visible)))
 
 
-async def model_overview(request: web.Request) -> web.Response:
-    model, visible = _segment(request, "model"), visible_components(request)
+async def model_overview(request: web.Request, query: p.ReadQuery) -> web.Response:
+    model, visible = request.match_info["model"], visible_components(request)
     result = await _read(request, lambda cur: q.model_overview(cur, model, visible))
     return json_response(_found(result, f"model {model!r}"))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import date, datetime
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
+
+from runlake.events.schema import LogLevel, Outcome, RunStatus, StepStatus
 
 _encoder = msgspec.json.Encoder()
 
@@ -48,6 +51,224 @@ class Readiness(msgspec.Struct):
     lag_events: int
     lag_seconds: float
     max_lag_seconds: float
+
+
+# -- reads: the shapes the read routes answer (queries.py builds them as dicts; the
+# OpenAPI document and the schema test check they agree) ------------------------
+
+T = TypeVar("T")
+Time = datetime
+ByStatus = dict[RunStatus, int]
+
+
+class Page(msgspec.Struct, Generic[T]):
+    items: list[T]
+    limit: int
+    offset: int
+    total: int
+
+
+class Run(msgspec.Struct):
+    component: str
+    run_id: str
+    model: str | None
+    hardware: str | None
+    batch_id: str | None
+    name: str | None
+    params: dict[str, Any] | None
+    status: RunStatus
+    error: str | None
+    created_at: Time
+    started_at: Time | None
+    finished_at: Time | None
+    duration_s: float | None
+    updated_at: Time
+
+
+class Step(msgspec.Struct):
+    step: str
+    status: StepStatus
+    progress: float | None
+    message: str | None
+    ts: Time
+
+
+class MetricSummary(msgspec.Struct):
+    name: str
+    unit: str | None
+    count: int
+    mean: float
+    min: float
+    max: float
+    last: float
+
+
+class ResultCounts(msgspec.Struct):
+    total: int
+    passed: int
+    failed: int
+    skipped: int
+    error: int
+    xfailed: int
+    xpassed: int
+
+
+class LogLine(msgspec.Struct):
+    level: LogLevel
+    message: str
+    ts: Time
+    seq: int
+
+
+class Artifact(msgspec.Struct):
+    name: str
+    uri: str | None
+    size_bytes: int | None
+    media_type: str | None
+    ts: Time
+
+
+class RunDetail(Run):
+    """A run with its steps, tags, metric and result summaries, its most recent
+    logs (oldest first) and artifacts; `events` counts the events folded into it."""
+
+    events: int
+    steps: list[Step]
+    tags: dict[str, str]
+    metrics: list[MetricSummary]
+    results: ResultCounts
+    logs: list[LogLine]
+    artifacts: list[Artifact]
+
+
+class MetricPoint(msgspec.Struct):
+    name: str
+    value: float
+    unit: str | None
+    step: int | None
+    ts: Time
+    seq: int
+
+
+class Result(msgspec.Struct):
+    test: str
+    outcome: Outcome
+    duration_s: float | None
+    message: str | None
+    ts: Time
+    seq: int
+
+
+class Batch(msgspec.Struct):
+    component: str
+    batch_id: str
+    description: str | None
+    expected_count: int | None
+    runs: int
+    by_status: ByStatus
+    finished: int
+    progress: float | None
+    declared_at: Time | None
+    first_seen: Time | None
+    last_seen: Time | None
+
+
+class BatchDetail(Batch):
+    runs_list: list[Run]
+
+
+class _Stats(msgspec.Struct):
+    runs: int
+    by_status: ByStatus
+    success_rate: float | None
+    duration_avg_s: float | None
+    duration_p50_s: float | None
+    duration_p95_s: float | None
+    first_seen: Time | None
+    last_seen: Time | None
+
+
+class ModelStats(_Stats):
+    model: str | None
+
+
+class HardwareStats(_Stats):
+    hardware: str | None
+
+
+class TrendDay(msgspec.Struct):
+    day: date
+    count: int
+    mean: float
+    min: float
+    max: float
+
+
+class PerformanceItem(msgspec.Struct):
+    model: str | None
+    hardware: str | None
+    metric: str
+    count: int
+    mean: float
+    min: float
+    max: float
+    p50: float
+    p95: float
+    p99: float
+    trend: list[TrendDay]
+
+
+class Performance(Page[PerformanceItem]):
+    component: str
+    days: int
+    since: date
+    until: date
+
+
+class SearchResults(msgspec.Struct):
+    query: str
+    results: dict[str, list[Run]]
+    result_counts: dict[str, int]
+
+
+class Totals(msgspec.Struct):
+    runs: int
+    by_status: ByStatus
+    success_rate: float | None
+    events: int
+    first_seen: Time | None
+    last_seen: Time | None
+
+
+class Overview(msgspec.Struct):
+    components: dict[str, Totals]
+    total: Totals
+
+
+class ModelInComponent(_Stats):
+    recent_runs: list[Run]
+
+
+class ModelTotals(msgspec.Struct):
+    runs: int
+    by_status: ByStatus
+    success_rate: float | None
+
+
+class ModelOverview(msgspec.Struct):
+    model: str
+    components: dict[str, ModelInComponent]
+    total: ModelTotals
+
+
+RunPage = Page[Run]
+MetricPointPage = Page[MetricPoint]
+LogLinePage = Page[LogLine]
+ResultPage = Page[Result]
+EventPage = Page[dict[str, Any]]  # the events as the log holds them (docs/log.md)
+BatchPage = Page[Batch]
+ModelStatsPage = Page[ModelStats]
+HardwareStatsPage = Page[HardwareStats]
 
 
 def json_response(

@@ -1,85 +1,31 @@
 """The URL map: every route in one table, each with what OpenAPI needs to describe it.
 
 `add_routes` registers the table and keeps it in the app for `/api/openapi.json`,
-so a route added here is served and documented at once.
+so a route added here is served and documented at once. Every handler is wrapped
+the same way: path parameters checked, the query string parsed into the route's
+Struct (params.py), `min_seq` waited for, then the handler called with both.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
-import types
-import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
-import msgspec
 from aiohttp import web
-from msgspec import Meta
 
 from runlake.api import admin, export, ingest, ops, reads
-from runlake.api.params import SLUG
+from runlake.api import params as p
+from runlake.api import responses as R
+from runlake.api.params import check_path, parse_query
 from runlake.api.responses import Accepted, Health, Readiness
+from runlake.api.routing import Body, Route
 from runlake.api.state import ROUTE_INDEX
 from runlake.events import EVENT_TYPES
 from runlake.ingest.replay import ReplayStatus
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Who may call a route (docs/security.md): open to all, or the key role it needs;
-# admin keys may call every route.
-RouteRole = Literal["open", "ingest", "read", "admin"]
-
-
-@dataclass(frozen=True)
-class Param:
-    """A path or query parameter; `type` is any type msgspec can describe."""
-
-    name: str
-    description: str
-    type: Any = str
-    where: Literal["path", "query"] = "query"
-    required: bool = False
-
-
-@dataclass(frozen=True)
-class Body:
-    """A request body: a description and a msgspec type per accepted media type."""
-
-    description: str
-    media: tuple[tuple[str, Any], ...]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One route. `response` is the msgspec type of the success body (None: plain
-    text in `media_type`); `same_body` lists other statuses with that body;
-    `errors` lists statuses answered with the error envelope. `role` is the one
-    place a route's access is decided; left out, it is the strictest.
-    `max_body_bytes` is a tighter body limit than the server's, enforced (413)
-    before a declared body is read; an `always_admitted` route is answered even
-    when the server is at its limit of concurrent requests."""
-
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    tag: str
-    status: int = 200
-    response: Any = None
-    media_type: str = "application/json"
-    body: Body | None = None
-    params: tuple[Param, ...] = ()
-    same_body: tuple[int, ...] = ()
-    errors: tuple[int, ...] = ()
-    role: RouteRole = "admin"
-    max_body_bytes: int | None = None
-    always_admitted: bool = False
-
-
 AnyEvent: Any = functools.reduce(operator.or_, EVENT_TYPES)
-COMPONENT = Param("component", "the component, a slug like `test` or `generator`",
-                  Annotated[str, Meta(pattern=f"^{SLUG.pattern}$")], "path", True)
 EVENTS = Body(
     "One event, a JSON array of events, or NDJSON (one event per line). "
     "All or nothing: one bad event rejects the request and nothing is appended.",
@@ -87,104 +33,117 @@ EVENTS = Body(
      ("application/x-ndjson", AnyEvent), ("application/jsonl", AnyEvent)),
 )
 INGEST_ERRORS = (400, 413, 415)
-MIN_SEQ = Param("min_seq", "wait (bounded) until the fold has passed this seq", int)
-PAGE = (Param("limit", "page size, at most 1000", int), Param("offset", "rows to skip", int),
-        MIN_SEQ)
-RUN = (COMPONENT, Param("run_id", "the run id", str, "path", True), MIN_SEQ)
-BATCH = (COMPONENT, Param("batch_id", "the batch id", str, "path", True), MIN_SEQ)
-SEARCH = (Param("query", "text to find", str, "query", True),
-          Param("limit", "results per component", int), MIN_SEQ)
-RUN_FILTERS = (
-    COMPONENT, Param("status", "run status"), Param("model", "model"),
-    Param("hardware", "hardware"), Param("batch_id", "batch id"),
-    Param("tag", "key:value (repeatable)"), Param("since", "created at or after (RFC 3339)"),
-    Param("until", "created before (RFC 3339)"), Param("q", "substring of id, name, model"),
-    Param("sort", "created_at, -created_at, duration_s, run_id, … (- for descending)"), *PAGE,
-)
+SEARCH_BODY = Body("Optional: the query as JSON instead of in the URL (not both)",
+                   (("application/json", p.SearchBody),), required=False)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 
 
-def _given(t: Any) -> Any:
-    """A field's type as a query parameter: `X | None` is X (null is leaving it out)."""
-    args = [a for a in typing.get_args(t) if a is not type(None)]
-    return args[0] if typing.get_origin(t) in (types.UnionType, typing.Union) and len(args) == 1 \
-        else t
+def _plain(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+           ) -> Callable[[web.Request, Any], Awaitable[web.StreamResponse]]:
+    """A handler whose route takes no query parameters."""
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request, query: Any) -> web.StreamResponse:
+        return await handler(request)
+    return wrapped
 
 
 ROUTE_TABLE: tuple[Route, ...] = (
-    Route("POST", "/api/events", ingest.post_events, "Append events", "ingest",
+    Route("POST", "/api/events", _plain(ingest.post_events), "Append events", "ingest",
           202, Accepted, body=EVENTS, errors=INGEST_ERRORS, role="ingest"),
-    Route("POST", "/api/{component}/events", ingest.post_component_events,
+    Route("POST", "/api/{component}/events", _plain(ingest.post_component_events),
           "Append events of one component (implied where left out)", "ingest",
-          202, Accepted, body=EVENTS, params=(COMPONENT,), errors=INGEST_ERRORS, role="ingest"),
-    Route("GET", "/healthz", ops.healthz, "Liveness: the server answers", "operations",
+          202, Accepted, body=EVENTS, errors=INGEST_ERRORS, role="ingest"),
+    Route("GET", "/healthz", _plain(ops.healthz), "Liveness: the server answers", "operations",
           response=Health, role="open", always_admitted=True),
-    Route("GET", "/readyz", ops.readyz, "Readiness: how far the fold is behind the log",
-          "operations", response=Readiness, same_body=(503,), role="open"),
-    Route("GET", "/metrics", ops.metrics, "Prometheus metrics", "operations",
-          media_type=PROMETHEUS_TEXT, role="read"),
-    Route("GET", "/api/openapi.json", ops.openapi, "This OpenAPI 3.1 document", "operations",
-          response=dict[str, Any], role="read"),
-    *(Route(m, p, h, summary, "reads", response=dict[str, Any], params=params,
-            status=202 if m == "DELETE" else 200, errors=(400, 404, 503),
-            role="admin" if m == "DELETE" else "read")
-      for m, p, h, summary, params in (
-        ("GET", "/api/{component}/db/runs", reads.list_runs, "Runs, filtered", RUN_FILTERS),
-        ("GET", "/api/{component}/db/tasks", reads.list_runs, "Alias of runs", RUN_FILTERS),
-        ("GET", "/api/{component}/db/run/{run_id}", reads.get_run, "One run in detail", RUN),
-        ("GET", "/api/{component}/db/task/{run_id}", reads.get_run, "Alias of run", RUN),
+    Route("GET", "/readyz", _plain(ops.readyz), "Readiness: how far the fold is behind the log",
+          "operations", response=Readiness, same_body=(503,), role="open",
+          always_admitted=True),
+    Route("GET", "/metrics", _plain(ops.metrics), "Prometheus metrics", "operations",
+          media_type=PROMETHEUS_TEXT, role="read", always_admitted=True),
+    Route("GET", "/api/openapi.json", _plain(ops.openapi), "This OpenAPI 3.1 document",
+          "operations", response=dict[str, Any], role="read"),
+    *(Route(m, path, h, summary, "reads", response=response, query=query,
+            status=202 if m == "DELETE" else 200,
+            errors=(400, 404, 422, 503) if m == "GET" else (400, 404, 503),
+            role="admin" if m == "DELETE" else "read", body=body)
+      for m, path, h, summary, query, response, body in (
+        ("GET", "/api/{component}/db/runs", reads.list_runs, "Runs, filtered",
+         p.RunsQuery, R.RunPage, None),
+        ("GET", "/api/{component}/db/tasks", reads.list_runs, "Alias of runs",
+         p.RunsQuery, R.RunPage, None),
+        ("GET", "/api/{component}/db/run/{run_id}", reads.get_run, "One run in detail",
+         p.ReadQuery, R.RunDetail, None),
+        ("GET", "/api/{component}/db/task/{run_id}", reads.get_run, "Alias of run",
+         p.ReadQuery, R.RunDetail, None),
         ("GET", "/api/{component}/db/run/{run_id}/metrics", reads.run_metrics,
-         "A run's metric points", (*RUN, Param("name", "metric name"), *PAGE)),
+         "A run's metric points, oldest first", p.RunMetricsQuery, R.MetricPointPage, None),
         ("GET", "/api/{component}/db/run/{run_id}/logs", reads.run_logs,
-         "A run's log lines", (*RUN, Param("level", "log level"), *PAGE)),
+         "A run's log lines, oldest first", p.RunLogsQuery, R.LogLinePage, None),
         ("GET", "/api/{component}/db/run/{run_id}/results", reads.run_results,
-         "A run's test results", (*RUN, Param("outcome", "test outcome"), *PAGE)),
+         "A run's test results, oldest first", p.RunResultsQuery, R.ResultPage, None),
         ("GET", "/api/{component}/db/run/{run_id}/events", reads.run_events,
-         "A run's raw events from the log, since its last delete", (*RUN, *PAGE)),
+         "A run's raw events from the log, since its last delete", p.LongPage,
+         R.EventPage, None),
         ("DELETE", "/api/{component}/db/run/{run_id}", reads.delete_run,
-         "Delete a run (appends a delete event)", RUN),
+         "Delete a run (appends a delete event; 404 if there is no such run)",
+         p.ReadQuery, Accepted, None),
         ("DELETE", "/api/{component}/db/batch/{batch_id}", reads.delete_batch,
-         "Delete a batch and its runs (appends a delete event)", BATCH),
-        ("GET", "/api/{component}/db/batches", reads.list_batches, "Batches", (COMPONENT, *PAGE)),
-        ("GET", "/api/{component}/db/batch/{batch_id}", reads.get_batch, "One batch", BATCH),
+         "Delete a batch and its runs (appends a delete event; 404 if there is no such "
+         "batch)", p.ReadQuery, Accepted, None),
+        ("GET", "/api/{component}/db/batches", reads.list_batches, "Batches", p.Page,
+         R.BatchPage, None),
+        ("GET", "/api/{component}/db/batch/{batch_id}", reads.get_batch, "One batch",
+         p.ReadQuery, R.BatchDetail, None),
         ("GET", "/api/{component}/db/models/stats", reads.model_stats,
-         "Run statistics per model", (COMPONENT, *PAGE)),
+         "Run statistics per model", p.LongPage, R.ModelStatsPage, None),
         ("GET", "/api/{component}/db/hardware/stats", reads.hardware_stats,
-         "Run statistics per hardware", (COMPONENT, *PAGE)),
+         "Run statistics per hardware", p.LongPage, R.HardwareStatsPage, None),
         ("GET", "/api/{component}/db/performance", reads.performance,
-         "Metric report over the last N days", (COMPONENT, Param("days", "window", int),
-                                               Param("model", "model"),
-                                               Param("hardware", "hardware"),
-                                               Param("metric", "metric name"), *PAGE)),
+         "Metric report over the last N days", p.PerformanceQuery, R.Performance, None),
         ("GET", "/api/{component}/db/search", reads.search_component, "Search one component",
-         (COMPONENT, *SEARCH)),
+         p.SearchQuery, R.SearchResults, None),
         ("POST", "/api/{component}/db/search", reads.search_component,
-         "Search one component (JSON body: query, limit)", (COMPONENT,)),
-        ("GET", "/api/db/overview", reads.overview, "Totals per component", (MIN_SEQ,)),
+         "Search one component (query in the URL or a JSON body)", p.SearchPostQuery,
+         R.SearchResults, SEARCH_BODY),
+        ("GET", "/api/db/overview", reads.overview, "Totals per component", p.ReadQuery,
+         R.Overview, None),
         ("GET", "/api/db/model/{model}", reads.model_overview, "One model across components",
-         (Param("model", "model name", str, "path", True), MIN_SEQ)),
-        ("GET", "/api/db/search", reads.search_all, "Search every component", SEARCH),
-        ("POST", "/api/db/search", reads.search_all, "Search (JSON body: query, limit)", ()),
+         p.ReadQuery, R.ModelOverview, None),
+        ("GET", "/api/db/search", reads.search_all, "Search every component", p.SearchQuery,
+         R.SearchResults, None),
+        ("POST", "/api/db/search", reads.search_all,
+         "Search every component (query in the URL or a JSON body)", p.SearchPostQuery,
+         R.SearchResults, SEARCH_BODY),
     )),
-    Route("POST", "/api/db/replay", admin.start_replay,
+    Route("POST", "/api/db/replay", _plain(admin.start_replay),
           "Rebuild the database from the log; reads use the old file until the swap",
           "admin", 202, ReplayStatus, errors=(409,), role="admin"),
-    Route("GET", "/api/db/replay", admin.replay_status, "The latest replay's progress",
+    Route("GET", "/api/db/replay", _plain(admin.replay_status), "The latest replay's progress",
           "admin", response=ReplayStatus, role="admin"),
-    Route("POST", "/api/{component}/db/export", export.post_export,
+    Route("POST", "/api/{component}/db/export", _plain(export.post_export),
           "Stream the component's runs or events (NDJSON, JSON or Parquet; docs/limits.md)",
-          "export", media_type="application/x-ndjson", params=(COMPONENT,), role="admin",
+          "export", media_type="application/x-ndjson", role="admin",
           body=Body("; ".join(f"{k}: {v}" for k, v in export.FIELD_DOCS.items()) + "; all optional",
-                    (("application/json", export.ExportRequest),)),
-          errors=(400, 413), max_body_bytes=export.MAX_BODY_BYTES),
-    Route("GET", "/api/db/export", export.get_export,
+                    (("application/json", export.ExportRequest),), required=False),
+          errors=(400, 413, 415), max_body_bytes=export.MAX_BODY_BYTES),
+    Route("GET", "/api/db/export", _plain(export.get_export),
           "Stream the runs or events of every component the key may see", "export",
           media_type="application/x-ndjson", role="admin", errors=(400,),
-          params=tuple(Param(f.name, export.FIELD_DOCS[f.name], _given(f.type))
-                       for f in msgspec.structs.fields(export.ExportRequest))),
+          query=export.ExportRequest),
 )
 
 
+def _bound(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler for `route`: the one place parameters are checked."""
+    async def handle(request: web.Request) -> web.StreamResponse:
+        check_path(request)
+        query = parse_query(request.query, route.query)
+        if min_seq := getattr(query, "min_seq", 0):
+            await reads.wait_for_fold(request, min_seq)
+        return await route.handler(request, query)
+    return handle
+
+
 def add_routes(app: web.Application) -> None:
-    app[ROUTE_INDEX] = {app.router.add_route(r.method, r.path, r.handler): r
+    app[ROUTE_INDEX] = {app.router.add_route(r.method, r.path, _bound(r)): r
                         for r in ROUTE_TABLE}

@@ -5,32 +5,28 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
+from runlake.api.access import Auth
 from runlake.api.metrics import HttpMetrics
+from runlake.api.routing import Route
 from runlake.events import EventLog
+from runlake.ingest.fold import Fold
+from runlake.ingest.inbox import Inbox
+from runlake.ingest.replay import Rebuild
 from runlake.settings import Settings
-
-if TYPE_CHECKING:
-    from runlake.api.auth import Auth
-    from runlake.api.routes import Route
-    from runlake.ingest.fold import Fold
-    from runlake.ingest.inbox import Inbox
-    from runlake.ingest.replay import Rebuild
-    from runlake.views.db import Database
+from runlake.views.db import Database
 
 SETTINGS = web.AppKey("settings", Settings)
 EVENT_LOG = web.AppKey("event_log", EventLog)
 HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
 # The route table's entries by the aiohttp route each registered, in the table's order.
-ROUTE_INDEX: web.AppKey[dict[web.AbstractRoute, Route]] = web.AppKey("route_index")
-AUTH: web.AppKey[Auth] = web.AppKey("auth")  # keys, refusal counts
-DATABASE: web.AppKey[Database] = web.AppKey("database")
-FOLD: web.AppKey[Fold] = web.AppKey("fold")
-REBUILD: web.AppKey[Rebuild] = web.AppKey("rebuild")  # POST /api/db/replay
-INBOX: web.AppKey[Inbox] = web.AppKey("inbox")  # absent when settings.inbox is off
+ROUTE_INDEX = web.AppKey("route_index", dict[web.AbstractRoute, Route])
+AUTH = web.AppKey("auth", Auth)  # keys, refusal counts
+DATABASE = web.AppKey("database", Database)
+FOLD = web.AppKey("fold", Fold)
+REBUILD = web.AppKey("rebuild", Rebuild)  # POST /api/db/replay
+INBOX = web.AppKey("inbox", Inbox)  # absent when settings.inbox is off
 
 
 def routed(request: web.Request) -> bool:
