@@ -5,7 +5,9 @@
 
 1. A log of `--events` realistic `runlake demo` events is appended (untimed).
 2. replay: `runlake.ingest.replay.build` folds the whole log into a fresh DuckDB
-   file (base tables, then every view once): events/s, file sizes.
+   file (base tables, then every view once): events/s, file sizes; and, just before it,
+   its limit: a plain DuckDB load of the same log (CREATE TABLE AS read_parquet +
+   CHECKPOINT) into another fresh file.
 3. incremental: on that database, `--batches` batches of `--batch-size` new
    events (other runs, same models and hardware) are each folded in one
    transaction with view upkeep, as the server's fold does: latency p50/p99.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -28,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from http_api import percentile  # bench/http_api.py: one definition for every bench
 
 from runlake.demo import ndjson_batches
@@ -35,7 +39,7 @@ from runlake.events import EventLog, decode_events
 from runlake.ingest.fold import Fold, fold_table, log_tables
 from runlake.ingest.replay import build
 from runlake.progress import Progress
-from runlake.views.db import Database
+from runlake.views.db import MEMORY_LIMIT, Database
 
 RUN_EVENTS = 30  # runlake demo writes about this many events per run
 
@@ -74,6 +78,31 @@ def measure_replay(log_dir: Path, db_path: Path) -> dict[str, Any]:
     events = event_log.last_seq
     return {"events": events, "seconds": seconds, "events_per_s": events / seconds,
             "db_bytes": db_path.stat().st_size, "log_bytes": dir_bytes(log_dir)}
+
+
+def measure_plain_load(log_dir: Path, db_path: Path) -> dict[str, Any]:
+    """The replay's limit (DESIGN §9): a plain DuckDB load of the same log into a fresh file,
+    `CREATE TABLE … AS SELECT * FROM read_parquet(…)` then `CHECKPOINT`, with the threads and
+    memory cap `build()` gets. The file is removed after."""
+    if db_path.exists():
+        db_path.unlink()
+    glob = str(log_dir / "**" / "*.parquet").replace("'", "''")
+    start = time.perf_counter()
+    con = duckdb.connect(str(db_path), config={"threads": os.cpu_count() or 2,
+                                                "memory_limit": MEMORY_LIMIT})
+    try:
+        con.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{glob}')")
+        con.execute("CHECKPOINT")
+        seconds = time.perf_counter() - start
+        row = con.execute("SELECT count(*) FROM events").fetchone()
+    finally:
+        con.close()
+    events = row[0] if row else 0
+    out = {"events": events, "seconds": seconds, "events_per_s": events / seconds,
+           "db_bytes": db_path.stat().st_size}
+    db_path.unlink()
+    Path(f"{db_path}.wal").unlink(missing_ok=True)
+    return out
 
 
 def measure_incremental(log_dir: Path, db_path: Path, batches: int, batch_size: int,
@@ -169,11 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="runlake-bench-fold-") as tmp:
         log_dir, db_path = Path(tmp) / "log", Path(tmp) / "runlake.duckdb"
         make_log(log_dir, args.events)
-        figures: dict[str, Any] = {"replay": measure_replay(log_dir, db_path)}
-        r = figures["replay"]
+        figures: dict[str, Any] = {"plain_load": measure_plain_load(log_dir, db_path),
+                                   "replay": measure_replay(log_dir, db_path)}
+        r, plain = figures["replay"], figures["plain_load"]
         print(f"replay: {r['events']:,} events in {r['seconds']:.2f} s = "
               f"{r['events_per_s']:,.0f} events/s; database {r['db_bytes'] / 1e6:,.1f} MB, "
-              f"log {r['log_bytes'] / 1e6:,.1f} MB", flush=True)
+              f"log {r['log_bytes'] / 1e6:,.1f} MB; plain DuckDB load "
+              f"{plain['events_per_s']:,.0f} events/s, replay ÷ plain load "
+              f"{r['events_per_s'] / plain['events_per_s']:.2f}", flush=True)
         figures["incremental"] = i = measure_incremental(
             log_dir, db_path, args.batches, args.batch_size)
         print(f"incremental: {i['batches']} batches of {i['batch_size']:,} events: "
