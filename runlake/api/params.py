@@ -227,6 +227,7 @@ def parse_query(query: MultiMapping[str], struct: type[Q]) -> Q:
 
 _AT = re.compile(r"^(?P<reason>.*) - at `\$\.(?P<field>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^`]*)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
 
 
 def split_error(e: msgspec.DecodeError) -> tuple[str | None, str]:
@@ -236,6 +237,8 @@ def split_error(e: msgspec.DecodeError) -> tuple[str | None, str]:
         return m["field"], m["reason"][0].lower() + m["reason"][1:]
     if m := _UNKNOWN.match(text):
         return m["field"], "is not a known field"
+    if m := _MISSING.match(text):
+        return m["field"], "is required"
     return None, text
 
 
