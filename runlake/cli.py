@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,6 +15,7 @@ from runlake.errors import RunlakeError
 from runlake.settings import SETTINGS, Settings, resolve
 
 Command = Callable[[argparse.Namespace, Settings], int]
+DEMO_BATCH = 10_000  # events per append or POST: ~3.5 MB, well within the server's limits
 
 
 def _add_setting_flags(p: argparse.ArgumentParser, names: Sequence[str]) -> None:
@@ -66,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same events)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--out", type=Path, help="write NDJSON to this file ('-' for stdout)")
-    out.add_argument("--append", action="store_true", help="append to the log of --data")
+    out.add_argument("--append", action="store_true",
+                     help="append to the log of --data (no server may be running on it)")
+    out.add_argument("--url", help="send to the server running at this address, e.g. "
+                     "http://127.0.0.1:8080, and wait until it has folded them")
+    p.add_argument("--key", default=os.environ.get("RUNLAKE_API_KEY"),
+                   help="API key for --url when the server has keys: ingest role, and read "
+                   "to wait for the fold (env RUNLAKE_API_KEY)")
     _add_setting_flags(p, ["data", "log_level"])
     p.set_defaults(func=_demo)
 
@@ -122,12 +132,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from runlake.events import EventLog
+    from runlake.ingest.datafolder import open_folder
     from runlake.ingest.files import load_file
     from runlake.progress import Progress
 
     failed = 0
-    with EventLog(settings.log_dir) as event_log:
+    busy = (f"POST the events to it (/api/events) or drop the files into "
+            f"{settings.inbox_dir} instead")
+    with open_folder(settings, if_busy=busy, database=False) as folder:
+        event_log = folder.event_log
         progress = Progress("ingest", None)
         for path in args.files:
             try:
@@ -150,16 +163,44 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.ingest.datafolder import open_folder
     from runlake.ingest.replay import replay
 
-    replay(settings)
+    busy = ("stop it and run `runlake replay` again, or ask the server to replay "
+            "(POST /api/db/replay with an admin key)")
+    with open_folder(settings, if_busy=busy, database=False) as folder:
+        replay(folder.event_log, settings)
     return 0
 
 
 def _watch(args: argparse.Namespace, settings: Settings) -> int:
-    from runlake.ingest.inbox import watch_forever
+    return asyncio.run(_watch_until_signalled(settings))
 
-    return watch_forever(settings)
+
+async def _watch_until_signalled(settings: Settings) -> int:
+    """`runlake watch`: the server's inbox and fold without the server, until SIGINT
+    or SIGTERM (or the watcher fails)."""
+    from runlake.ingest.datafolder import open_folder_async
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    busy = (f"a server watches {settings.inbox_dir} itself: drop files there, "
+            "or stop the server first")
+    async with open_folder_async(settings, if_busy=busy, inbox=True) as folder:
+        inbox = folder.inbox
+        assert inbox is not None
+        print(f"runlake watching {inbox.directory}", file=sys.stderr, flush=True)
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({stopped, inbox.start()}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+    print(
+        f"runlake watch: {inbox.files_ingested} files ingested "
+        f"({inbox.events_ingested} events), {inbox.files_rejected} rejected",
+        file=sys.stderr,
+    )
+    return 0
 
 
 def _log_stats(args: argparse.Namespace, settings: Settings) -> int:
@@ -216,12 +257,26 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from runlake.progress import Progress
 
     progress = Progress("demo", args.runs * 30)
+    batches = demo.ndjson_batches(args.runs, seed=args.seed, batch_size=DEMO_BATCH)
+    if args.url:
+        sent, last = demo.post_batches(args.url, batches, key=args.key, sent=progress.update)
+        progress.finish()
+        if demo.wait_folded(args.url, last, key=args.key):
+            print(f"sent {sent} events to {args.url}, last seq {last}, folded: ready to query")
+        else:
+            print(f"sent {sent} events to {args.url}, last seq {last}; the server folds "
+                  "them into its views shortly")
+        return 0
     if args.append:
-        from runlake.events import EventLog, decode_events
+        from runlake.events import decode_events
+        from runlake.ingest.datafolder import open_folder
 
-        with EventLog(settings.log_dir) as event_log:
+        busy = ("send the events to the server instead: "
+                f"runlake demo --runs {args.runs} --url http://127.0.0.1:8080 (its address)")
+        with open_folder(settings, if_busy=busy, database=False) as folder:
+            event_log = folder.event_log
             futures = []
-            for chunk in demo.ndjson_batches(args.runs, seed=args.seed, batch_size=10_000):
+            for chunk in batches:
                 events = decode_events(chunk, ndjson=True)
                 futures.append(event_log.submit(events))
                 progress.update(len(events))
@@ -231,7 +286,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     out = sys.stdout.buffer if args.out is None or str(args.out) == "-" else open(args.out, "wb")
     try:
-        for chunk in demo.ndjson_batches(args.runs, seed=args.seed, batch_size=10_000):
+        for chunk in batches:
             out.write(chunk)
             progress.update(chunk.count(b"\n"))
     finally:

@@ -1,6 +1,8 @@
 """Deterministic, realistic synthetic events (DESIGN §1) for `runlake demo` and the benchmarks.
 
 The stream depends only on (runs, seed, now): one `random.Random(seed)` drives everything.
+`post_batches` and `wait_folded` send it to a running server (`runlake demo --url`) with
+the standard library alone, since the server holds the log a demo would otherwise append to.
 """
 
 from __future__ import annotations
@@ -11,14 +13,18 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Iterator
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-__all__ = ["drop_parquet", "generate", "ndjson_batches"]
+from runlake.errors import RunlakeError
+
+__all__ = ["drop_parquet", "generate", "ndjson_batches", "post_batches", "wait_folded"]
 
 DAY_MS = 86_400_000
 SPAN_MS = 60 * DAY_MS  # history covers the 60 days before `now`
@@ -428,3 +434,81 @@ def drop_parquet(inbox: Path, events: int, per_file: int = 100_000, seed: int = 
         tmp = inbox / f".part-{j}.tmp"  # written aside, then renamed: the inbox's rule
         pq.write_table(table.slice(offset, per_file), tmp)
         tmp.rename(inbox / f"bulk-{j:03d}.parquet")
+
+
+# -- sending to a running server (`runlake demo --url`) ----------------------------
+
+HTTP_TIMEOUT_S = 120.0  # one request; a server under load may take a while to answer
+FOLD_WAIT_S = 300.0  # how long wait_folded keeps asking
+
+
+def post_batches(url: str, chunks: Iterable[bytes], *, key: str | None = None,
+                 sent: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """POST each NDJSON chunk to `url`'s /api/events, one after another; returns (events
+    sent, last seq). `sent(n)` is called after each accepted chunk. Raises RunlakeError
+    naming the server's answer if it refuses one (those before it stay appended)."""
+    if not url.startswith(("http://", "https://")):
+        raise RunlakeError(f"--url {url!r}: expected an http:// or https:// address, "
+                           "e.g. http://127.0.0.1:8080")
+    total, last = 0, 0
+    for chunk in chunks:
+        reply = _call(url, "/api/events", key, chunk)
+        total += int(reply["accepted"])
+        last = int(reply["last_seq"])
+        if sent is not None:
+            sent(int(reply["accepted"]))
+    return total, last
+
+
+def wait_folded(url: str, seq: int, *, key: str | None = None,
+                timeout: float = FOLD_WAIT_S) -> bool:
+    """Ask `url` until its fold has passed `seq` (each read with `min_seq` waits on the
+    server, up to its read_wait_s), so what was sent is visible to the next read.
+    False if not within `timeout` seconds, or if `key` may not read."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _call(url, f"/api/db/overview?min_seq={seq}", key)
+            return True
+        except _Refused as e:
+            if e.status != 503 or time.monotonic() >= deadline:
+                return False
+            # 503: the fold is not there yet (the server already waited) or overloaded.
+            time.sleep(min(e.retry_after, max(0.0, deadline - time.monotonic())))
+
+
+class _Refused(RunlakeError):
+    """The server answered with an error status."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]], status: int,
+                 retry_after: float) -> None:
+        super().__init__(message, details)
+        self.status, self.retry_after = status, retry_after
+
+
+def _call(url: str, path: str, key: str | None, body: bytes | None = None) -> dict[str, Any]:
+    headers = {"Content-Type": "application/x-ndjson"} if body is not None else {}
+    if key:
+        headers["X-API-Key"] = key
+    request = urllib.request.Request(url.rstrip("/") + path, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
+            return msgspec.json.decode(response.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            raw = e.read()
+        try:
+            error = msgspec.json.decode(raw)["error"]
+            message, details = str(error["message"]), list(error.get("details") or [])
+        except (msgspec.DecodeError, KeyError, TypeError):
+            message, details = raw.decode(errors="replace")[:500], []
+        try:
+            retry_after = float(e.headers.get("Retry-After", 1))
+        except ValueError:
+            retry_after = 1.0
+        raise _Refused(f"{url} answered {e.code} to {path.split('?')[0]}: {message}",
+                       details, e.code, retry_after) from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise RunlakeError(f"cannot reach {url}: {reason}; is `runlake serve` running "
+                           "there? (see its first line: 'runlake listening on ...')") from None

@@ -6,11 +6,11 @@ requests have finished:
 
 0. the API keys: read first, so an invalid keys file stops start-up before
    anything else opens;
-1. the event log: opened (recovering the write-ahead tail), closed last so the
-   tail rolls into a segment and the stopped log is all Parquet (DESIGN §2);
-2. the database and the fold: the fold stops only after folding to the end;
-3. the inbox watcher (when `settings.inbox`): stopped first, after the files it
-   already appended have moved to `.done/`.
+1. the data folder, opened as every command opens it (ingest/datafolder.py): the
+   event log, then the database (rebuilt if its schema is older) and the fold,
+   then the inbox watcher (when `settings.inbox`); closed in reverse, so the fold
+   folds to the end before the log rolls its tail into a segment. A replay the
+   server started is dropped first.
 
 Opening and closing touch files and DuckDB, so they run in the default executor.
 """
@@ -18,7 +18,6 @@ Opening and closing touch files and DuckDB, so they run in the default executor.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -39,14 +38,12 @@ from runlake.api.state import (
     REBUILD,
     SETTINGS,
 )
-from runlake.events import EventLog
-from runlake.ingest.fold import Fold
-from runlake.ingest.inbox import Inbox
-from runlake.ingest.replay import Rebuild, ensure_current
+from runlake.ingest.datafolder import open_folder_async
+from runlake.ingest.replay import Rebuild
 from runlake.settings import Settings
-from runlake.views.db import Database
 
-log = logging.getLogger("runlake.api")
+# What a second server on the same data folder is told.
+SERVE_BUSY = "stop it first, or give this server another --data folder"
 
 
 def make_app(settings: Settings, *, loopback: bool | None = None) -> web.Application:
@@ -66,9 +63,7 @@ def make_app(settings: Settings, *, loopback: bool | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[HTTP_METRICS] = HttpMetrics()
     app.cleanup_ctx.append(keys_context)
-    app.cleanup_ctx.append(event_log_context)
-    app.cleanup_ctx.append(fold_context)
-    app.cleanup_ctx.append(inbox_context)
+    app.cleanup_ctx.append(data_folder_context)
     add_routes(app)
     if loopback is None:
         loopback = is_loopback(settings.host)
@@ -81,73 +76,22 @@ async def keys_context(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-async def event_log_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    event_log = EventLog(
-        settings.log_dir, roll_rows=settings.roll_rows, roll_seconds=settings.roll_seconds
-    )
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, event_log.open)
-    app[EVENT_LOG] = event_log
-    log.info("event log open dir=%s last_seq=%d", settings.log_dir, event_log.last_seq)
-    try:
-        yield
-    finally:
-        await loop.run_in_executor(None, event_log.close)
-        log.info("event log closed last_seq=%d", event_log.last_seq)
-
-
-async def fold_context(app: web.Application) -> AsyncIterator[None]:
-    """The database and the fold that follows the log into it.
+async def data_folder_context(app: web.Application) -> AsyncIterator[None]:
+    """The data folder: log, database and fold, inbox (ingest/datafolder.py).
 
     Appends never wait for the fold: a stopped or slow fold shows as lag in
     /readyz and /metrics, not as failed ingest.
     """
     settings = app[SETTINGS]
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(  # after an upgrade that changed the views' shape
-        None, ensure_current, app[EVENT_LOG], settings.db_path, settings.fold_batch_rows)
-    db = Database(settings.db_path)
-    await loop.run_in_executor(None, db.open)
-    try:
-        fold = await loop.run_in_executor(
-            None, _start_fold, db, app[EVENT_LOG], settings.fold_batch_rows
-        )
-    except BaseException:
-        await loop.run_in_executor(None, db.close)
-        raise
-    db.preload_series()  # the performance report's, off the first request's path
-    app[DATABASE] = db
-    app[FOLD] = fold
-    app[REBUILD] = rebuild = Rebuild(db, fold, app[EVENT_LOG], settings.fold_batch_rows)
-    log.info("fold started db=%s folded_seq=%d", settings.db_path, fold.folded_seq)
-    try:
-        yield
-    finally:
+    async with open_folder_async(settings, if_busy=SERVE_BUSY, inbox=settings.inbox) as folder:
+        assert folder.db is not None and folder.fold is not None
+        folder.db.preload_series()  # the performance report's, off the first request's path
+        app[EVENT_LOG], app[DATABASE], app[FOLD] = folder.event_log, folder.db, folder.fold
+        if folder.inbox is not None:
+            app[INBOX] = folder.inbox
+        app[REBUILD] = rebuild = Rebuild(folder.db, folder.fold, folder.event_log,
+                                         settings.fold_batch_rows)
         try:
-            await loop.run_in_executor(None, rebuild.stop)  # a replay in flight is dropped
-            await loop.run_in_executor(None, fold.stop)  # folds to the end of the log
-            log.info("fold stopped folded_seq=%d", fold.folded_seq)
-        finally:
-            await loop.run_in_executor(None, db.close)
-
-
-def _start_fold(db: Database, event_log: EventLog, batch_rows: int) -> Fold:
-    fold = Fold(db, event_log, batch_rows, series=db.series)  # reads the high-water mark
-    fold.start()
-    return fold
-
-
-async def inbox_context(app: web.Application) -> AsyncIterator[None]:
-    """Files dropped into `<data>/inbox` are appended like POSTed events (DESIGN §5)."""
-    settings = app[SETTINGS]
-    if not settings.inbox:
-        yield
-        return
-    inbox = Inbox(settings, app[EVENT_LOG])
-    app[INBOX] = inbox
-    inbox.start()
-    try:
-        yield
-    finally:
-        await inbox.stop()
+            yield
+        finally:  # a replay in flight is dropped before the fold stops
+            await asyncio.get_running_loop().run_in_executor(None, rebuild.stop)

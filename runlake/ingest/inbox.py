@@ -25,9 +25,7 @@ import contextlib
 import itertools
 import logging
 import os
-import signal
 import stat
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -39,7 +37,7 @@ import msgspec
 import pyarrow as pa
 from watchfiles import BaseFilter, Change, awatch
 
-from runlake.errors import InvalidEvents, LogError, LogLocked
+from runlake.errors import InvalidEvents, LogError
 from runlake.events.log import Acknowledgement, EventLog
 from runlake.events.schema import Event
 from runlake.ingest.files import (
@@ -54,7 +52,7 @@ from runlake.ingest.files import (
 from runlake.ingest.inbox_ids import assign_ids, assign_table_ids, content_key
 from runlake.settings import Settings
 
-__all__ = ["FileResult", "Inbox", "InboxFilter", "watch_forever"]
+__all__ = ["FileResult", "Inbox", "InboxFilter"]
 
 log = logging.getLogger("runlake.inbox")
 _watchfiles_log = logging.getLogger("watchfiles.main")
@@ -510,55 +508,3 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
     """Sleep `seconds`, or less if `event` is set."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), seconds)
-
-
-# -- `runlake watch` -----------------------------------------------------------
-
-
-def watch_forever(settings: Settings) -> int:
-    """`runlake watch`: ingest `<data>/inbox` into the log and fold it into the
-    database, without a server, until SIGINT or SIGTERM."""
-    from runlake.ingest.fold import Fold
-    from runlake.views.db import Database
-
-    event_log = EventLog(
-        settings.log_dir, roll_rows=settings.roll_rows, roll_seconds=settings.roll_seconds
-    )
-    try:
-        event_log.open()
-    except LogLocked:
-        print(
-            f"runlake watch: the log in {settings.log_dir} is in use by another process, "
-            f"probably `runlake serve`, which watches {settings.inbox_dir} itself: "
-            "drop files there, or stop the server first.",
-            file=sys.stderr,
-        )
-        return 1
-    inbox = Inbox(settings, event_log)
-    db = Database(settings.db_path)
-    fold: Fold | None = None
-    try:
-        db.open()
-        fold = Fold(db, event_log, settings.fold_batch_rows)
-        fold.start()
-        asyncio.run(_run_until_signalled(inbox))
-    finally:
-        if fold is not None:
-            fold.stop()  # folds to the end of the log first
-        db.close()
-        event_log.close()
-    print(
-        f"runlake watch: {inbox.files_ingested} files ingested "
-        f"({inbox.events_ingested} events), {inbox.files_rejected} rejected",
-        file=sys.stderr,
-    )
-    return 0
-
-
-async def _run_until_signalled(inbox: Inbox) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    print(f"runlake watching {inbox.directory}", file=sys.stderr, flush=True)
-    await inbox.run(stop)

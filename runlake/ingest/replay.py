@@ -27,7 +27,6 @@ from typing import Protocol
 import duckdb
 import msgspec
 
-from runlake.errors import LogLocked, RunlakeError
 from runlake.events.log import EventLog
 from runlake.ingest import bulk
 from runlake.ingest.fold import Fold, fold_in_transaction, fold_table, log_tables, rebuild_views
@@ -164,38 +163,28 @@ def ensure_current(event_log: EventLog, db_path: Path, batch_rows: int) -> bool:
     return True
 
 
-def replay(settings: Settings, *, show_progress: bool = True) -> ReplayResult:
-    """`runlake replay`: rebuild `settings.db_path` from the log, offline.
+def replay(event_log: EventLog, settings: Settings, *, show_progress: bool = True
+           ) -> ReplayResult:
+    """`runlake replay`: rebuild `settings.db_path` from `event_log`, offline.
 
-    Holding the log's lock keeps a server from starting on this data folder
-    meanwhile (and, if one is running, refuses: it holds the database open).
+    The caller holds the log open (ingest/datafolder.py): its lock keeps a server
+    from starting on this data folder meanwhile, and a running one (which holds
+    the database open) from being replayed under.
     """
-    event_log = EventLog(settings.log_dir)
-    try:
-        event_log.open()  # recovers a torn write-ahead tail, as a server would
-    except LogLocked:
-        raise RunlakeError(
-            f"the data folder {settings.data} is in use by a running server: stop it and "
-            "run `runlake replay` again, or ask the server to replay (POST /api/db/replay "
-            "with an admin key)"
-        ) from None
-    try:
-        total = event_log.last_seq
-        staging = staging_path(settings.db_path)
-        progress = Progress("replay", total) if show_progress else None
-        start = time.monotonic()
-        seq = build(event_log, staging, batch_rows=settings.fold_batch_rows,
-                    progress=progress, memory_limit=settings.replay_memory)
-        replace_file(staging, settings.db_path)
-        seconds = time.monotonic() - start
-        if progress is not None:
-            progress.finish()
-        result = ReplayResult(total, seq, seconds, settings.db_path.stat().st_size)
-        log.info("replayed %d events in %.1f s (%.0f events/s) into %s",
-                 total, seconds, result.events_per_s, settings.db_path)
-        return result
-    finally:
-        event_log.close()
+    total = event_log.last_seq
+    staging = staging_path(settings.db_path)
+    progress = Progress("replay", total) if show_progress else None
+    start = time.monotonic()
+    seq = build(event_log, staging, batch_rows=settings.fold_batch_rows,
+                progress=progress, memory_limit=settings.replay_memory)
+    replace_file(staging, settings.db_path)
+    seconds = time.monotonic() - start
+    if progress is not None:
+        progress.finish()
+    result = ReplayResult(total, seq, seconds, settings.db_path.stat().st_size)
+    log.info("replayed %d events in %.1f s (%.0f events/s) into %s",
+             total, seconds, result.events_per_s, settings.db_path)
+    return result
 
 
 class ReplayStatus(msgspec.Struct):
