@@ -113,11 +113,19 @@ def open_folder(settings: Settings, *, if_busy: str, database: bool = True
 
 @contextlib.asynccontextmanager
 async def watching_inbox(settings: Settings, event_log: EventLog) -> AsyncIterator[Inbox]:
-    """The inbox watcher on the running loop (DESIGN §5); stopped on exit after
-    finishing the files it already appended."""
+    """The inbox watcher on the running loop (DESIGN §5), entered once it watches
+    (its folder exists); stopped on exit after finishing the files it already
+    appended."""
     inbox = Inbox(settings, event_log)
-    inbox.start()
+    task = inbox.start()
     try:
+        watching = asyncio.ensure_future(inbox.watching.wait())
+        try:
+            await asyncio.wait({task, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+        if task.done():  # it failed before it could watch: say why
+            task.result()
         yield inbox
     finally:
         await inbox.stop()
