@@ -1,5 +1,5 @@
 """The command line (DESIGN §7), run as a real subprocess: `runlake ingest`, `runlake log
-stats`, `runlake demo`, `runlake --help`."""
+stats`, `runlake demo` (to a file, into the log, or to a running server), `runlake --help`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers.event_log import log_ids
+from helpers.plain_http import request
+from helpers.server import ServerProcess
 
 from runlake.events import EventLog, decode_events, events_to_table
 
@@ -253,4 +258,92 @@ def test_data_flag_and_environment_choose_the_log(tmp_path: Path) -> None:
     assert (log_ids(tmp_path / "flag" / "log", check_seqs=True)
             == log_ids(tmp_path / "env" / "log", check_seqs=True) == ids_of(wires(0, 3)))
     assert stats(tmp_path, tmp_path / "flag")["events"] == 3
+    assert not (tmp_path / "data").exists()
+
+
+# -- runlake demo --url: the demo sent to a running server --------------------------
+
+
+def runs_by_component(ndjson_text: str) -> dict[str, int]:
+    """How many distinct runs each component has in an NDJSON stream."""
+    runs = {(e["component"], e["run_id"]) for e in map(json.loads, ndjson_text.splitlines())
+            if "run_id" in e}
+    return dict(Counter(component for component, _ in runs))
+
+
+def folded_runs(url: str, components: Iterable[str], key: str | None = None) -> dict[str, int]:
+    headers = {"X-API-Key": key} if key else {}
+    totals = {}
+    for c in components:
+        status, body = request(f"{url}/api/{c}/db/runs?limit=1", headers=headers)
+        assert status == 200, body
+        totals[c] = json.loads(body)["total"]
+    return totals
+
+
+def test_demo_url_sends_to_a_running_server_and_waits_for_the_fold(
+    tmp_path: Path, start_server_process: Callable[..., ServerProcess]
+) -> None:
+    expected = ok(tmp_path, "demo", "--runs", "30", "--seed", "2", "--out", "-")
+    count, runs = expected.count("\n"), runs_by_component(expected)
+    server = start_server_process(tmp_path / "data", inbox=False)
+    out = ok(tmp_path, "demo", "--runs", "30", "--seed", "2", "--url", server.url)
+    assert f"sent {count} events to {server.url}, last seq {count}, folded" in out
+    # No waiting here: the command returned once the server had folded them.
+    assert folded_runs(server.url, runs) == runs
+    assert server.stop() == 0
+    assert len(log_ids(tmp_path / "data" / "log", check_seqs=True)) == count
+
+
+def test_commands_that_need_the_log_say_what_to_do_while_a_server_runs(
+    tmp_path: Path, start_server_process: Callable[..., ServerProcess]
+) -> None:
+    server = start_server_process(tmp_path / "data", inbox=False)
+    (tmp_path / "a.ndjson").write_bytes(ndjson(wires(0, 3)))
+    for args, hint in [
+        (["demo", "--runs", "5", "--append"], "--url http://"),
+        (["ingest", "a.ndjson"], "POST the events to it"),
+        (["watch"], "a server watches"),
+    ]:
+        done = runlake(tmp_path, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "in use by a running server" in done.stderr and hint in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+    assert server.stop() == 0
+    assert log_ids(tmp_path / "data" / "log", check_seqs=True) == []
+
+
+def test_demo_url_with_api_keys(
+    tmp_path: Path, start_server_process: Callable[..., ServerProcess]
+) -> None:
+    admin = ok(tmp_path, "keys", "add", "--role", "admin").strip()
+    ingest = ok(tmp_path, "keys", "add", "--role", "ingest").strip()
+    expected = ok(tmp_path, "demo", "--runs", "10", "--out", "-")
+    count, runs = expected.count("\n"), runs_by_component(expected)
+    server = start_server_process(tmp_path / "data", inbox=False)
+
+    refused = runlake(tmp_path, "demo", "--runs", "10", "--url", server.url)
+    assert refused.returncode == 2
+    assert f"{server.url} answered 401 to /api/events" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    # An ingest key sends, but may not read: the command does not wait for the fold.
+    out = ok(tmp_path, "demo", "--runs", "10", "--url", server.url, "--key", ingest)
+    assert f"sent {count} events to {server.url}, last seq {count};" in out
+    out = ok(tmp_path, "demo", "--runs", "10", "--url", server.url,
+             env={"RUNLAKE_API_KEY": admin})
+    assert f"sent {count} events to {server.url}, last seq {2 * count}, folded" in out
+    assert folded_runs(server.url, runs, admin) == runs  # the same runs, twice over
+    assert server.stop() == 0
+
+
+def test_demo_url_that_answers_nothing_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        done = runlake(tmp_path, "demo", "--runs", "3", "--url", url)
+    assert done.returncode == 2
+    assert f"cannot reach {url}" in done.stderr and "Traceback" not in done.stderr
+    done = runlake(tmp_path, "demo", "--runs", "3", "--url", "localhost:8080")
+    assert done.returncode == 2 and "http://" in done.stderr
     assert not (tmp_path / "data").exists()
