@@ -22,7 +22,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from runlake.api.auth import Auth, authenticate, is_loopback
+from runlake.api.access import Auth
+from runlake.api.auth import authenticate, is_loopback
 from runlake.api.keys import KeyRing
 from runlake.api.limits import concurrency_limit, read_body_in_time
 from runlake.api.metrics import HttpMetrics
