@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 
 class RunlakeError(Exception):
@@ -33,10 +37,40 @@ class BadRequest(RunlakeError):
     code = "bad_request"
 
 
+class Problem(msgspec.Struct, kw_only=True):
+    """One thing wrong with one event (or with a whole request or file): the data
+    behind each `details` entry of InvalidEvents.
+
+    `line` (1-based: an NDJSON line, the line where a file's JSON event starts, a
+    Parquet row) and `event` (0-based index in a JSON array) are left out where the
+    source has no such position, and null for a problem with the whole body or file.
+    `allowed` lists the accepted values of an enum field (`type`, `status`, …).
+    """
+
+    line: int | None | UnsetType = UNSET
+    event: int | None | UnsetType = UNSET
+    field: str | None = None
+    message: str
+    allowed: list[str] | UnsetType = UNSET
+
+
+MAX_PROBLEMS = 1000  # listed in an error; `total` counts them all
+
+
 class InvalidEvents(BadRequest):
-    """One or more events broke the schema; `details` names each event and field."""
+    """One or more events broke the schema. Built from `problems` (the first
+    MAX_PROBLEMS kept, and encoded as `details`) and their `total` count; a
+    problem may also be given as a mapping in the details' shape."""
 
     code = "invalid_events"
+
+    def __init__(self, message: str, problems: Sequence[Problem | Mapping[str, Any]] = (), *,
+                 total: int | None = None) -> None:
+        kept = [p if isinstance(p, Problem) else msgspec.convert(p, Problem)
+                for p in problems[:MAX_PROBLEMS]]
+        super().__init__(message, msgspec.to_builtins(kept))
+        self.problems = kept
+        self.total = max(1, len(problems)) if total is None else total
 
 
 class Unauthorized(RunlakeError):
@@ -79,6 +113,13 @@ class UnsupportedMediaType(RunlakeError):
 class Unprocessable(RunlakeError):
     status = 422
     code = "unprocessable"
+
+
+class QueryTimeout(Unprocessable):
+    """A read ran past its time budget (`read_budget_s`) and was interrupted: the
+    message names the budget and how to ask for less."""
+
+    code = "query_timeout"
 
 
 class Unavailable(RunlakeError):

@@ -4,10 +4,12 @@ plain Python, from the events the test sends (not by calling runlake's queries).
 from __future__ import annotations
 
 import asyncio
+import random
 import statistics
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from helpers.stats import interpolated_bound, quantile_cont
 
@@ -360,5 +362,65 @@ def test_performance_report_follows_changes(make_server: MakeServer) -> None:
         assert_report(loaded, 10, runs, points, "after a restart")
         if loaded["until"] == kept["until"]:  # else midnight passed: compared above
             assert loaded == kept
+
+    asyncio.run(main())
+
+
+# -- tag filters and a run's recent logs ------------------------------------------------
+
+
+def test_tag_filters_match_a_recompute(make_server: MakeServer) -> None:
+    """`tag=key:value`, repeated, keeps the runs holding every pair, by each tag's latest
+    value: checked against the runs' tags worked out here for combinations with a
+    repeated filter, two values of one key, a value holding ':', and 50 filters."""
+    rng = random.Random(16)
+    final: dict[str, dict[str, str]] = {}
+    events: list[dict[str, Any]] = []
+    for i in range(60):
+        run_id = f"t{i:02d}"
+        final[run_id] = {}
+        for key in ("a", "b", "c"):
+            if rng.random() < 0.8:
+                value = rng.choice(["1", "2", "x:y"])
+                final[run_id][key] = value
+                events.append({"type": "tag", "component": "tagged", "run_id": run_id,
+                               "key": key, "value": value, "ts": at(10)})
+        if "a" in final[run_id] and rng.random() < 0.3:  # an older value, sent later
+            events.append({"type": "tag", "component": "tagged", "run_id": run_id,
+                           "key": "a", "value": "old", "ts": at(5)})
+    combos = [[("a", "1")], [("a", "1"), ("b", "2")], [("a", "1"), ("a", "1")],
+              [("a", "1"), ("a", "2")], [("c", "x:y")], [("a", "2"), ("b", "x:y"), ("c", "1")],
+              [("a", "old")], [("nokey", "1")], [("b", "1")] * 25 + [("c", "2")] * 25]
+
+    async def main() -> None:
+        async with make_server() as client:
+            last = (await client.post_events(events)).json()["last_seq"]
+            for combo in combos:
+                want = sorted(r for r, tags in final.items()
+                              if all(tags.get(k) == v for k, v in combo))
+                query = urlencode([("tag", f"{k}:{v}") for k, v in combo]
+                                  + [("sort", "run_id"), ("limit", "1000")])
+                got = await get(client, f"/api/tagged/db/runs?{query}", last)
+                assert [r["run_id"] for r in got["items"]] == want, combo
+                assert got["total"] == len(want), combo
+            assert any(final[r].get("a") == "1" and final[r].get("b") == "2" for r in final)
+
+    asyncio.run(main())
+
+
+def test_run_detail_lists_its_recent_logs_oldest_first(make_server: MakeServer) -> None:
+    """The detail keeps the run's 20 most recent log lines, oldest first: the tail of
+    `…/logs`, which lists every line oldest first."""
+    lines = [{"type": "log", "component": "test", "run_id": "chatty", "level": "info",
+              "message": f"line {i}", "ts": at(i)} for i in range(25)]
+
+    async def main() -> None:
+        async with make_server() as client:
+            last = (await client.post_events(lines)).json()["last_seq"]
+            detail = await get(client, "/api/test/db/run/chatty", last)
+            every = await get(client, "/api/test/db/run/chatty/logs", last)
+        assert [e["message"] for e in every["items"]] == [f"line {i}" for i in range(25)]
+        assert [e["message"] for e in detail["logs"]] == [f"line {i}" for i in range(5, 25)]
+        assert detail["logs"] == every["items"][5:]
 
     asyncio.run(main())

@@ -310,12 +310,17 @@ class MetricSeries:
 
 @contextmanager
 def _snapshot(cur: Cursor) -> Iterator[None]:
-    """The queries inside read one state of the database, whatever the fold commits."""
+    """The queries inside read one state of the database, whatever the fold commits.
+    On an error (an interrupted read) the transaction is rolled back: a COMMIT of the
+    aborted transaction would raise, hiding the error, and so would what the caller
+    undoes in it (`unregister`)."""
     cur.execute("BEGIN")
     try:
         yield
-    finally:
-        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    cur.execute("COMMIT")
 
 
 def _load(cur: Cursor) -> dict[str, _Component]:

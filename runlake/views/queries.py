@@ -65,6 +65,19 @@ def _like(text: str) -> str:
 # -- runs ---------------------------------------------------------------------
 
 
+# The runs holding every (key, value) of the filter, as one join of `tags` with the
+# filter's pairs (two list parameters unnested side by side): its cost grows with the
+# number of pairs, where one EXISTS per tag made a plan of N joins (250 tags: 15 s,
+# or out of memory). `tags` holds one row per (run, key), so a run matches as many
+# rows as it holds of the (distinct) pairs: all of them when the count is theirs;
+# two values of one key then match no run, as they would one by one.
+_TAGGED = """run_id IN (
+    SELECT t.run_id FROM tags t
+    JOIN (SELECT unnest(?::VARCHAR[]) AS key, unnest(?::VARCHAR[]) AS value) f
+        ON t.key = f.key AND t.value = f.value
+    WHERE t.component = ? GROUP BY t.run_id HAVING count(*) = ?)"""
+
+
 def list_runs(
     cur: Cursor,
     component: str,
@@ -88,10 +101,10 @@ def list_runs(
         if value is not None:
             where.append(f"{col} = ?")
             params.append(value)
-    for key, value in tags:
-        where.append("EXISTS (SELECT 1 FROM tags t WHERE t.component = r.component "
-                     "AND t.run_id = r.run_id AND t.key = ? AND t.value = ?)")
-        params += [key, value]
+    if tags:
+        pairs = sorted(set(tags))
+        where.append(_TAGGED)
+        params += [[k for k, _ in pairs], [v for _, v in pairs], component, len(pairs)]
     created, created_params = created_between(since, until)
     where += created
     params += created_params
@@ -138,8 +151,10 @@ def get_run(cur: Cursor, component: str, run_id: str, recent_logs: int = 20) -> 
     run["results"] = {"total": sum(outcomes.values()),
                       **{o: outcomes.get(o, 0) for o in
                          ("passed", "failed", "skipped", "error", "xfailed", "xpassed")}}
-    run["logs"] = _dicts(cur, f"SELECT level, message, ts, seq FROM logs WHERE {_OF_RUN} "
-                         "ORDER BY seq DESC LIMIT ?", [*key, recent_logs])
+    # The most recent `recent_logs` lines, listed oldest first like `…/logs`.
+    run["logs"] = _dicts(cur, "SELECT * FROM (SELECT level, message, ts, seq FROM logs "
+                         f"WHERE {_OF_RUN} ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                         [*key, recent_logs])
     run["artifacts"] = _dicts(cur, "SELECT name, uri, size_bytes, media_type, ts FROM artifacts "
                               f"WHERE {_OF_RUN} ORDER BY seq", key)
     return run
