@@ -19,6 +19,7 @@ async def readyz(request: web.Request) -> web.Response:
 
     The threshold is the longest a read with `min_seq` waits: beyond it, a
     client reading its own writes would time out, so the server is not ready.
+    A fold whose last attempt failed is `failing`, with the error in `fold_error`.
     """
     readiness = _readiness(request.app)
     return json_response(readiness, 200 if readiness.status == "ready" else 503)
@@ -30,9 +31,12 @@ def _readiness(app: web.Application) -> Readiness:
     fold = app[FOLD]
     lag_events, lag_seconds = fold.lag()
     status: ReadyStatus = "not_running"
-    if fold.running:
+    if fold.last_error is not None:
+        status = "failing"
+    elif fold.running:
         status = "ready" if lag_seconds <= max_lag else "lagging"
-    return Readiness(status, last_seq, fold.folded_seq, lag_events, lag_seconds, max_lag)
+    return Readiness(status, last_seq, fold.folded_seq, lag_events, lag_seconds, max_lag,
+                     fold_error=fold.last_error)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -58,6 +62,12 @@ async def metrics(request: web.Request) -> web.Response:
                 lag_events),
         *metric("runlake_fold_lag_seconds", "gauge", "seconds since the fold was last caught up",
                 lag_seconds),
+        *metric("runlake_fold_errors_total", "counter",
+                "fold attempts that failed since start (the fold retries every second)",
+                fold.errors),
+        *metric("runlake_fold_failing", "gauge",
+                "1 while the fold's last attempt failed (/readyz fold_error says why)",
+                int(fold.last_error is not None)),
         *_inbox_metrics(app),
         *app[AUTH].render(),
         *app[HTTP_METRICS].render(),

@@ -37,13 +37,14 @@ class Health(msgspec.Struct):
     status: Literal["ok"] = "ok"
 
 
-ReadyStatus = Literal["ready", "lagging", "not_running"]
+ReadyStatus = Literal["ready", "lagging", "not_running", "failing"]
 
 
 class Readiness(msgspec.Struct):
     """How far the fold is behind the log. `ready` when it runs and is at most
     `max_lag_seconds` behind; `lagging` when further; `not_running` when the fold
-    thread has stopped (lag then only grows)."""
+    thread has stopped (lag then only grows); `failing` when its last attempt
+    failed, with the error in `fold_error` (it retries every second)."""
 
     status: ReadyStatus
     last_seq: int
@@ -51,6 +52,7 @@ class Readiness(msgspec.Struct):
     lag_events: int
     lag_seconds: float
     max_lag_seconds: float
+    fold_error: str | None = None
 
 
 # -- reads: the shapes the read routes answer (queries.py builds them as dicts; the

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from functools import partial
 from typing import TypeVar
 
@@ -103,10 +104,22 @@ def fold_batch(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: 
     con.register("batch_all", batch_all)
     try:
         _fold_registered(con, batch_all, incremental)
-    finally:
-        con.unregister("batch_all")
-        con.unregister("batch")
+    except BaseException:
+        _forget(con, "batch_all", "batch")
+        raise
+    con.unregister("batch_all")
+    con.unregister("batch")
     return incremental
+
+
+def _forget(con: duckdb.DuckDBPyConnection, *names: str) -> None:
+    """Unregister `names` after an error. The error may have aborted the transaction,
+    in which DuckDB refuses even `unregister` ("Current transaction is aborted"): an
+    error that would replace the real one. The caller's ROLLBACK drops what the
+    transaction registered anyway."""
+    for name in names:
+        with suppress(duckdb.Error):
+            con.unregister(name)
 
 
 def _without_duplicates(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
@@ -124,8 +137,10 @@ def _without_duplicates(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.T
     try:
         # Only the seqs to drop (usually none): the batch itself is never copied.
         dropped = con.sql(tables.DUPLICATES.format(source="incoming")).to_arrow_table().column("seq")
-    finally:
-        con.unregister("incoming")
+    except BaseException:
+        _forget(con, "incoming")
+        raise
+    con.unregister("incoming")
     if len(dropped) == 0:
         return table
     return table.filter(pc.invert(pc.is_in(table.column("seq"), value_set=dropped)))
@@ -206,8 +221,11 @@ def fold_in_transaction(con: duckdb.DuckDBPyConnection, last: int, apply: Callab
         result = apply()
         con.execute("UPDATE fold_state SET folded_seq = ?", [last])
         con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
+    except BaseException as e:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error as failed:  # keep the error that got us here in front
+            e.add_note(f"and the ROLLBACK failed too: {failed}")
         raise
     return result
 
@@ -241,7 +259,9 @@ class Fold:
         self.folded_seq = folded_seq(db.connection)
         self.events_folded = 0
         self.batches_folded = 0
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # the last attempt's error; None once one succeeds
+        self.errors = 0  # failed attempts since start (the loop retries every second)
+        self._logged_error: str | None = None  # logged with its traceback once, not per retry
         self._caught_up_at = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -297,12 +317,7 @@ class Fold:
     def _loop(self) -> None:
         while True:
             started = time.monotonic()
-            try:
-                self.fold_available()
-                self.last_error = None
-            except Exception as e:  # keep following the log; report through readyz
-                log.exception("fold failed at seq %d", self.folded_seq + 1)
-                self.last_error = str(e)
+            if not self.attempt():
                 self._stop.wait(1.0)
             if self._stop.is_set():
                 if self.log.last_seq <= self.folded_seq or self.last_error:
@@ -314,6 +329,26 @@ class Fold:
             if (pause := self.min_interval_s - (time.monotonic() - started)) > 0:
                 self._stop.wait(pause)
             self.log.wait(self.folded_seq, timeout=0.2)
+
+    def attempt(self) -> bool:
+        """Fold what the log holds now; False if that failed. A failure is kept in
+        `last_error` (shown by /readyz and /metrics until an attempt succeeds) and
+        logged with its traceback once per distinct error, not at every retry."""
+        try:
+            self.fold_available()
+        except Exception as e:  # keep following the log; report through readyz
+            self.errors += 1
+            self.last_error = message = f"{type(e).__name__}: {e}"
+            if message != self._logged_error:
+                self._logged_error = message
+                log.error("fold failed at seq %d", self.folded_seq + 1, exc_info=True)
+            else:
+                log.debug("fold failed again at seq %d: %s", self.folded_seq + 1, message)
+            return False
+        if self.last_error is not None:
+            log.info("fold recovered: folded to seq %d", self.folded_seq)
+        self.last_error = self._logged_error = None
+        return True
 
     async def wait_folded(self, seq: int, timeout: float) -> bool:
         """Wait until the fold has passed `seq` (read-your-writes), at most `timeout` s."""
