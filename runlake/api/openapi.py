@@ -35,6 +35,9 @@ def openapi_json(routes: tuple[Route, ...]) -> bytes:
 def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
     types = _types(routes)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    for name, schema in components.items():
+        if name.startswith("DeleteEvent"):  # …WithComponent, …InComponent too
+            schema["oneOf"] = DELETE_TARGET
     schema = _SchemaOf(types, schemas)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -54,6 +57,10 @@ def build_openapi(routes: tuple[Route, ...]) -> dict[str, Any]:
     }
 
 
+# A delete names exactly one of run_id and batch_id: a rule across fields, which a
+# msgspec type cannot state (events/schema.py checks it at decode).
+DELETE_TARGET = [{"required": [one], "properties": {one: {"type": "string"}}}
+                 for one in ("run_id", "batch_id")]
 SECURITY_SCHEMES = {
     "apiKey": {"type": "apiKey", "in": "header", "name": KEY_HEADER},
     "bearer": {"type": "http", "scheme": "bearer"},
@@ -110,7 +117,7 @@ def _operation(route: Route, schema: _SchemaOf) -> dict[str, Any]:
     if route.response is not None:
         content = {route.media_type: {"schema": schema(route.response)}}
     else:
-        content = {route.media_type: {"schema": {"type": "string"}}}
+        content = {m: {"schema": {}} for m in (route.media_type, *route.other_media)}
     responses: dict[str, Any] = {}
     for status in (route.status, *route.same_body):
         responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": content}

@@ -111,7 +111,7 @@ class SearchQuery(ReadQuery, kw_only=True):
 
 
 class SearchPostQuery(ReadQuery):
-    """POST search: the query in the URL, or in a JSON body (`SearchBody`), not both."""
+    """POST search: the query in the URL, or in a JSON body (`SearchBody`, which wins)."""
 
     query: Annotated[Text, Meta(description="text to find, unless the body gives it")] | None = None
     limit: SearchLimit | None = None
@@ -248,12 +248,13 @@ JSON_MEDIA = "application/json"
 
 def decode_body(request: web.Request, body: bytes, struct: type[B]) -> B:
     """A JSON request body as `struct`: 415 unless it is JSON (a missing
-    Content-Type means JSON), 400 naming the field otherwise."""
+    Content-Type means JSON), 400 naming the field otherwise. Not strict, so an
+    integer may come as 20.0, as JSON Schema's `integer` allows."""
     if "Content-Type" in request.headers and request.content_type != JSON_MEDIA:
         raise UnsupportedMediaType(
             f"Content-Type {request.content_type!r} is not accepted; use {JSON_MEDIA}")
     try:
-        return msgspec.json.decode(body, type=struct)
+        return msgspec.json.decode(body, type=struct, strict=False)
     except msgspec.DecodeError as e:
         field, reason = split_error(e)
         where = f"field {field!r}" if field else "body"

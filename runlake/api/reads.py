@@ -21,7 +21,7 @@ from runlake.api.auth import visible_components
 from runlake.api.params import bad_param, decode_body
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
-from runlake.errors import BadRequest, NotFound, Unavailable
+from runlake.errors import Conflict, NotFound, Unavailable
 from runlake.events import LOG_SCHEMA, EventLog, decode_events, row_to_event
 from runlake.views import queries as q
 
@@ -35,13 +35,13 @@ async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
 
 async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parameter") -> None:
     """Read-your-writes: wait (at most `read_wait_s`) until the fold has passed
-    `min_seq`. `where` is how the client sent it: a query `parameter` or a body `field`."""
+    `min_seq`. `where` is how the client sent it: a query `parameter` or a body `field`.
+    A seq the log has not reached is a 409: it came from another log (a seq from a
+    202 of this server is always within it), and waiting would not bring it."""
     last = request.app[EVENT_LOG].last_seq
     if min_seq > last:
         message = f"is beyond the log's last seq {last}"
-        if where == "parameter":
-            raise bad_param("min_seq", message)
-        raise BadRequest(f"field 'min_seq' {message}", [{"field": "min_seq", "message": message}])
+        raise Conflict(f"{where} 'min_seq' {message}", [{where: "min_seq", "message": message}])
     fold = request.app[FOLD]
     if not await fold.wait_folded(min_seq, request.app[SETTINGS].read_wait_s):
         raise Unavailable(f"the fold has not reached seq {min_seq} yet "
@@ -183,17 +183,11 @@ async def performance(request: web.Request, query: p.PerformanceQuery) -> web.Re
 
 async def _search_args(request: web.Request, query: p.SearchQuery | p.SearchPostQuery
                        ) -> tuple[str, int]:
-    """The search text and limit: from the query string, or from a POST's JSON body
-    (a field in both must have the same value in both)."""
+    """The search text and limit: from the query string, or from a POST's JSON body,
+    whose fields win over the URL's."""
     text, limit = query.query, query.limit
     if request.method == "POST" and (raw := await request.read()).strip():
         body = decode_body(request, raw, p.SearchBody)
-        clash = [f for f, url, got in (("query", text, body.query), ("limit", limit, body.limit))
-                 if None not in (url, got) and url != got]
-        if clash:
-            raise BadRequest(f"search: {', '.join(clash)} differs between the URL and the body",
-                             [{"field": f, "message": "differs between the URL and the body"}
-                              for f in clash])
         text, limit = body.query, limit if body.limit is None else body.limit
     if text is None:
         raise bad_param("query", "is required (in the URL, or a JSON body for POST)")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import web
+from msgspec import Meta
 
 from runlake.api import admin, export, ingest, ops, reads
 from runlake.api import params as p
@@ -23,19 +25,43 @@ from runlake.api.responses import Accepted, Health, Readiness
 from runlake.api.routing import Body, Route
 from runlake.api.state import ROUTE_INDEX
 from runlake.events import EVENT_TYPES
+from runlake.events.schema import Slug
 from runlake.ingest.replay import ReplayStatus
 
-AnyEvent: Any = functools.reduce(operator.or_, EVENT_TYPES)
-EVENTS = Body(
-    "One event, a JSON array of events, or NDJSON (one event per line). "
-    "All or nothing: one bad event rejects the request and nothing is appended.",
-    (("application/json", AnyEvent | list[AnyEvent]),
-     ("application/x-ndjson", AnyEvent), ("application/jsonl", AnyEvent)),
-)
+
+def _events_body(union: Any) -> Body:
+    return Body(
+        "One event, a JSON array of events, or NDJSON (one event per line). "
+        "All or nothing: one bad event rejects the request and nothing is appended.",
+        (("application/json", union | Annotated[list[union], Meta(min_length=1)]),
+         ("application/x-ndjson", union), ("application/jsonl", union)))
+
+
+def _with_component(cls: Any) -> Any:
+    """`cls` with `component` required, as `POST /api/events` needs it (a type for the
+    OpenAPI document only; decoding is events.decode_events')."""
+    return msgspec.defstruct(cls.__name__ + "WithComponent", [("component", Slug)], bases=(cls,),
+                             tag=cls.__struct_config__.tag, kw_only=True)
+
+
+def _without_component(cls: Any) -> Any:
+    """`cls` without `component`, which `POST /api/{component}/events` takes from the
+    URL (an event may still name it, if it names the same one)."""
+    fields = [(f.name, f.type, f.default if f.required is False else msgspec.NODEFAULT)
+              for f in msgspec.structs.fields(cls) if f.name != "component"]
+    return msgspec.defstruct(cls.__name__ + "InComponent", fields, tag_field="type",
+                             tag=cls.__struct_config__.tag, kw_only=True,
+                             forbid_unknown_fields=True)
+
+
+COMPONENT_EVENTS = _events_body(functools.reduce(operator.or_, map(_without_component,
+                                                                   EVENT_TYPES)))
+EVENTS = _events_body(functools.reduce(operator.or_, map(_with_component, EVENT_TYPES)))
 INGEST_ERRORS = (400, 413, 415)
 SEARCH_BODY = Body("Optional: the query as JSON instead of in the URL (not both)",
                    (("application/json", p.SearchBody),), required=False)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+EXPORT_MEDIA = ("application/json", "application/vnd.apache.parquet")
 
 
 def _plain(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,7 +78,7 @@ ROUTE_TABLE: tuple[Route, ...] = (
           202, Accepted, body=EVENTS, errors=INGEST_ERRORS, role="ingest"),
     Route("POST", "/api/{component}/events", _plain(ingest.post_component_events),
           "Append events of one component (implied where left out)", "ingest",
-          202, Accepted, body=EVENTS, errors=INGEST_ERRORS, role="ingest"),
+          202, Accepted, body=COMPONENT_EVENTS, errors=INGEST_ERRORS, role="ingest"),
     Route("GET", "/healthz", _plain(ops.healthz), "Liveness: the server answers", "operations",
           response=Health, role="open", always_admitted=True),
     Route("GET", "/readyz", _plain(ops.readyz), "Readiness: how far the fold is behind the log",
@@ -64,7 +90,7 @@ ROUTE_TABLE: tuple[Route, ...] = (
           "operations", response=dict[str, Any], role="read"),
     *(Route(m, path, h, summary, "reads", response=response, query=query,
             status=202 if m == "DELETE" else 200,
-            errors=(400, 404, 422, 503) if m == "GET" else (400, 404, 503),
+            errors=(400, 404, 409, 422, 503) if m == "GET" else (400, 404, 409, 503),
             role="admin" if m == "DELETE" else "read", body=body)
       for m, path, h, summary, query, response, body in (
         ("GET", "/api/{component}/db/runs", reads.list_runs, "Runs, filtered",
@@ -122,13 +148,14 @@ ROUTE_TABLE: tuple[Route, ...] = (
           "admin", response=ReplayStatus, role="admin"),
     Route("POST", "/api/{component}/db/export", _plain(export.post_export),
           "Stream the component's runs or events (NDJSON, JSON or Parquet; docs/limits.md)",
-          "export", media_type="application/x-ndjson", role="admin",
+          "export", media_type="application/x-ndjson", other_media=EXPORT_MEDIA, role="admin",
           body=Body("; ".join(f"{k}: {v}" for k, v in export.FIELD_DOCS.items()) + "; all optional",
                     (("application/json", export.ExportRequest),), required=False),
           errors=(400, 413, 415), max_body_bytes=export.MAX_BODY_BYTES),
     Route("GET", "/api/db/export", _plain(export.get_export),
           "Stream the runs or events of every component the key may see", "export",
-          media_type="application/x-ndjson", role="admin", errors=(400,),
+          media_type="application/x-ndjson", other_media=EXPORT_MEDIA, role="admin",
+          errors=(400, 409),
           query=export.ExportRequest),
 )
 

@@ -48,6 +48,7 @@ class Route:
     status: int = 200
     response: Any = None
     media_type: str = "application/json"
+    other_media: tuple[str, ...] = ()  # the success body in other media types too
     body: Body | None = None
     query: type[NoQuery] = NoQuery
     same_body: tuple[int, ...] = ()
