@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from runlake.errors import InvalidEvents
 from runlake.events import EVENT_TYPES, decode_events
-from runlake.events.schema import TYPE_NAMES, AnyEvent, DeleteEvent, MetricEvent, RunEvent
+from runlake.events.schema import (
+    MAX_METRIC_VALUE,
+    TYPE_NAMES,
+    AnyEvent,
+    DeleteEvent,
+    MetricEvent,
+    RunEvent,
+)
 
 # One event of each type with every field it accepts set.
 FULL: dict[str, dict[str, Any]] = {
@@ -403,8 +410,9 @@ def test_timestamps_with_offsets_and_epochs_at_the_edges() -> None:
     assert ev.ts == datetime(2024, 5, 1, 12, tzinfo=UTC)
 
 
-finite = st.floats(allow_nan=False, allow_infinity=False)
-text = st.text(min_size=1, max_size=256)
+finite = st.floats(min_value=-MAX_METRIC_VALUE, max_value=MAX_METRIC_VALUE)
+# Identifiers hold any character but a control one (category Cc: C0, DEL and C1).
+text = st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=256)
 
 
 @given(

@@ -7,8 +7,9 @@ from runlake.events.columns import (
     events_to_table,
     row_to_event,
 )
+from runlake.events.decode import decode_events
 from runlake.events.log import EventLog
-from runlake.events.schema import EVENT_TYPES, TERMINAL_STATUSES, Event, decode_events
+from runlake.events.schema import EVENT_TYPES, TERMINAL_STATUSES, Event
 
 __all__ = [
     "COLUMNS",

@@ -9,17 +9,22 @@ metric's numeric `value` and a tag's string value are different columns
 from __future__ import annotations
 
 import operator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runlake.events.schema import EVENT_TYPES, TYPE_NAMES, Event
+from runlake.events.schema import EVENT_TYPES, TS_MAX, TS_MIN, TYPE_NAMES, Event
 
 SCHEMA_VERSION = "1"
 TS = pa.timestamp("us", tz="UTC")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+# The range of `ts` (µs since the epoch) that every reader can turn into a datetime.
+TS_MIN_US = (TS_MIN - EPOCH) // _ONE_US
+TS_MAX_US = (TS_MAX - EPOCH) // _ONE_US
 
 LOG_SCHEMA = pa.schema(
     [
@@ -96,18 +101,34 @@ _SMALL = 64
 def _ts_column(values: list[datetime | float | None], default_us: int) -> pa.Array:
     """Event times as µs timestamps; a missing `ts` means the time of receipt.
 
-    Seconds as float64 keep µs precision for any date before 2100, and the
-    multiply/round runs in Arrow rather than per element in Python.
+    Seconds as float64 hold every µs within 2**53 µs of the epoch (1685 to 2255, and
+    epoch seconds stop at 2100), so there the multiply/round runs in Arrow rather
+    than per element in Python. A time beyond converts exactly, in integers: through
+    a float, 9999-12-31T23:59:59.999999Z became a year 10000 no reader can hold.
     """
+    if len(values) < _SMALL:
+        return pa.array(_exact_us(values, default_us), pa.int64()).cast(TS)
     default = default_us / 1_000_000
-    secs = [
+    secs = pa.array([
         v.timestamp() if v.__class__ is datetime else (default if v is None else v)
         for v in values
-    ]
-    if len(secs) < _SMALL:
-        return pa.array([round(s * 1_000_000) for s in secs], pa.int64()).cast(TS)
-    us = pc.round(pc.multiply(pa.array(secs, pa.float64()), 1_000_000.0))
+    ], pa.float64())
+    low, high = pc.min_max(secs).values()
+    if low.as_py() < -_EXACT_SECONDS or high.as_py() > _EXACT_SECONDS:
+        return pa.array(_exact_us(values, default_us), pa.int64()).cast(TS)
+    us = pc.round(pc.multiply(secs, 1_000_000.0))
     return us.cast(pa.int64()).cast(TS)
+
+
+_EXACT_SECONDS = 2**53 / 1_000_000
+
+
+def _exact_us(values: list[datetime | float | None], default_us: int) -> list[int]:
+    return [
+        (v - EPOCH) // _ONE_US if v.__class__ is datetime
+        else default_us if v is None else round(v * 1_000_000)  # type: ignore[operator]
+        for v in values
+    ]
 
 
 def events_to_table(events: list[Event], first_seq: int, received_at_us: int) -> pa.Table:
@@ -148,6 +169,23 @@ def events_to_table(events: list[Event], first_seq: int, received_at_us: int) ->
           else pa.nulls(n, _TYPES[c]) if col is None else pa.array(col, _TYPES[c])
           for c, col in enumerate(cols)),
     ], schema=LOG_SCHEMA)
+
+
+def ts_out_of_range(rows: pa.Table | pa.RecordBatch) -> pa.Array | None:
+    """A mask of the rows whose `ts` lies outside years 1-9999 (which no reader can
+    turn into a datetime), or None when every row's is inside, the usual case: one
+    min/max over the column decides it."""
+    us = rows.column(_TS_COLUMN)
+    if isinstance(us, pa.ChunkedArray):
+        us = us.combine_chunks()
+    us = us.view(pa.int64())
+    low, high = pc.min_max(us).values()
+    if not low.is_valid or (low.as_py() >= TS_MIN_US and high.as_py() <= TS_MAX_US):
+        return None
+    return pc.fill_null(pc.or_(pc.less(us, TS_MIN_US), pc.greater(us, TS_MAX_US)), False)
+
+
+_TS_COLUMN = COLUMNS.index("ts")
 
 
 def renumber(table: pa.Table, first_seq: int, received_at_us: int) -> pa.Table:

@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from runlake.errors import LogError, LogLocked
-from runlake.events.columns import LOG_SCHEMA, events_to_table, renumber
+from runlake.events.columns import LOG_SCHEMA, events_to_table, renumber, ts_out_of_range
 from runlake.events.schema import Event
 from runlake.events.segments import (
     Segment,
@@ -108,6 +109,7 @@ class EventLog:
         self._open = False
         self.appended_events = 0
         self.group_commits = 0
+        self._reported: set[int] = set()  # seqs of bad rows already logged
 
     # -- lifetime ---------------------------------------------------------
 
@@ -205,7 +207,13 @@ class EventLog:
         self, from_seq: int = 1, to_seq: int | None = None, batch_rows: int = 65_536
     ) -> Iterator[pa.RecordBatch]:
         """Record batches of every event with from_seq ≤ seq ≤ to_seq, in seq order,
-        across segments and the not-yet-rolled tail."""
+        across segments and the not-yet-rolled tail.
+
+        Every consumer reads the log through here (fold, replay, the raw events
+        route, export), so this is where bad data stops: a row whose `ts` no reader
+        can hold (outside years 1-9999, written before decoding checked it) is left
+        out, with one warning naming its seq; the rest is served.
+        """
         with self._cond:
             segments = list(self._segments)
             # Only the tables from the one holding from_seq on: a tail of single-event
@@ -221,9 +229,12 @@ class EventLog:
             if seg.first > last:
                 return
             for batch in read_segment(seg, from_seq, batch_rows):
-                yield from _clip(batch, last)
+                yield from self._good(_clip(batch, last))
                 if batch.num_rows and batch.column(0)[0].as_py() + batch.num_rows > last:
                     return  # the rest of the segment lies past `last`: do not read it
+        # The live tail was checked as it was written (_build); a read-only snapshot's
+        # came from WAL files, which an older runlake may have written.
+        check = self._good if self.readonly else iter
         for first, table in memory:
             if first + table.num_rows <= from_seq:
                 continue
@@ -231,7 +242,25 @@ class EventLog:
                 return
             sliced = table.slice(max(0, from_seq - first))
             for batch in sliced.to_batches(max_chunksize=batch_rows):
-                yield from _clip(batch, last)
+                yield from check(_clip(batch, last))
+
+    def _good(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """`batches` without the rows no reader can hold (see `read`)."""
+        for batch in batches:
+            bad = ts_out_of_range(batch)
+            if bad is None:
+                yield batch
+                continue
+            dropped = batch.filter(bad)
+            times = dropped.column("ts").view(pa.int64()).to_pylist()
+            for seq, us in zip(dropped.column("seq").to_pylist(), times, strict=True):
+                if seq not in self._reported:
+                    self._reported.add(seq)
+                    log.warning("seq %d is bad data: its ts (%d µs from 1970) is outside "
+                                "years 1-9999; every read of the log leaves it out", seq, us)
+            kept = batch.filter(pc.invert(bad))
+            if kept.num_rows:
+                yield kept
 
     def segments(self) -> list[Segment]:
         with self._cond:
@@ -478,6 +507,8 @@ def _build(items: list[_Append], first: int, received_us: int) -> tuple[pa.Table
     for name in ("component", "type", "ts"):
         if table.column(name).null_count:
             raise LogError(f"an event has no {name}")
+    if ts_out_of_range(table) is not None:  # only events never decoded can get here
+        raise LogError("an event's ts is outside years 1-9999")
     return table, acks
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 
+from runlake.events.columns import TS_MAX_US, TS_MIN_US
 from runlake.views import tables
 
 # Above this many batch deletes, one statement each costs more than batching.
@@ -35,8 +36,10 @@ MAX_BATCH_DELETES = 1000
 # in bulk, 3 M about even, 10 M 52 % faster; see BENCHMARKS.md).
 MIN_ROWS = 2_000_000
 
-_EVENTS = """
-SELECT * EXCLUDE (received_at) REPLACE (CAST(ts AS TIMESTAMP) AS ts) FROM read_parquet({files})"""
+# Rows whose ts no reader can hold are bad data, left out as EventLog.read leaves them.
+_EVENTS = f"""
+SELECT * EXCLUDE (received_at) REPLACE (CAST(ts AS TIMESTAMP) AS ts) FROM read_parquet({{files}})
+WHERE epoch_us(ts) BETWEEN {TS_MIN_US} AND {TS_MAX_US}"""
 _KEPT = """
 SELECT * FROM bulk_log l WHERE NOT EXISTS (SELECT 1 FROM bulk_dropped d WHERE d.seq = l.seq)"""
 _DELETES = """

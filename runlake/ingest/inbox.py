@@ -44,7 +44,6 @@ from runlake.ingest.files import (
     SUFFIXES,
     FileChanged,
     decode_file,
-    error_count,
     file_format,
     parquet_table,
     read_bytes,
@@ -455,16 +454,11 @@ class Inbox:
         os.lstat(path)  # FileNotFoundError if it is gone: nothing to reject
         self.rejected_dir.mkdir(exist_ok=True)
         target = _free_name(self.rejected_dir, path.name)
-        errors = [
-            {"line": d.get("line"), **{k: v for k, v in d.items() if k != "line"}}
-            for d in e.details[:MAX_ERRORS]
-        ] or [{"line": None, "field": None, "message": _reason(path, e)}]
-        report = {
-            "file": path.name,
-            "error": _reason(path, e),
-            "errors": errors,
-            "error_count": error_count(e) if e.details else 1,
-        }
+        # The problems as data, each naming its line (null: the whole file's).
+        errors = [{"line": None, **d} for d in e.details[:MAX_ERRORS]] or [
+            {"line": None, "field": None, "message": _reason(path, e)}]
+        report = {"file": path.name, "error": _reason(path, e), "errors": errors,
+                  "error_count": e.total}
         report_path = target.with_name(target.name + ".error.json")
         tmp = target.with_name(f".{report_path.name}.tmp")
         tmp.write_bytes(msgspec.json.format(msgspec.json.encode(report)) + b"\n")
