@@ -29,8 +29,10 @@ T = TypeVar("T")
 
 
 async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
-    """Run `fn` on a reader cursor (the route wrapper has waited for `min_seq`)."""
-    return await request.app[DATABASE].read(fn)
+    """Run `fn` on a reader cursor, within the read budget (the route wrapper has
+    waited for `min_seq`). A client that goes away cancels the handler, which stops
+    the query."""
+    return await request.app[DATABASE].read(fn, budget_s=request.app[SETTINGS].read_budget_s)
 
 
 async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parameter") -> None:
