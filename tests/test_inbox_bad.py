@@ -246,6 +246,7 @@ def ts_as(values: Callable[[pa.Array], pa.Array]) -> Mutation:
     return mutate
 
 
+SECONDS = pa.timestamp("s", tz="UTC")
 MUTATIONS: dict[str, Mutation] = {
     "as is": lambda t: t,
     "run status on a step": set_cell("status", "step", "cancelled"),
@@ -310,6 +311,18 @@ MUTATIONS: dict[str, Mutation] = {
                                                      1e6)),
     "ts as negative epoch": ts_as(lambda a: pa.array([-1.0] * len(a))),
     "ts as strings": ts_as(lambda a: pa.array(["2024-05-01T12:00:00Z"] * len(a))),
+    "ts after year 9999": ts_as(lambda a: pa.array([253_402_300_800] * len(a), SECONDS)),
+    "ts before year 1": ts_as(lambda a: pa.array([-62_135_596_801] * len(a), SECONDS)),
+    "ts beyond what µs hold": ts_as(lambda a: pa.array([10**14] * len(a), SECONDS)),
+    "ts at the edges": ts_as(lambda a: pa.array(
+        [-62_135_596_800_000_000, 253_402_300_799_999_999] * (len(a) // 2) + [0] * (len(a) % 2),
+        pa.timestamp("us", tz="UTC"))),
+    "NUL in run_id": set_cell("run_id", "metric", "a\x00b"),
+    "C1 control in id": set_cell("id", "log", "x\x85y"),
+    "newline ending a tag key": set_cell("key", "tag", "k\n"),
+    "tab in a metric name": set_cell("name", "metric", "a\tb"),
+    "value beyond 1e100": set_cell("value", "metric", 1e101),
+    "value at -1e100": set_cell("value", "metric", -1e100),
     "server columns kept": lambda t: t.append_column("seq", pa.array(range(t.num_rows))),
     "all-null column": lambda t: t.drop_columns(["media_type"]).append_column(
         "media_type", pa.nulls(t.num_rows)),
@@ -365,7 +378,8 @@ def test_vectorized_parquet_check_agrees_with_the_row_check(mutation: str) -> No
                     "step as int32", "large strings", "dictionary component", "ts in ms",
                     "ts in another zone", "ts as epoch seconds", "no ts", "delete of a batch",
                     "batch without run_id", "server columns kept", "all-null column",
-                    "run_id of 256"}:
+                    "run_id of 256", "ts at the edges",
+                    "value at -1e100"}:
         assert fast is not None, "an ordinary file should take the vectorized path"
 
 
