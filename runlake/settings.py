@@ -37,6 +37,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("read_timeout_s", 30.0, "longest a client may take to send its headers, and "
             "then its body (408 above); idle keep-alive connections close after it too"),
     Setting("max_concurrent_requests", 256, "most requests in flight (503 above)"),
+    Setting("max_requests_per_client", 0, "most requests in flight from one client, by "
+            "its API key, else its address (429 above); 0: half of max_concurrent_requests"),
     Setting("inbox", True, "watch <data>/inbox for event files"),
     Setting("inbox_delete", False, "delete ingested inbox files instead of moving to .done/"),
     Setting("log_level", "info", "logging level: debug, info, warning, error"),
@@ -56,6 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     read_wait_s: float = 5.0
     read_timeout_s: float = 30.0
     max_concurrent_requests: int = 256
+    max_requests_per_client: int = 0
     inbox: bool = True
     inbox_delete: bool = False
     log_level: str = "info"

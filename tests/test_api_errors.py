@@ -1,8 +1,14 @@
 """Bad requests: each gets the right 4xx, exactly the DESIGN §4 error envelope, and
-leaves the log as it was. One server serves the whole table."""
+leaves the log as it was; so do requests aiohttp cannot even parse (sent over raw
+sockets), which are also counted and logged in one line. One server serves the
+whole table."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
 import random
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -12,6 +18,8 @@ from typing import Any
 import msgspec
 import pytest
 from helpers.server import Reply, ThreadedServer, serve_in_thread
+
+from runlake.api.protocol import MAX_HEADER_LINE_BYTES, MAX_HEADERS, MAX_URL_BYTES
 
 MAX_BODY = 4096
 MAX_EVENTS = 5
@@ -219,3 +227,102 @@ def test_random_corruptions_never_cause_a_server_error(
             assert_envelope(reply)
     assert 400 in statuses
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+# -- requests aiohttp cannot parse ---------------------------------------------------
+
+
+@dataclass
+class Unparsable:
+    id: str
+    data: bytes
+    status: int
+    code: str
+
+
+def long_header(size: int) -> bytes:
+    """A header whose value is `size` bytes."""
+    return b"X-Long: " + b"a" * size
+
+
+UNPARSABLE = [
+    Unparsable("nul_in_header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+               400, "bad_request"),
+    Unparsable("nul_in_url", b"GET /heal\x00thz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    Unparsable("malformed_request_line", b"GARBAGE\r\n\r\n", 400, "bad_request"),
+    Unparsable("bad_method", b"G(T /healthz HTTP/1.1\r\n\r\n", 400, "bad_request"),
+    Unparsable("bad_version", b"GET /healthz HTTP/9\r\n\r\n", 400, "bad_request"),
+    Unparsable("tls_hello", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "bad_request"),
+    Unparsable("bad_content_length", b"POST /api/events HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Length: abc\r\n\r\n", 400, "bad_request"),
+    Unparsable("url_too_long", b"GET /" + b"a" * (MAX_URL_BYTES + 1) + b" HTTP/1.1\r\n\r\n",
+               414, "uri_too_long"),
+    Unparsable("header_too_long", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+               + long_header(MAX_HEADER_LINE_BYTES + 1) + b"\r\n\r\n", 431, "headers_too_large"),
+    Unparsable("header_name_too_long", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX"
+               + b"a" * MAX_HEADER_LINE_BYTES + b": 1\r\n\r\n", 431, "headers_too_large"),
+    Unparsable("too_many_headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+               + b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS)) + b"\r\n",
+               431, "headers_too_large"),
+]
+
+
+async def exchange(url: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes on a new connection; the answer's status, headers, body."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(data)
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (line.partition(":") for line in lines if line)}
+        body = await reader.readexactly(int(headers["content-length"]))
+        return int(status_line.split()[1]), headers, body
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def bad_requests_counted(server: ThreadedServer, status: int) -> int:
+    reply = server.run(server.client.get("/metrics"))
+    assert reply.status == 200, reply.body
+    prefix = f'runlake_http_bad_requests_total{{status="{status}"}} '
+    return sum(int(line.removeprefix(prefix)) for line in reply.body.decode().splitlines()
+               if line.startswith(prefix))
+
+
+@pytest.mark.parametrize("bad", UNPARSABLE, ids=[b.id for b in UNPARSABLE])
+def test_request_aiohttp_cannot_parse_gets_envelope_one_warning_and_a_count(
+    server: ThreadedServer, bad: Unparsable, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = bad_requests_counted(server, bad.status)
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    status, headers, body = server.run(exchange(server.client.url, bad.data))
+    records = list(caplog.records)
+    assert status == bad.status, body
+    assert headers["content-type"].startswith("application/json")
+    error = assert_envelope(Reply(status, {"Content-Type": headers["content-type"]}, body))
+    assert error["code"] == bad.code
+    assert bad_requests_counted(server, bad.status) == before + 1
+    warnings = [r for r in records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert warnings[0].levelno == logging.WARNING and warnings[0].exc_info is None
+    assert f"status={bad.status}" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()
+
+
+def test_url_and_header_at_their_limits_are_parsed(server: ThreadedServer) -> None:
+    """One byte under each 414/431 case above is a request the app answers."""
+    path = b"/" + b"a" * (MAX_URL_BYTES - 1)
+    status, _, body = server.run(exchange(server.client.url,
+                                          b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert status == 404 and json.loads(body)["error"]["code"] == "not_found", body
+    request = (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + long_header(MAX_HEADER_LINE_BYTES)
+               + b"\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS - 2))
+               + b"\r\n")
+    status, _, body = server.run(exchange(server.client.url, request))
+    assert status == 200, body

@@ -1,6 +1,8 @@
 """Request limits (docs/limits.md) against a real server over raw sockets: slow
 bodies and slow headers are cut off while other requests go on, the concurrency
-cap answers 503, oversized or over-deep input gets a 4xx naming what was wrong.
+cap answers 503 (429 to a client over its share) but never to monitoring, a client
+that goes away is cancelled without a half-done append, oversized or over-deep
+input gets a 4xx naming what was wrong.
 
 Assertions are on outcomes and their order, never on durations.
 """
@@ -8,16 +10,23 @@ Assertions are on outcomes and their order, never on durations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from helpers.event_log import log_ids
 from helpers.server import Client
 
 from runlake.api.export import MAX_BODY_BYTES as EXPORT_MAX_BODY_BYTES
-from runlake.api.state import SETTINGS
+from runlake.api.keys import add_key
+from runlake.api.middleware import CLIENT_CLOSED
+from runlake.api.state import HTTP_METRICS, SETTINGS
+from runlake.events import log as log_module
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -36,9 +45,10 @@ class Raw:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, client: Client) -> Raw:
+    async def open(cls, client: Client, source: str = "127.0.0.1") -> Raw:
+        """A connection from `source`, any loopback address: another client to the server."""
         host, port = client.url.removeprefix("http://").rsplit(":", 1)
-        return cls(*await asyncio.open_connection(host, int(port)))
+        return cls(*await asyncio.open_connection(host, int(port), local_addr=(source, 0)))
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -158,36 +168,94 @@ def test_slow_headers_are_cut_off_without_stalling_other_requests(
 # -- concurrency ---------------------------------------------------------------------
 
 
-def test_concurrency_limit_answers_503_and_spares_healthz(
+async def metric_value(client: Client, line_start: str, key: str | None = None) -> float:
+    """The value of the /metrics sample whose line starts with `line_start`."""
+    headers = {"X-API-Key": key} if key else None
+    reply = await client.request("GET", "/metrics", headers=headers, content_type=None)
+    assert reply.status == 200, reply.body
+    found = [line.rsplit(" ", 1)[1] for line in reply.body.decode().splitlines()
+             if line.startswith(line_start)]
+    assert len(found) == 1, (line_start, found)
+    return float(found[0])
+
+
+async def until_in_flight(client: Client, n: int, key: str | None = None) -> None:
+    """Wait until the server counts `n` requests in flight (it has read their headers)."""
+    async with asyncio.timeout(60):  # a guard against hanging, not a measurement
+        while await metric_value(client, "runlake_http_requests_in_flight ", key) != n:
+            await asyncio.sleep(0.01)
+
+
+async def hold(client: Client, body: bytes, source: str = "127.0.0.1",
+               key: str | None = None) -> Raw:
+    """A POST /api/events whose body stops after 5 bytes: in flight until it is sent."""
+    raw = await Raw.open(client, source)
+    head = post_head("/api/events", len(body))
+    if key is not None:
+        head = head.replace(b"\r\n\r\n", f"\r\nX-API-Key: {key}\r\n\r\n".encode())
+    await raw.send(head + body[:5])
+    return raw
+
+
+async def raw_get(client: Client, path: str, source: str, key: str | None = None
+                  ) -> tuple[int, dict[str, str], bytes]:
+    raw = await Raw.open(client, source)
+    auth = f"X-API-Key: {key}\r\n" if key else ""
+    await raw.send(f"GET {path} HTTP/1.1\r\nHost: runlake\r\n{auth}\r\n".encode())
+    try:
+        return await raw.response()
+    finally:
+        await raw.close()
+
+
+@contextlib.asynccontextmanager
+async def closing_all() -> AsyncIterator[list[Raw]]:
+    """A list of connections, each closed at the end even if the test fails."""
+    opened: list[Raw] = []
+    try:
+        yield opened
+    finally:
+        for raw in opened:
+            await raw.close()
+
+
+async def finish(held: list[Raw], body: bytes) -> None:
+    for raw in held:
+        await raw.send(body[5:])
+    for raw in held:
+        status, _, payload = await raw.response()
+        assert status == 202, payload
+        await raw.close()
+
+
+def test_concurrency_limit_answers_503_and_spares_operations(
     make_server: MakeServer, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """At the limit, held by two clients' trickled bodies: a third client gets 503 with
+    Retry-After, while /healthz, /readyz, /metrics and /api/openapi.json still answer."""
     caplog.set_level(logging.INFO, logger="runlake.api")
 
     async def main() -> None:
-        async with make_server(max_concurrent_requests=2) as client:
+        async with make_server(max_concurrent_requests=2) as client, closing_all() as held:
             body = msgspec.json.encode([GOOD])
-            held = [await Raw.open(client) for _ in range(2)]
-            for raw in held:  # in flight until their bodies finish
-                await raw.send(post_head("/api/events", len(body)) + body[:5])
-            for _ in range(500):  # until the server has taken both in
-                reply = await client.get("/api/db/overview")
-                if reply.status != 200:
-                    break
-                await asyncio.sleep(0.01)
-            assert reply.status == 503, reply.body
-            assert error_of(reply.body)["code"] == "overloaded"
-            assert reply.headers["Retry-After"] == "1"
-            assert (await client.get("/healthz")).status == 200  # exempt
-            assert (await client.post_events([GOOD])).status == 503
+            held += [await hold(client, body, source) for source in ("127.0.0.1", "127.0.0.2")]
+            await until_in_flight(client, 2)
+            status, headers, payload = await raw_get(client, "/api/db/overview", "127.0.0.3")
+            assert status == 503, payload
+            assert error_of(payload)["code"] == "overloaded"
+            assert headers["retry-after"] == "1"
+            # Monitoring, from a client already at its own share too.
+            for path in ("/healthz", "/readyz", "/metrics", "/api/openapi.json"):
+                reply = await client.get(path)
+                assert reply.status == 200, (path, reply.body)
+            status, _, payload = await raw_get(client, "/readyz", "127.0.0.3")
+            assert status == 200, payload
+            assert await metric_value(client, 'runlake_http_requests_refused_total{reason='
+                                              '"overloaded"}') == 1
             assert client.event_log.last_seq == 0
 
-            for raw in held:
-                await raw.send(body[5:])
-            for raw in held:
-                status, _, payload = await raw.response()
-                assert status == 202, payload
-                await raw.close()
-            # Slots are given back: a request is served again.
+            await finish(held, body)
+            await until_in_flight(client, 0)  # slots are given back
             assert (await client.get("/api/db/overview")).status == 200
             assert client.event_log.last_seq == 2
 
@@ -196,6 +264,121 @@ def test_concurrency_limit_answers_503_and_spares_healthz(
     # format a traceback on the event loop while it is busiest).
     errors = [r for r in caplog.records if r.name == "runlake.api" and r.levelno >= logging.ERROR]
     assert errors == []
+
+
+def test_one_address_cannot_take_every_slot(make_server: MakeServer) -> None:
+    """A client trickling bodies gets 429 past its share (half the limit by default);
+    a client from another address is still admitted."""
+    async def main() -> None:
+        async with make_server(max_concurrent_requests=4) as client, closing_all() as held:
+            body = msgspec.json.encode([GOOD])
+            held += [await hold(client, body) for _ in range(2)]
+            await until_in_flight(client, 2)
+            # From 127.0.0.1 too; a made-up key counts as its address (no extra share).
+            for headers in ({}, {"X-API-Key": "rl_" + "x" * 43}):
+                reply = await client.request("POST", "/api/events", data=body, headers=headers)
+                assert reply.status == 429, reply.body
+                error = error_of(reply.body)
+                assert error["code"] == "too_many_requests"
+                assert "address 127.0.0.1" in error["message"]
+                assert "max_requests_per_client" in error["message"]
+                assert reply.headers["Retry-After"] == "1"
+            status, _, payload = await raw_get(client, "/api/db/overview", "127.0.0.2")
+            assert status == 200, payload
+            held.append(await hold(client, body, "127.0.0.2"))  # it may hold requests too
+            await until_in_flight(client, 3)
+            assert await metric_value(client, 'runlake_http_requests_refused_total{reason='
+                                              '"client_share"}') == 2
+            assert client.event_log.last_seq == 0
+            await finish(held, body)
+            assert client.event_log.last_seq == 3
+
+    asyncio.run(main())
+
+
+def test_one_key_cannot_take_every_slot(make_server: MakeServer, tmp_path: Path) -> None:
+    """Clients on one address (a proxy, a NAT) are told apart by their keys."""
+    keys = tmp_path / "data" / "keys.json"
+    first, second = (add_key(keys, "admin", name=name)[1] for name in ("first", "second"))
+
+    async def main() -> None:
+        async with (make_server(max_concurrent_requests=4, max_requests_per_client=2) as client,
+                    closing_all() as held):
+            body = msgspec.json.encode([GOOD])
+            held += [await hold(client, body, key=first) for _ in range(2)]
+            await until_in_flight(client, 2, first)
+            status, _, payload = await raw_get(client, "/api/db/overview", "127.0.0.1", first)
+            assert status == 429, payload
+            assert "key 'first'" in error_of(payload)["message"]
+            status, _, payload = await raw_get(client, "/api/db/overview", "127.0.0.1", second)
+            assert status == 200, payload
+            await finish(held, body)
+            assert client.event_log.last_seq == 2
+
+    asyncio.run(main())
+
+
+# -- clients that go away ------------------------------------------------------------
+
+
+def test_client_gone_mid_body_is_cancelled_appending_nothing(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that disconnects while sending its body: its handler is cancelled
+    (counted as 499), nothing is appended, nothing is logged as an error."""
+    async def main() -> None:
+        async with make_server() as client, closing_all() as opened:
+            assert client.app is not None
+            body = msgspec.json.encode([{**GOOD, "run_id": f"gone-{i}"} for i in range(10)])
+            opened.append(raw := await hold(client, body))
+            await until_in_flight(client, 1)
+            await raw.close()
+            await until_in_flight(client, 0)
+            requests = client.app[HTTP_METRICS].requests
+            assert {k: n for k, n in requests.items() if k[0] == "/api/events"} == \
+                {("/api/events", "POST", CLIENT_CLOSED): 1}
+            assert client.event_log.last_seq == 0
+            assert (await client.post_events([GOOD])).status == 202
+
+    asyncio.run(main())
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_client_gone_while_its_append_commits_keeps_the_request_whole(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client disconnects while the log writer holds its events mid-commit: the
+    handler is cancelled, and the append still lands whole (a request is all or
+    nothing, never a part of it)."""
+    committing, release = threading.Event(), threading.Event()
+    real_encode = log_module.encode_frame
+
+    def encode_frame(table: Any) -> Any:
+        committing.set()
+        assert release.wait(60), "the test never released the commit"
+        return real_encode(table)
+
+    async def main() -> None:
+        async with make_server() as client, closing_all() as opened:
+            assert client.app is not None
+            events = [{**GOOD, "run_id": f"whole-{i}", "id": f"whole-{i}"} for i in range(50)]
+            body = msgspec.json.encode(events)
+            monkeypatch.setattr(log_module, "encode_frame", encode_frame)
+            opened.append(raw := await Raw.open(client))
+            await raw.send(post_head("/api/events", len(body)) + body)
+            assert await asyncio.to_thread(committing.wait, 60), "the append never began"
+            await raw.close()
+            try:
+                await until_in_flight(client, 0)  # cancelled, with the commit still held
+            finally:
+                release.set()
+            assert await asyncio.to_thread(client.event_log.wait, 0, 60)
+            assert log_ids(client.event_log, check_seqs=True) == [e["id"] for e in events]
+            statuses = {k[2]: n for k, n in client.app[HTTP_METRICS].requests.items()
+                        if k[0] == "/api/events"}
+            assert statuses == {CLIENT_CLOSED: 1}
+
+    asyncio.run(main())
 
 
 # -- sizes ---------------------------------------------------------------------------

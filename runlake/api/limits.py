@@ -4,8 +4,13 @@ Two middlewares, both inside the error middleware so their refusals get the
 error envelope:
 
 - `concurrency_limit`: at most `max_concurrent_requests` requests in flight;
-  more get 503 with `Retry-After` at once instead of queueing (routes marked
-  `always_admitted`, `/healthz`, are exempt, so a busy server still reads as alive).
+  more get 503 with `Retry-After` at once instead of queueing. One client (its
+  API key when it sends a valid one, else its address) may hold at most
+  `max_requests_per_client` of them (default half): more get 429, so a client
+  trickling bodies cannot take every slot from the others. Operations routes
+  (tag "operations": `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`) and
+  routes marked `always_admitted` are exempt, so monitoring still sees a server
+  at its limit.
 - `read_body_in_time`: the whole request body must arrive within
   `read_timeout_s` of the headers, or the client gets 408 and the connection is
   closed. aiohttp has no body-read timeout of its own: a client trickling a byte
@@ -26,33 +31,73 @@ import asyncio
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from runlake.api.state import SETTINGS, matched_route, routed
-from runlake.errors import Overloaded, PayloadTooLarge, RequestTimeout
+from runlake.api.auth import presented_key
+from runlake.api.state import AUTH, HTTP_METRICS, SETTINGS, matched_route, routed
+from runlake.errors import Overloaded, PayloadTooLarge, RequestTimeout, RunlakeError
+from runlake.settings import Settings
 
 RETRY_AFTER_S = 1
+OPERATIONS = "operations"  # the route table's tag of monitoring routes
+
+
+class ClientOverShare(RunlakeError):
+    """One client has `max_requests_per_client` requests in flight already."""
+
+    status = 429
+    code = "too_many_requests"
+    fault = False  # the client is told to retry; counted, not logged as a failure
+
+
+def client_share(settings: Settings) -> int:
+    """The most requests one client may have in flight."""
+    return settings.max_requests_per_client or max(1, settings.max_concurrent_requests // 2)
+
+
+def client_of(request: web.Request) -> str:
+    """Who the request is from, for its share: the key's name when it presents a valid
+    key (clients behind one proxy or NAT differ by key), else its address. An unknown
+    key counts as its address, so made-up keys cannot buy more shares."""
+    secret = presented_key(request)
+    if secret is not None and (key := request.app[AUTH].keyring.find(secret)) is not None:
+        return f"key {key.name!r}"
+    return f"address {request.remote}"
 
 
 def concurrency_limit(limit: int) -> Middleware:
-    """A middleware admitting at most `limit` requests at a time (the rest get 503)."""
-    in_flight = 0
+    """A middleware admitting at most `limit` requests at a time (the rest get 503),
+    and at most `client_share` of them from one client (the rest get 429)."""
+    by_client: dict[str, int] = {}
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        nonlocal in_flight
         route = matched_route(request)
-        if route is not None and route.always_admitted:
+        if route is not None and (route.always_admitted or route.tag == OPERATIONS):
             return await handler(request)
-        if in_flight >= limit:
+        metrics = request.app[HTTP_METRICS]
+        client = client_of(request)
+        held = by_client.get(client, 0)
+        retry = {hdrs.RETRY_AFTER: str(RETRY_AFTER_S)}
+        if held >= client_share(request.app[SETTINGS]):
+            metrics.refused["client_share"] += 1
+            raise ClientOverShare(
+                f"{client} already has {held} requests in flight, its share "
+                f"(max_requests_per_client) of the server's {limit}; "
+                f"retry in {RETRY_AFTER_S} s", headers=retry)
+        if metrics.in_flight >= limit:
+            metrics.refused["overloaded"] += 1
             raise Overloaded(
                 f"the server is handling its limit of {limit} concurrent requests; "
-                f"retry in {RETRY_AFTER_S} s",
-                headers={hdrs.RETRY_AFTER: str(RETRY_AFTER_S)},
-            )
-        in_flight += 1
+                f"retry in {RETRY_AFTER_S} s", headers=retry)
+        metrics.in_flight += 1
+        by_client[client] = held + 1
         try:
             return await handler(request)
         finally:
-            in_flight -= 1
+            metrics.in_flight -= 1
+            if (left := by_client[client] - 1) > 0:
+                by_client[client] = left
+            else:
+                del by_client[client]  # the map holds only clients with requests in flight
 
     return middleware
 

@@ -14,6 +14,9 @@ BUCKETS: tuple[float, ...] = (
 )
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"  # label for requests no route matched (404/405)
+# overloaded: the server is at max_concurrent_requests (503);
+# client_share: the client is at max_requests_per_client (429)
+REFUSALS = ("overloaded", "client_share")
 
 
 class _Histogram:
@@ -40,6 +43,12 @@ class HttpMetrics:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[tuple[str, str], _Histogram] = {}
+        self.in_flight = 0  # requests the concurrency limit counts (api/limits.py)
+        self.refused = dict.fromkeys(REFUSALS, 0)  # by the concurrency limit, by reason
+        self.bad_requests: dict[int, int] = {}  # by status: aiohttp could not parse them
+
+    def bad_request(self, status: int) -> None:
+        self.bad_requests[status] = self.bad_requests.get(status, 0) + 1
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in METHODS else "OTHER"
@@ -66,6 +75,17 @@ class HttpMetrics:
                                     route=route, method=method, le=le))
             lines.append(sample(f"{name}_sum", hist.sum, route=route, method=method))
             lines.append(sample(f"{name}_count", hist.count, route=route, method=method))
+        lines += metric("runlake_http_requests_in_flight", "gauge",
+                        "requests in flight under the concurrency limit", self.in_flight)
+        name = "runlake_http_requests_refused_total"
+        lines += header(name, "counter", "requests refused by the concurrency limit: "
+                                         "server full (503), client over its share (429)")
+        lines += [sample(name, n, reason=reason) for reason, n in self.refused.items()]
+        name = "runlake_http_bad_requests_total"
+        lines += header(name, "counter", "requests aiohttp could not parse, by the status "
+                                         "answered (400, 414, 431)")
+        lines += [sample(name, n, status=str(status))
+                  for status, n in sorted(self.bad_requests.items())]
         return lines
 
 

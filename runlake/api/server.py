@@ -18,6 +18,7 @@ from aiohttp import web
 from runlake.api.app import make_app
 from runlake.api.auth import is_loopback
 from runlake.api.keys import load_keys
+from runlake.api.protocol import Runner
 from runlake.errors import RunlakeError
 from runlake.settings import Settings
 
@@ -46,7 +47,7 @@ def serve(settings: Settings) -> int:
 
 async def _serve(settings: Settings, loopback: bool) -> int:
     app = make_app(settings, loopback=loopback)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    runner = Runner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port)

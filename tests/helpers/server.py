@@ -23,6 +23,7 @@ import msgspec
 from aiohttp import web
 
 from runlake.api.app import make_app
+from runlake.api.protocol import Runner
 from runlake.api.state import EVENT_LOG
 from runlake.events import EventLog
 from runlake.settings import Settings
@@ -97,7 +98,7 @@ async def make_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Client]:
     settings.setdefault("data", tmp_path / "data")
     settings.setdefault("inbox", False)
     app = make_app(Settings(host="127.0.0.1", port=0, **settings))
-    runner = web.AppRunner(app, access_log=None)
+    runner = Runner(app, access_log=None)  # as `runlake serve` runs it
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
