@@ -7,9 +7,11 @@ must reproduce the statistics exactly.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import io
 import json
+import logging
 import os
 import re
 import threading
@@ -30,7 +32,9 @@ from helpers.plain_http import call
 from helpers.server import Reply, ServerProcess, ThreadedServer, serve_in_thread
 
 from runlake import demo
-from runlake.api.state import SETTINGS
+from runlake.api import export as export_module
+from runlake.api.middleware import CLIENT_CLOSED
+from runlake.api.state import HTTP_METRICS, SETTINGS
 from runlake.events import LOG_SCHEMA, decode_events, events_to_table
 from runlake.ingest.files import load_parquet
 from runlake.views.queries import RUN_COLUMNS
@@ -140,6 +144,64 @@ def runs(server: ThreadedServer, component: str, query: str = "") -> list[dict[s
     reply = server.run(server.client.get(f"/api/{component}/db/runs?limit=1000{query}"))
     assert reply.status == 200, reply.body
     return reply.json()["items"]
+
+
+# -- a client that goes away ----------------------------------------------------------
+
+
+def test_client_gone_mid_export_cancels_it_and_releases_the_source(
+    lake: ThreadedServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client disconnects while the server reads its next batch: the handler is
+    cancelled (499), the source is closed, nothing is logged as an error, and the
+    next export streams as before."""
+    second_read, release, closing = threading.Event(), threading.Event(), threading.Event()
+    real_next, real_close = export_module._Pump.next, export_module._Pump.close
+    reads = 0
+
+    def next_chunk(self: Any) -> bytes | None:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # the first chunk is out; hold the second until the client has gone
+            second_read.set()
+            assert release.wait(60), "the test never released the read"
+        return real_next(self)
+
+    def close(self: Any) -> None:
+        closing.set()
+        real_close(self)
+
+    monkeypatch.setattr(export_module._Pump, "next", next_chunk)
+    monkeypatch.setattr(export_module._Pump, "close", close)
+    assert lake.client.app is not None
+    requests = lake.client.app[HTTP_METRICS].requests
+    key = ("/api/{component}/db/export", "POST", CLIENT_CLOSED)
+    before = requests.get(key, 0)
+
+    async def leave_mid_stream() -> None:
+        host, port = lake.client.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /api/test/db/export HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 0\r\n\r\n")
+        await writer.drain()
+        assert b" 200 " in (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0]
+        assert await asyncio.to_thread(second_read.wait, 60), "the export never read on"
+        writer.close()
+        await writer.wait_closed()
+        try:  # the server cancels the handler, which closes the source (after the read)
+            assert await asyncio.to_thread(closing.wait, 60), "the export was not cancelled"
+        finally:
+            release.set()
+        async with asyncio.timeout(60):  # a guard against hanging, not a measurement
+            while requests.get(key, 0) == before:
+                await asyncio.sleep(0.01)
+
+    lake.run(leave_mid_stream())
+    assert requests.get(key, 0) == before + 1
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    reply = export(lake, "test")
+    assert reply.status == 200, reply.body
+    assert [normal(e) for e in parse(reply.body, "ndjson")] == expected_events("test")
 
 
 # -- formats -------------------------------------------------------------------------
@@ -278,6 +340,33 @@ def test_body_that_is_not_an_object_is_400(lake: ThreadedServer, raw: bytes) -> 
     reply = lake.run(lake.client.request("POST", "/api/test/db/export", data=raw))
     assert reply.status == 400, reply.body
     assert reply.json()["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("content_type", [
+    "text/plain", "application/x-www-form-urlencoded", "application/x-ndjson",
+    "application/xml", "application/json; charset=latin-1"])
+def test_body_that_is_not_json_is_415(lake: ThreadedServer, content_type: str) -> None:
+    """As ingest: a body whose Content-Type is not JSON is refused, not read as JSON."""
+    reply = lake.run(lake.client.request("POST", "/api/test/db/export",
+                                         data=b'{"format": "json"}', content_type=content_type))
+    assert reply.status == 415, reply.body
+    error = reply.json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert content_type.split(";")[0] in error["message"] or "latin-1" in error["message"]
+
+
+@pytest.mark.parametrize(("content_type", "data"), [
+    (None, None), (None, b""), ("text/plain", b""), ("application/x-www-form-urlencoded", b" "),
+    ("application/json; charset=utf-8", b'{"format": "ndjson"}'), (None, b'{"format": "ndjson"}'),
+], ids=["no_body", "empty_body", "empty_text", "blank_form", "json_utf8", "json_untyped"])
+def test_no_body_or_a_json_body_exports(lake: ThreadedServer, content_type: str | None,
+                                        data: bytes | None) -> None:
+    """No body (whatever a client's tool labels it) means the defaults: all events, NDJSON."""
+    reply = lake.run(lake.client.request("POST", "/api/test/db/export", data=data,
+                                         content_type=content_type))
+    assert reply.status == 200, reply.body
+    assert reply.headers["Content-Type"].startswith(MEDIA["ndjson"])
+    assert [normal(e) for e in parse(reply.body, "ndjson")] == expected_events("test")
 
 
 def test_oversized_body_is_413(lake: ThreadedServer) -> None:

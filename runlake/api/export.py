@@ -42,7 +42,7 @@ from runlake.api.auth import visible_components
 from runlake.api.params import MAX_PARAM_CHARS, bad_param, path_component
 from runlake.api.reads import wait_for_fold
 from runlake.api.state import DATABASE, EVENT_LOG
-from runlake.errors import BadRequest
+from runlake.errors import BadRequest, UnsupportedMediaType
 from runlake.events import LOG_SCHEMA, EventLog
 from runlake.events.columns import WIRE_FIELDS
 from runlake.events.schema import split_error
@@ -100,13 +100,29 @@ assert set(FIELD_DOCS) == set(ExportRequest.__struct_fields__)
 
 async def post_export(request: web.Request) -> web.StreamResponse:
     component = path_component(request)
-    spec = _from_body(await request.read())
+    body = await request.read()
+    if body.strip():
+        _check_json(request)
+    spec = _from_body(body)
     return await _export(request, spec, [component], component)
 
 
 async def get_export(request: web.Request) -> web.StreamResponse:
     spec = _from_query(request)
     return await _export(request, spec, visible_components(request), "all")
+
+
+def _check_json(request: web.Request) -> None:
+    """A body is JSON, as ingest's is: a Content-Type, when sent, must say so (415)."""
+    if hdrs.CONTENT_TYPE not in request.headers:
+        return
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type {request.content_type!r} is not accepted for an export request; "
+            "send application/json (or no body, for the defaults)")
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMediaType(f"charset {charset!r} is not accepted; send UTF-8")
 
 
 def _from_body(body: bytes) -> ExportRequest:
