@@ -4,6 +4,7 @@ it in, while reads keep answering from the old file and appends keep landing."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -68,6 +69,15 @@ def undated(body: Any) -> Any:
     return body
 
 
+RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
+
+
+def rfc3339(value: Any) -> datetime:
+    """`value` as an RFC 3339 UTC time string says, else an assertion error."""
+    assert isinstance(value, str) and RFC3339_UTC.fullmatch(value), value
+    return datetime.fromisoformat(value)
+
+
 async def wait_replay(client: Client) -> dict[str, Any]:
     for _ in range(600):
         status = (await client.get("/api/db/replay")).json()
@@ -92,10 +102,12 @@ async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None
         plain = await answers(client)
         assert_same_json(plain, before, "without min_seq")
 
+        asked = datetime.now(UTC)
         started = await client.request("POST", "/api/db/replay")
         assert started.status == 202, started.body
         assert started.json()["state"] == "running"
         assert started.json()["total"] == last
+        assert started.json()["finished_at"] is None
         again = await client.request("POST", "/api/db/replay")
         assert again.status == 409 and again.json()["error"]["code"] == "conflict"
 
@@ -107,8 +119,13 @@ async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None
         late = await post_demo(client, 100, seed=4)
 
         status = await wait_replay(client)
+        done = datetime.now(UTC)
         assert status["state"] == "done", status
         assert status["error"] is None and status["events"] >= last
+        # Times as everywhere in the API: RFC 3339, UTC; in the order they happened.
+        begun, ended = rfc3339(status["started_at"]), rfc3339(status["finished_at"])
+        assert begun == rfc3339(started.json()["started_at"])
+        assert asked <= begun <= ended <= done, (asked, begun, ended, done)
 
         after = await answers(client, late)  # events appended during the replay are there
         runs_before = {r["run_id"] for r in before[READS[2]]["items"]}

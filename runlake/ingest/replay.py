@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -188,15 +189,21 @@ def replay(event_log: EventLog, settings: Settings, *, show_progress: bool = Tru
 
 
 class ReplayStatus(msgspec.Struct):
-    """A replay's progress (`GET /api/db/replay`): state is idle, running, done or failed."""
+    """A replay's progress (`GET /api/db/replay`): state is idle, running, done or failed;
+    times in UTC (RFC 3339 on the wire, as every time the API answers)."""
 
     state: str
     events: int
     total: int
     events_per_s: int
-    started_at: float | None
-    finished_at: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
     error: str | None
+
+
+def _utc(epoch: float) -> datetime | None:
+    """An epoch time as a UTC datetime; 0 (not yet) as None."""
+    return datetime.fromtimestamp(epoch, UTC) if epoch else None
 
 
 class Rebuild:
@@ -245,7 +252,7 @@ class Rebuild:
         return ReplayStatus(
             state=self.state, events=self.done, total=self.total,
             events_per_s=round(self.done / seconds) if seconds else 0,
-            started_at=self.started_at or None, finished_at=self.finished_at or None,
+            started_at=_utc(self.started_at), finished_at=_utc(self.finished_at),
             error=self.error,
         )
 
