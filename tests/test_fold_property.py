@@ -40,7 +40,7 @@ from runlake.events.segments import write_segment
 from runlake.ingest import bulk
 from runlake.ingest.fold import fold_in_transaction, rebuild_views
 from runlake.views.db import SCHEMA_VERSION, Database
-from runlake.views.metric_daily import ALPHA, GAMMA, OFFSET
+from runlake.views.metric_daily import ALPHA, EXACT_MAX_POINTS, GAMMA, OFFSET
 
 DAY_MS = 86_400_000
 BASE_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z: three days from here span four dates
@@ -420,12 +420,19 @@ class Simulation:
         return out
 
     def daily_rows(self) -> dict[tuple[Any, ...], dict[str, Any]]:
-        days: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+        """metric_daily: the unit is the least of the day's points' units; a day of at
+        most EXACT_MAX_POINTS points keeps its values, sorted."""
+        days: dict[tuple[Any, ...], list[tuple[float, str | None]]] = defaultdict(list)
         for key, pts in self.points().items():
-            for value, _, day in pts:
-                days[(*key, day)].append(value)
-        return {key: {"count": len(vs), "sum": math.fsum(vs), "min": min(vs), "max": max(vs)}
-                for key, vs in days.items()}
+            for value, unit, day in pts:
+                days[(*key, day)].append((value, unit))
+        out = {}
+        for key, pts in days.items():
+            vs = [v for v, _ in pts]
+            out[key] = {"count": len(vs), "sum": math.fsum(vs), "min": min(vs), "max": max(vs),
+                        "unit": min((u for _, u in pts if u is not None), default=None),
+                        "vals": sorted(vs) if len(vs) <= EXACT_MAX_POINTS else None}
+        return out
 
     def overview_rows(self) -> dict[tuple[Any, ...], dict[str, Any]]:
         by_comp: dict[str, list[dict[str, Any]]] = defaultdict(list)

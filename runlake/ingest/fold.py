@@ -79,7 +79,7 @@ JOIN (SELECT * FROM old_keys UNION ALL SELECT * FROM new_keys) k
 _NEW_POINTS = (
     f"""CREATE OR REPLACE TEMP TABLE new_points AS
     SELECT m.component, n.model, n.hardware, m.name AS metric, CAST(m.ts AS DATE) AS day, m.value,
-           {BUCKET} AS bucket
+           m.unit, {BUCKET} AS bucket
     FROM metrics m JOIN new_keys n ON m.component = n.component AND m.run_id = n.run_id
     WHERE m.seq >= $1
     AND NOT EXISTS (SELECT 1 FROM recompute_metrics g WHERE g.component = m.component

@@ -1,6 +1,7 @@
 """Daily metric rollups: what makes a performance report over any N days cheap.
 
-Per (component, model, hardware, metric, day): count, sum, min, max, and a
+Per (component, model, hardware, metric, day): count, sum, min, max, the unit
+(the least of its points' units), and a
 mergeable log-bucket histogram (`metric_hist`, one row per non-empty bucket).
 Summing the rows of N days gives that window's count/mean/min/max, and summing
 the histograms gives its percentiles with ≤ ALPHA relative error (DDSketch:
@@ -9,6 +10,12 @@ The percentile at q interpolates, like quantile_cont, between the values of rank
 ⌊q·(n−1)⌋ and ⌈q·(n−1)⌉ (0-based), each read from the histogram within ALPHA; so
 it is within ALPHA of the exact interpolated percentile whenever those two values
 have the same sign. |v| < 1e-9 counts as 0.
+
+A sketch percentile never leaves [min, max]: rank 0 is the minimum and rank n−1 the
+maximum, both known exactly, and every other rank's value is clamped between them
+(a bucket's representative can lie outside its group's range). A day of at most
+EXACT_MAX_POINTS points also keeps its values (`vals`, sorted), so a window of at
+most that many points has exact percentiles.
 """
 
 import bisect
@@ -33,6 +40,10 @@ REPRESENTATIVE = (
 )
 
 QUANTILES = (0.5, 0.95, 0.99)
+# A (group, day) of at most this many points keeps its values: a window of at most
+# this many points then has exact percentiles. ~8 bytes a point, in the database and
+# in the performance series (at 10 M events most days have fewer points than this).
+EXACT_MAX_POINTS = 64
 
 
 def representative(bucket: int) -> float:
@@ -42,14 +53,32 @@ def representative(bucket: int) -> float:
     return math.copysign(2 * GAMMA ** (abs(bucket) - OFFSET) / (GAMMA + 1), bucket)
 
 
-def merged_percentile(buckets: list[int], cum: list[int], q: float) -> float:
+def merged_percentile(buckets: list[int], cum: list[int], q: float,
+                      lo: float, hi: float) -> float:
     """The percentile at q of a merged histogram given as its bucket keys in order and
-    their running counts: `rank_buckets` + `interpolated` in Python."""
-    total = cum[-1]
-    pos = q * (total - 1)
-    lo = representative(buckets[bisect.bisect_right(cum, math.floor(pos))])
-    hi = representative(buckets[bisect.bisect_right(cum, math.ceil(pos))])
-    return lo + (hi - lo) * (pos - math.floor(pos))
+    their running counts, of points whose minimum is `lo` and maximum `hi`: like
+    `rank_buckets` + `interpolated`, with ranks 0 and n−1 read exactly and the others
+    clamped to [lo, hi]."""
+    last = cum[-1] - 1
+    pos = q * last
+
+    def at(rank: int) -> float:
+        if rank == 0:
+            return lo
+        if rank == last:
+            return hi
+        return min(max(representative(buckets[bisect.bisect_right(cum, rank)]), lo), hi)
+
+    a, b = at(math.floor(pos)), at(math.ceil(pos))
+    return min(max(a + (b - a) * (pos - math.floor(pos)), lo), hi)
+
+
+def exact_percentile(values: list[float], q: float) -> float:
+    """quantile_cont of `values`, sorted: interpolated between the two ranks around
+    q·(n−1), like DuckDB and numpy's default."""
+    pos = q * (len(values) - 1)
+    a, b = values[math.floor(pos)], values[math.ceil(pos)]
+    return min(max(a + (b - a) * (pos - math.floor(pos)), a), b)
 
 
 def rank_buckets(q: float) -> str:
@@ -103,7 +132,8 @@ _SCOPING = {"scope": f"SEMI JOIN g ON {same('r', 'g', *KEY)}", "groups": _GROUPS
 _ON = same("v", "p", *KEY)
 
 _POINTS = """
-    SELECT m.component, r.model, r.hardware, m.name AS metric, CAST(m.ts AS DATE) AS day, m.value
+    SELECT m.component, r.model, r.hardware, m.name AS metric, CAST(m.ts AS DATE) AS day, m.value,
+           m.unit
     FROM metrics m JOIN (SELECT component, run_id, model, hardware FROM runs r {narrow}) r
         ON m.component = r.component AND m.run_id = r.run_id"""
 
@@ -112,21 +142,25 @@ DAILY = View(
     create="""
 CREATE TABLE IF NOT EXISTS metric_daily (
     component VARCHAR NOT NULL, model VARCHAR, hardware VARCHAR, metric VARCHAR NOT NULL,
-    day DATE NOT NULL, count BIGINT NOT NULL, sum DOUBLE NOT NULL, min DOUBLE, max DOUBLE)""",
+    day DATE NOT NULL, count BIGINT NOT NULL, sum DOUBLE NOT NULL, min DOUBLE, max DOUBLE,
+    unit VARCHAR, vals DOUBLE[])""",
     select=f"""
-SELECT component, model, hardware, metric, day, count(*), sum(value), min(value), max(value)
+SELECT component, model, hardware, metric, day, count(*), sum(value), min(value), max(value),
+       min(unit), CASE WHEN count(*) <= {EXACT_MAX_POINTS} THEN list_sort(list(value)) END
 FROM ({_POINTS}) r {{scope}} GROUP BY ALL""",
     **_SCOPING,
     add=f"""
 MERGE INTO metric_daily v USING (
     SELECT component, model, hardware, metric, day,
-           count(*) AS n, sum(value) AS s, min(value) AS lo, max(value) AS hi
+           count(*) AS n, sum(value) AS s, min(value) AS lo, max(value) AS hi, min(unit) AS u,
+           CASE WHEN count(*) <= {EXACT_MAX_POINTS} THEN list_sort(list(value)) END AS vs
     FROM new_points GROUP BY ALL
 ) p ON {_ON}
 WHEN MATCHED THEN UPDATE SET count = v.count + p.n, sum = v.sum + p.s,
-    min = least(v.min, p.lo), max = greatest(v.max, p.hi)
+    min = least(v.min, p.lo), max = greatest(v.max, p.hi), unit = least(v.unit, p.u),
+    vals = CASE WHEN v.count + p.n <= {EXACT_MAX_POINTS} THEN list_sort(list_concat(v.vals, p.vs)) END
 WHEN NOT MATCHED THEN INSERT VALUES
-    (p.component, p.model, p.hardware, p.metric, p.day, p.n, p.s, p.lo, p.hi)""",
+    (p.component, p.model, p.hardware, p.metric, p.day, p.n, p.s, p.lo, p.hi, p.u, p.vs)""",
 )
 
 HIST = View(

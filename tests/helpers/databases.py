@@ -79,8 +79,8 @@ def series_rows(dump: dict[str, Rows]) -> Rows:
     hist: dict[tuple[Any, ...], list[tuple[int, int]]] = {}
     for *key, bucket, count in dump["metric_hist"]:
         hist.setdefault(tuple(key), []).append((bucket, count))
-    rows = [(*key, count, total, lo, hi, tuple(sorted(hist.pop(tuple(key)))))
-            for *key, count, total, lo, hi in dump["metric_daily"]]
+    rows = [(*key, count, total, lo, hi, unit, vals, tuple(sorted(hist.pop(tuple(key)))))
+            for *key, count, total, lo, hi, unit, vals in dump["metric_daily"]]
     assert not hist, f"histograms without a daily row: {list(hist)[:3]}"
 
     def order(row: tuple[Any, ...]) -> tuple[Any, ...]:
