@@ -248,6 +248,8 @@ def long_header(size: int) -> bytes:
 UNPARSABLE = [
     Unparsable("nul_in_header", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
                400, "bad_request"),
+    Unparsable("nul_in_key", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+               b"X-API-Key: rl_SECRET\x00\r\n\r\n", 400, "bad_request"),
     Unparsable("nul_in_url", b"GET /heal\x00thz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
     Unparsable("malformed_request_line", b"GARBAGE\r\n\r\n", 400, "bad_request"),
     Unparsable("bad_method", b"G(T /healthz HTTP/1.1\r\n\r\n", 400, "bad_request"),
@@ -311,8 +313,9 @@ def test_request_aiohttp_cannot_parse_gets_envelope_one_warning_and_a_count(
     warnings = [r for r in records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert warnings[0].levelno == logging.WARNING and warnings[0].exc_info is None
-    assert f"status={bad.status}" in warnings[0].getMessage()
-    assert "\n" not in warnings[0].getMessage()
+    message = warnings[0].getMessage()
+    assert f"status={bad.status}" in message and "\n" not in message
+    assert "SECRET" not in message and "aaaaaaaa" not in message  # no request bytes
 
 
 def test_url_and_header_at_their_limits_are_parsed(server: ThreadedServer) -> None:
@@ -326,3 +329,26 @@ def test_url_and_header_at_their_limits_are_parsed(server: ThreadedServer) -> No
                + b"\r\n")
     status, _, body = server.run(exchange(server.client.url, request))
     assert status == 200, body
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_body_that_does_not_decode_is_400_counted_and_logged_once(
+    server: ThreadedServer, encoding: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Content-Encoding the body does not match: aiohttp fails to decode it while the
+    body is read; that is the client's error (400), not a server failure (500)."""
+    event_log = server.client.event_log
+    before = (event_log.last_seq, event_log.appended_events, bad_requests_counted(server, 400))
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    reply = server.run(server.client.request("POST", "/api/events", data=j(GOOD),
+                                             headers={"Content-Encoding": encoding}))
+    records = list(caplog.records)
+    assert reply.status == 400, reply.body
+    error = assert_envelope(reply)
+    assert error["code"] == "bad_request" and encoding in error["message"]
+    warnings = [r for r in records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING, warnings
+    assert warnings[0].exc_info is None
+    assert (event_log.last_seq, event_log.appended_events,
+            bad_requests_counted(server, 400)) == (*before[:2], before[2] + 1)

@@ -148,7 +148,10 @@ def test_slow_headers_are_cut_off_without_stalling_other_requests(
             trickle = asyncio.create_task(slow.trickle(b"X-Slow: " + b"a" * 2000))
 
             async def closed() -> bytes:
-                data = await slow.reader.read()  # EOF: the server hung up
+                try:
+                    data = await slow.reader.read()  # EOF: the server hung up
+                except ConnectionResetError:  # ... with a trickled byte still unread
+                    data = b""
                 order.append("slow closed")
                 return data
 

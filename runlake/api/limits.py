@@ -32,8 +32,9 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
 from runlake.api.auth import presented_key
+from runlake.api.protocol import count_refusal, reason
 from runlake.api.state import AUTH, HTTP_METRICS, SETTINGS, matched_route, routed
-from runlake.errors import Overloaded, PayloadTooLarge, RequestTimeout, RunlakeError
+from runlake.errors import BadRequest, Overloaded, PayloadTooLarge, RequestTimeout, RunlakeError
 from runlake.settings import Settings
 
 RETRY_AFTER_S = 1
@@ -105,7 +106,8 @@ def concurrency_limit(limit: int) -> Middleware:
 @web.middleware
 async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Read the body of a routed request within `read_timeout_s`, else answer 408;
-    a body over the route's limit gets 413."""
+    a body over the route's limit gets 413, one aiohttp cannot decode (a bad
+    Content-Encoding) 400, counted and logged as aiohttp's other refusals."""
     if request.body_exists and routed(request):
         settings = request.app[SETTINGS]
         own = route.max_body_bytes if (route := matched_route(request)) is not None else None
@@ -123,6 +125,10 @@ async def read_body_in_time(request: web.Request, handler: Handler) -> web.Strea
             raise RequestTimeout(
                 f"the request body did not arrive within {settings.read_timeout_s:g} s "
                 "(read_timeout_s)", close=True) from None
+        except web.RequestPayloadError as e:  # e.g. a Content-Encoding that does not decode
+            count_refusal(request.app[HTTP_METRICS], request.remote, 400, e)
+            raise BadRequest(f"the request body could not be read: {reason(e)}",
+                             close=True) from None
         if len(body) > limit:  # a chunked body, read up to the server's limit
             raise _too_large(len(body), limit)
     return await handler(request)

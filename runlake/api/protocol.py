@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
@@ -43,6 +44,7 @@ MAX_HEADER_LINE_BYTES = 8192  # a header's name, and its value (aiohttp's max_fi
 MAX_HEADERS = 128  # aiohttp's default
 TOO_MANY_HEADERS = "Too many headers received"  # aiohttp's message (both parsers)
 REASON_CHARS = 200  # of aiohttp's message, in the log line
+_QUOTED = re.compile(r"bytearray\(|b?['\"]")  # where an echo of the request begins
 
 
 def rejection(exc: HttpProcessingError) -> tuple[int, str, str]:
@@ -56,14 +58,28 @@ def rejection(exc: HttpProcessingError) -> tuple[int, str, str]:
                 f"a request header's name or value is longer than {MAX_HEADER_LINE_BYTES} bytes")
     if exc.message == TOO_MANY_HEADERS:
         return 431, "headers_too_large", f"the request has more than {MAX_HEADERS} headers"
-    return 400, "bad_request", f"malformed HTTP request: {_reason(exc)}"
+    return 400, "bad_request", f"malformed HTTP request: {reason(exc)}"
 
 
-def _reason(exc: HttpProcessingError) -> str:
-    """aiohttp's message without the echoed request bytes that follow its first line
-    (they may hold anything the client sent, such as a key)."""
-    first = (exc.message or type(exc).__name__).split("\n", 1)[0].rstrip(": ")
-    return first[:REASON_CHARS]
+def reason(exc: BaseException) -> str:
+    """aiohttp's message without the request bytes it echoes (on the lines after the
+    first, or quoted on it): they may hold anything the client sent, such as a key."""
+    cause = exc if isinstance(exc, HttpProcessingError) else exc.__cause__
+    if not isinstance(cause, HttpProcessingError):  # a body error wraps aiohttp's
+        return type(exc).__name__
+    text = (cause.message or type(cause).__name__).split("\n", 1)[0]
+    quoted = _QUOTED.search(text)
+    text = (text[:quoted.start()] if quoted else text).rstrip(" :.")
+    return text[:REASON_CHARS] or type(cause).__name__
+
+
+def count_refusal(metrics: HttpMetrics, remote: str | None, status: int,
+                  exc: BaseException) -> None:
+    """Count a request aiohttp could not parse and log it in one line (no traceback:
+    the client's mistake, not the server's)."""
+    metrics.bad_request(status)
+    log.warning("refused a request aiohttp could not parse: remote=%s status=%d error=%s: %s",
+                remote, status, type(exc).__name__, reason(exc))
 
 
 class Protocol(RequestHandler):
@@ -80,10 +96,7 @@ class Protocol(RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         if isinstance(exc, HttpProcessingError):
             status, code, text = rejection(exc)
-            self._metrics.bad_request(status)
-            log.warning("refused a request aiohttp could not parse: remote=%s status=%d "
-                        "error=%s: %s", request.remote, status, type(exc).__name__,
-                        _reason(exc))
+            count_refusal(self._metrics, request.remote, status, exc)
         else:
             # An exception that escaped the middleware (a bug), or aiohttp's 504:
             # logged with its traceback, as aiohttp does.
@@ -95,6 +108,14 @@ class Protocol(RequestHandler):
         response = error_response(status, code, text)
         response.force_close()
         return response
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        # After answering, aiohttp reads what is left of the body; a body it cannot
+        # decode raises again there: the client's error, answered already (a routed
+        # request's body is read, so answered 400 and counted, in api/limits.py).
+        if isinstance(kw.get("exc_info"), RequestPayloadError):
+            return
+        super().log_exception(*args, **kw)
 
 
 class _Server(Server):
