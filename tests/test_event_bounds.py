@@ -355,6 +355,22 @@ def test_control_characters_in_identifiers_are_refused(event: dict[str, Any], fi
             assert problem["field"] == field and "control character" in problem["message"]
 
 
+@pytest.mark.parametrize("written", [
+    b"a\\u0000b", b"a\\nb", b"a\\tb", b"a\\bb", b"a\\fb", b"a\\rb", b"a\\u001Fb",
+    b"a\x7fb", b"a\\u007fb", "a\x85b".encode(), b"a\\u009fb",
+], ids=["u0000", "n", "t", "b", "f", "r", "u001F", "raw-DEL", "u007f", "raw-C1", "u009f"])
+def test_control_characters_however_written_are_refused(written: bytes) -> None:
+    """A control character reaches a string as an escape, a raw DEL or a raw C1 (raw
+    C0 is not JSON): the check must not skip a body that holds one like that."""
+    body = b'{"type": "metric", "component": "test", "run_id": "' + written + (
+        b'", "name": "x", "value": 1}')
+    for ndjson in (False, True):
+        with pytest.raises(InvalidEvents) as raised:
+            decode_events(body, ndjson=ndjson)
+        (problem,) = raised.value.details
+        assert problem["field"] == "run_id" and "control character" in problem["message"]
+
+
 def test_free_text_may_hold_control_characters() -> None:
     text = "line 1\n\tline 2\r\n\x00\x85"
     events = [

@@ -444,6 +444,12 @@ def _breaks(array: pa.Array, rule: Any) -> pa.Array | bool | None:
         if len(kinds) != 1:
             return False if _is_timestamp_rule(kinds) else None  # ts: _ts_array checks it
         rule = kinds[0]
+    if isinstance(rule, mi.Metadata):  # an identifier: its pattern is the schema's
+        broken = _breaks(array, rule.type)
+        pattern = (rule.extra_json_schema or {}).get("pattern")
+        if broken is None or pattern is None:
+            return broken
+        return _any([m for m in (broken, _mismatch(array, pattern)) if m is not False])
     if isinstance(rule, mi.StrType):
         if not pa.types.is_string(array.type):
             return None
