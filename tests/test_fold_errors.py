@@ -77,7 +77,7 @@ def test_a_failing_fold_statement_is_reported(
             run = await client.get(f"/api/test/db/run/r1/metrics?min_seq={last}")
             assert [p["value"] for p in run.json()["items"]] == [1.0, 2.0]
             body = (await client.get("/readyz")).json()
-            assert (body["status"], body["fold_error"]) == ("ready", None)
+            assert body["status"] == "ready" and "fold_error" not in body  # only when failing
             samples = prometheus((await client.get("/metrics")).body.decode())
             assert (samples["runlake_fold_errors_total"], samples["runlake_fold_failing"]) == (3, 0)
 

@@ -40,7 +40,7 @@ class Health(msgspec.Struct):
 ReadyStatus = Literal["ready", "lagging", "not_running", "failing"]
 
 
-class Readiness(msgspec.Struct):
+class Readiness(msgspec.Struct, omit_defaults=True):
     """How far the fold is behind the log. `ready` when it runs and is at most
     `max_lag_seconds` behind; `lagging` when further; `not_running` when the fold
     thread has stopped (lag then only grows); `failing` when its last attempt
@@ -207,9 +207,13 @@ class TrendDay(msgspec.Struct):
 
 
 class PerformanceItem(msgspec.Struct):
+    """Percentiles lie within [min, max]; exact (`approximate` false) for a window of
+    at most 64 points or one whose min = max, else within `relative_error` (0.01)."""
+
     model: str | None
     hardware: str | None
     metric: str
+    unit: str | None
     count: int
     mean: float
     min: float
@@ -217,6 +221,8 @@ class PerformanceItem(msgspec.Struct):
     p50: float
     p95: float
     p99: float
+    approximate: bool
+    relative_error: float
     trend: list[TrendDay]
 
 
