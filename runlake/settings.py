@@ -34,6 +34,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("replay_memory", "2GB", "DuckDB memory cap of `runlake replay` (offline); a "
             "server's own replays stay within its 512MB"),
     Setting("read_wait_s", 5.0, "longest a read with min_seq waits for the fold"),
+    Setting("read_budget_s", 5.0, "longest one read may run in DuckDB; past it the query is "
+            "stopped and the client gets 422 query_timeout"),
     Setting("read_timeout_s", 30.0, "longest a client may take to send its headers, and "
             "then its body (408 above); idle keep-alive connections close after it too"),
     Setting("max_concurrent_requests", 256, "most requests in flight (503 above)"),
@@ -56,6 +58,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fold_batch_rows: int = 200_000
     replay_memory: str = "2GB"
     read_wait_s: float = 5.0
+    read_budget_s: float = 5.0
     read_timeout_s: float = 30.0
     max_concurrent_requests: int = 256
     max_requests_per_client: int = 0
