@@ -228,8 +228,13 @@ def test_openapi_describes_every_route_in_the_table(make_server: MakeServer) -> 
         assert op["summary"] == route.summary
         assert str(route.status) in op["responses"]
     schemas = doc["components"]["schemas"]
-    assert {"MetricEvent", "DeleteEvent", "Accepted", "ErrorResponse", "Readiness"} <= set(schemas)
-    assert schemas["MetricEvent"]["additionalProperties"] is False
+    # /api/events needs each event's component; /api/{component}/events takes it from the URL.
+    assert {"MetricEventWithComponent", "DeleteEventInComponent", "Accepted", "ErrorResponse",
+            "Readiness"} <= set(schemas)
+    for name in ("MetricEventWithComponent", "MetricEventInComponent"):
+        assert schemas[name]["additionalProperties"] is False
+    assert "component" in schemas["MetricEventWithComponent"]["required"]
+    assert "component" not in schemas["MetricEventInComponent"]["properties"]
     ingest = doc["paths"]["/api/{component}/events"]["post"]
     assert ingest["parameters"][0]["in"] == "path"
     assert set(ingest["requestBody"]["content"]) == {
