@@ -21,7 +21,8 @@ _NAMED = re.compile(r"^Object (?:contains unknown|missing required) field `(?P<f
                     re.DOTALL)
 _BYTE = re.compile(r"\(byte (?P<byte>\d+)\)")
 _INDEX = re.compile(r"^(?:\[\d+\])+")  # a leading array index: the event's own position
-_REGEX = re.compile(r"^Expected `str` matching regex (?P<pattern>.*)$", re.DOTALL)  # repr()
+# msgspec quotes a failed pattern as repr() would.
+_REGEX = re.compile(r"^Expected `str` matching regex (?P<pattern>.*)$", re.DOTALL)
 
 
 class Reading(msgspec.Struct, frozen=True):

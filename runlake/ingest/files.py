@@ -259,15 +259,14 @@ def _ts_beyond_python(table: pa.Table) -> tuple[pa.Table, list[Problem]]:
     if "ts" not in table.column_names:
         return table, []
     array = table.column("ts").combine_chunks()
-    factor = _UNIT_US.get(getattr(array.type, "unit", "ns"))  # ns: 1677-2262, always fine
-    if not pa.types.is_timestamp(array.type) or factor is None:
-        return table, []
+    if not pa.types.is_timestamp(array.type) or array.type.unit not in _UNIT_US:
+        return table, []  # not a time (the schema says so), or ns: 1677-2262, all fine
+    unit, factor = array.type.unit, _UNIT_US[array.type.unit]
     values = array.cast(pa.int64())
     beyond = pc.or_(pc.less(values, TS_MIN_US // factor), pc.greater(values, TS_MAX_US // factor))
     rows = pc.indices_nonzero(pc.fill_null(beyond, False)).to_pylist()
     if not rows:
         return table, []
-    unit = array.type.unit
     problems = [problem("line", i + 1, "ts", ts_problem(f"{values[i].as_py()} {unit} from 1970"))
                 for i in rows]
     cleared = pc.if_else(beyond, pa.scalar(None, array.type), array)
