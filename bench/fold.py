@@ -117,9 +117,9 @@ def measure_incremental(log_dir: Path, db_path: Path, batches: int, batch_size: 
         db.series.ensure_loaded(db.cursor())  # as a server preloads it, so batches note keys
         latencies = []
         upto = first - 1 + batches * batch_size
-        for table in log_tables(event_log, first - 1, upto, batch_size):
+        for table, end in log_tables(event_log, first - 1, upto, batch_size):
             start = time.perf_counter()
-            fold_table(db.connection, table, series=db.series)
+            fold_table(db.connection, table, last=end, series=db.series)
             latencies.append(time.perf_counter() - start)
     finally:
         db.close()

@@ -247,10 +247,6 @@ def test_the_fold_and_replays_leave_out_a_bad_row_and_go_past_it(tmp_path: Path)
                 db.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ingest/fold.py takes its high-water mark from the last row it read, so a bad last "
-    "row keeps it one behind: log_tables must yield the end of the range it read and "
-    "fold_table store that (issue 16; see docs/log.md 'Bad data')"))
 def test_the_fold_goes_past_a_bad_last_row(tmp_path: Path) -> None:
     store(tmp_path / "log", log_table({12: AFTER_9999_US}), "segment")
     assert fold(tmp_path) == (12, [(s,) for s in range(2, 12)])

@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runlake.events.columns import LOG_SCHEMA
 from runlake.events.log import EventLog
 from runlake.views import VIEWS, tables
 from runlake.views.db import Database, folded_seq
@@ -201,11 +202,11 @@ def rebuild_views(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def fold_table(con: duckdb.DuckDBPyConnection, table: pa.Table, *, incremental: bool = True,
-               series: MetricSeries | None = None) -> int:
+               series: MetricSeries | None = None, last: int | None = None) -> int:
     """One transaction: apply `table` and store its last seq as the high-water mark.
     `series`, if given, is told once the batch has committed which metric rollups
     it touched."""
-    last = int(table.column("seq")[-1].as_py())
+    last = int(table.column("seq")[-1].as_py()) if last is None else last
     refreshed = fold_in_transaction(con, last, partial(fold_batch, con, table,
                                                        incremental=incremental))
     if refreshed and series is not None:  # the batch's temp scope tables outlive its commit
@@ -231,21 +232,20 @@ def fold_in_transaction(con: duckdb.DuckDBPyConnection, last: int, apply: Callab
 
 
 def log_tables(event_log: EventLog, after: int, upto: int | None,
-               batch_rows: int) -> Iterator[pa.Table]:
+               batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
     """The log's events past seq `after` up to `upto` (None: to its end, as it grows),
-    as tables of at most `batch_rows` events: the batches every fold applies."""
-    while after < (event_log.last_seq if upto is None else upto):
-        end = after + batch_rows if upto is None else min(upto, after + batch_rows)
+    as tables of at most `batch_rows` events: the batches every fold applies. Each
+    with the last seq it covers, which rows the log leaves out as bad data may pass."""
+    while after < (last := event_log.last_seq if upto is None else upto):
+        end = min(last, after + batch_rows)
         batches = list(event_log.read(after + 1, end))
-        if not batches:
-            return
-        table = pa.Table.from_batches(batches)
+        table = pa.Table.from_batches(batches, schema=LOG_SCHEMA)
         if table.num_rows < SMALL_CHUNK_ROWS * len(batches):
             # Mostly small group commits (one event per request): every statement
             # of the fold scans each chunk as its own tiny vector. One copy is cheaper.
             table = table.combine_chunks()
-        yield table
-        after = table.column("seq")[-1].as_py()
+        yield table, end
+        after = end
 
 
 class Fold:
@@ -305,8 +305,8 @@ class Fold:
     def fold_available(self) -> int:
         """Fold everything in the log now; returns how many events were folded."""
         done = 0
-        for table in log_tables(self.log, self.folded_seq, None, self.batch_rows):
-            self.folded_seq = fold_table(self.db.connection, table, series=self.series)
+        for table, end in log_tables(self.log, self.folded_seq, None, self.batch_rows):
+            self.folded_seq = fold_table(self.db.connection, table, last=end, series=self.series)
             self.events_folded += table.num_rows
             self.batches_folded += 1
             done += table.num_rows

@@ -115,9 +115,9 @@ def fold_log(con: duckdb.DuckDBPyConnection, event_log: EventLog, after: int, up
              stop: threading.Event | None = None) -> None:
     """Fold the log's events after seq `after` up to `upto` into `con`, a batch at a
     time, counting them on `progress`; raise Cancelled once `stop` is set."""
-    for table in log_tables(event_log, after, upto, batch_rows):
+    for table, end in log_tables(event_log, after, upto, batch_rows):
         _check(stop)
-        fold_table(con, table, incremental=incremental)
+        fold_table(con, table, incremental=incremental, last=end)
         if progress is not None:
             progress.update(table.num_rows)
 
