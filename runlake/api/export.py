@@ -39,13 +39,11 @@ from aiohttp import hdrs, web
 from msgspec import Meta
 
 from runlake.api.auth import visible_components
-from runlake.api.params import MAX_PARAM_CHARS, bad_param, path_component
+from runlake.api.params import MAX_PARAM_CHARS, NoQuery, decode_body
 from runlake.api.reads import wait_for_fold
 from runlake.api.state import DATABASE, EVENT_LOG
-from runlake.errors import BadRequest, UnsupportedMediaType
 from runlake.events import LOG_SCHEMA, EventLog
 from runlake.events.columns import WIRE_FIELDS
-from runlake.events.schema import split_error
 from runlake.views.db import Database
 from runlake.views.export import runs_batches
 
@@ -82,7 +80,6 @@ class ExportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     min_seq: Annotated[int, Meta(ge=0)] = 0  # runs: wait (bounded) for the fold to pass it
 
 
-CHOICES = {"what": ("events", "runs"), "format": tuple(FORMATS)}
 # Each field's description: the GET's query parameters and the POST's body, in OpenAPI.
 FIELD_DOCS = {
     "what": "events (default) or runs",
@@ -98,71 +95,15 @@ assert set(FIELD_DOCS) == set(ExportRequest.__struct_fields__)
 # -- handlers -------------------------------------------------------------------
 
 
-async def post_export(request: web.Request) -> web.StreamResponse:
-    component = path_component(request)
+async def post_export(request: web.Request, query: NoQuery) -> web.StreamResponse:
+    component = request.match_info["component"]
     body = await request.read()
-    if body.strip():
-        _check_json(request)
-    spec = _from_body(body)
+    spec = decode_body(request, body, ExportRequest) if body.strip() else ExportRequest()
     return await _export(request, spec, [component], component)
 
 
-async def get_export(request: web.Request) -> web.StreamResponse:
-    spec = _from_query(request)
-    return await _export(request, spec, visible_components(request), "all")
-
-
-def _check_json(request: web.Request) -> None:
-    """A body is JSON, as ingest's is: a Content-Type, when sent, must say so (415)."""
-    if hdrs.CONTENT_TYPE not in request.headers:
-        return
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(
-            f"Content-Type {request.content_type!r} is not accepted for an export request; "
-            "send application/json (or no body, for the defaults)")
-    charset = request.charset
-    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType(f"charset {charset!r} is not accepted; send UTF-8")
-
-
-def _from_body(body: bytes) -> ExportRequest:
-    if not body.strip():
-        return ExportRequest()
-    try:
-        return msgspec.json.decode(body, type=ExportRequest)
-    except msgspec.DecodeError as e:
-        field, reason = _reason(e)
-        where = f"field {field!r}" if field else "body"
-        raise BadRequest(f"export request: {where}: {reason}",
-                         [{"field": field, "message": reason}]) from None
-    except (UnicodeDecodeError, RecursionError) as e:  # msgspec lets these through
-        raise BadRequest(f"export request: body is not valid JSON: {e}",
-                         [{"field": None, "message": str(e)}]) from None
-
-
-def _from_query(request: web.Request) -> ExportRequest:
-    raw: dict[str, str] = {}
-    for name, value in request.query.items():
-        if name in raw:
-            raise bad_param(name, "may be given once")
-        if len(value) > MAX_PARAM_CHARS:
-            raise bad_param(name, f"must be at most {MAX_PARAM_CHARS} characters")
-        raw[name] = value
-    try:
-        return msgspec.convert(raw, ExportRequest, strict=False)  # "5" -> min_seq 5
-    except msgspec.ValidationError as e:
-        field, reason = _reason(e)
-        if field is None:
-            raise BadRequest(f"export query: {reason}", [{"parameter": None, "message": reason}])\
-                from None
-        raise bad_param(field, reason) from None
-
-
-def _reason(e: msgspec.DecodeError) -> tuple[str | None, str]:
-    field, reason = split_error(e)
-    if field in CHOICES:
-        reason = f"{reason}; expected one of {', '.join(CHOICES[field])}"
-    return field, reason
+async def get_export(request: web.Request, query: ExportRequest) -> web.StreamResponse:
+    return await _export(request, query, visible_components(request), "all")
 
 
 async def _export(request: web.Request, spec: ExportRequest, components: list[str] | None,

@@ -23,6 +23,7 @@ from msgspec import Meta
 from multidict import MultiMapping
 
 from runlake.errors import BadRequest, UnsupportedMediaType
+from runlake.events.problems import split_error
 from runlake.events.schema import SLUG_PATTERN, LogLevel, Outcome, RunStatus
 
 # The event schema's component slug (DESIGN §1).
@@ -119,7 +120,9 @@ class SearchPostQuery(ReadQuery):
 
 class SearchBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     query: Text
-    limit: SearchLimit | None = None  # 20 unless the URL gives it
+    # 20 unless the URL gives it. A number, so 20.0 is taken as JSON Schema's integer is.
+    limit: Annotated[float, Meta(ge=1, le=MAX_LIMIT, multiple_of=1,
+                                 description="results per component")] | None = None
 
 
 # -- parsing --------------------------------------------------------------------
@@ -219,27 +222,12 @@ def parse_query(query: MultiMapping[str], struct: type[Q]) -> Q:
     try:
         return msgspec.convert(raw, struct)
     except msgspec.ValidationError as e:
-        name, reason = split_error(e)
-        if name is None:
+        path, reason = split_error(e)
+        reason = reason[:1].lower() + reason[1:]
+        if path is None:
             raise BadRequest(f"query: {reason}", [{"parameter": None, "message": reason}]) from None
+        name = re.split(r"[.\[]", path, maxsplit=1)[0]  # tag[3] is the parameter tag
         raise bad_param(name, reason, fields[name].allowed if name in fields else None) from None
-
-
-_AT = re.compile(r"^(?P<reason>.*) - at `\$\.(?P<field>[A-Za-z_][A-Za-z0-9_]*)(?P<rest>[^`]*)`$")
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]*)`$")
-_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]*)`$")
-
-
-def split_error(e: msgspec.DecodeError) -> tuple[str | None, str]:
-    """A msgspec error as (top-level field or None, reason)."""
-    text = str(e)
-    if m := _AT.match(text):
-        return m["field"], m["reason"][0].lower() + m["reason"][1:]
-    if m := _UNKNOWN.match(text):
-        return m["field"], "is not a known field"
-    if m := _MISSING.match(text):
-        return m["field"], "is required"
-    return None, text
 
 
 B = TypeVar("B")
@@ -248,13 +236,15 @@ JSON_MEDIA = "application/json"
 
 def decode_body(request: web.Request, body: bytes, struct: type[B]) -> B:
     """A JSON request body as `struct`: 415 unless it is JSON (a missing
-    Content-Type means JSON), 400 naming the field otherwise. Not strict, so an
-    integer may come as 20.0, as JSON Schema's `integer` allows."""
-    if "Content-Type" in request.headers and request.content_type != JSON_MEDIA:
-        raise UnsupportedMediaType(
-            f"Content-Type {request.content_type!r} is not accepted; use {JSON_MEDIA}")
+    Content-Type means JSON), 400 naming the field otherwise."""
+    if "Content-Type" in request.headers:
+        if request.content_type != JSON_MEDIA:
+            raise UnsupportedMediaType(
+                f"Content-Type {request.content_type!r} is not accepted; use {JSON_MEDIA}")
+        if (charset := request.charset) is not None and charset.lower() not in ("utf-8", "utf8"):
+            raise UnsupportedMediaType(f"charset {charset!r} is not accepted; send UTF-8")
     try:
-        return msgspec.json.decode(body, type=struct, strict=False)
+        return msgspec.json.decode(body, type=struct)
     except msgspec.DecodeError as e:
         field, reason = split_error(e)
         where = f"field {field!r}" if field else "body"

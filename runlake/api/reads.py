@@ -190,7 +190,7 @@ async def _search_args(request: web.Request, query: p.SearchQuery | p.SearchPost
     text, limit = query.query, query.limit
     if request.method == "POST" and (raw := await request.read()).strip():
         body = decode_body(request, raw, p.SearchBody)
-        text, limit = body.query, limit if body.limit is None else body.limit
+        text, limit = body.query, limit if body.limit is None else int(body.limit)
     if text is None:
         raise bad_param("query", "is required (in the URL, or a JSON body for POST)")
     return text, 20 if limit is None else limit
