@@ -15,7 +15,7 @@ from aiohttp import hdrs, web
 
 from runlake.api.auth import API_KEY, forbid_event, refused_event
 from runlake.api.keys import ApiKey
-from runlake.api.params import path_component
+from runlake.api.params import NoQuery
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import EVENT_LOG, SETTINGS
 from runlake.errors import InvalidEvents, UnsupportedMediaType
@@ -28,12 +28,12 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/jsonl"})
 INLINE_DECODE_BYTES = 64 * 1024
 
 
-async def post_events(request: web.Request) -> web.Response:
+async def post_events(request: web.Request, query: NoQuery) -> web.Response:
     return await _ingest(request, component=None)
 
 
-async def post_component_events(request: web.Request) -> web.Response:
-    return await _ingest(request, component=path_component(request))
+async def post_component_events(request: web.Request, query: NoQuery) -> web.Response:
+    return await _ingest(request, component=request.match_info["component"])
 
 
 async def _ingest(request: web.Request, component: str | None) -> web.Response:

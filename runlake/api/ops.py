@@ -8,15 +8,16 @@ from aiohttp import web
 
 from runlake.api.metrics import exposition, metric
 from runlake.api.openapi import openapi_json
+from runlake.api.params import NoQuery
 from runlake.api.responses import Health, Readiness, ReadyStatus, json_response
 from runlake.api.state import AUTH, EVENT_LOG, FOLD, HTTP_METRICS, INBOX, ROUTE_INDEX, SETTINGS
 
 
-async def healthz(request: web.Request) -> web.Response:
+async def healthz(request: web.Request, query: NoQuery) -> web.Response:
     return json_response(Health())
 
 
-async def readyz(request: web.Request) -> web.Response:
+async def readyz(request: web.Request, query: NoQuery) -> web.Response:
     """200 while the fold runs at most `read_wait_s` behind the log, else 503.
 
     The threshold is the longest a read with `min_seq` waits: beyond it, a
@@ -41,7 +42,7 @@ def _readiness(app: web.Application) -> Readiness:
                      fold_error=fold.last_error)
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request, query: NoQuery) -> web.Response:
     app = request.app
     event_log = app[EVENT_LOG]
     fold = app[FOLD]
@@ -80,7 +81,7 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-async def openapi(request: web.Request) -> web.Response:
+async def openapi(request: web.Request, query: NoQuery) -> web.Response:
     routes = tuple(request.app[ROUTE_INDEX].values())  # in the table's order
     # Built once (cached), off the loop: the first build takes tens of milliseconds.
     body = await asyncio.get_running_loop().run_in_executor(None, openapi_json, routes)

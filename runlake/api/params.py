@@ -278,14 +278,3 @@ def check_path(request: web.Request) -> None:
             reason = str(e).removesuffix(" - at `$`")
             raise BadRequest(f"{name} {value!r} in the URL is not valid: {reason}",
                              [{"parameter": name, "message": reason}]) from None
-
-
-def path_component(request: web.Request) -> str:
-    """The `{component}` path segment, which must be a slug."""
-    component = request.match_info["component"]
-    if not SLUG.fullmatch(component):
-        raise BadRequest(
-            f"component {component!r} in the URL is not a valid slug",
-            [{"parameter": "component", "message": f"must match ^{SLUG.pattern}$"}],
-        )
-    return component

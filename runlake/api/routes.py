@@ -64,29 +64,20 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 EXPORT_MEDIA = ("application/json", "application/vnd.apache.parquet")
 
 
-def _plain(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-           ) -> Callable[[web.Request, Any], Awaitable[web.StreamResponse]]:
-    """A handler whose route takes no query parameters."""
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request, query: Any) -> web.StreamResponse:
-        return await handler(request)
-    return wrapped
-
-
 ROUTE_TABLE: tuple[Route, ...] = (
-    Route("POST", "/api/events", _plain(ingest.post_events), "Append events", "ingest",
+    Route("POST", "/api/events", ingest.post_events, "Append events", "ingest",
           202, Accepted, body=EVENTS, errors=INGEST_ERRORS, role="ingest"),
-    Route("POST", "/api/{component}/events", _plain(ingest.post_component_events),
+    Route("POST", "/api/{component}/events", ingest.post_component_events,
           "Append events of one component (implied where left out)", "ingest",
           202, Accepted, body=COMPONENT_EVENTS, errors=INGEST_ERRORS, role="ingest"),
-    Route("GET", "/healthz", _plain(ops.healthz), "Liveness: the server answers", "operations",
+    Route("GET", "/healthz", ops.healthz, "Liveness: the server answers", "operations",
           response=Health, role="open", always_admitted=True),
-    Route("GET", "/readyz", _plain(ops.readyz), "Readiness: how far the fold is behind the log",
+    Route("GET", "/readyz", ops.readyz, "Readiness: how far the fold is behind the log",
           "operations", response=Readiness, same_body=(503,), role="open",
           always_admitted=True),
-    Route("GET", "/metrics", _plain(ops.metrics), "Prometheus metrics", "operations",
+    Route("GET", "/metrics", ops.metrics, "Prometheus metrics", "operations",
           media_type=PROMETHEUS_TEXT, role="read", always_admitted=True),
-    Route("GET", "/api/openapi.json", _plain(ops.openapi), "This OpenAPI 3.1 document",
+    Route("GET", "/api/openapi.json", ops.openapi, "This OpenAPI 3.1 document",
           "operations", response=dict[str, Any], role="read"),
     *(Route(m, path, h, summary, "reads", response=response, query=query,
             status=202 if m == "DELETE" else 200,
@@ -141,10 +132,10 @@ ROUTE_TABLE: tuple[Route, ...] = (
          "Search every component (query in the URL or a JSON body)", p.SearchPostQuery,
          R.SearchResults, SEARCH_BODY),
     )),
-    Route("POST", "/api/db/replay", _plain(admin.start_replay),
+    Route("POST", "/api/db/replay", admin.start_replay,
           "Rebuild the database from the log; reads use the old file until the swap",
           "admin", 202, ReplayStatus, errors=(409,), role="admin"),
-    Route("GET", "/api/db/replay", _plain(admin.replay_status), "The latest replay's progress",
+    Route("GET", "/api/db/replay", admin.replay_status, "The latest replay's progress",
           "admin", response=ReplayStatus, role="admin"),
     Route("POST", "/api/{component}/db/export", export.post_export,
           "Stream the component's runs or events (NDJSON, JSON or Parquet; docs/limits.md)",
