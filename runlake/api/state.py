@@ -1,6 +1,6 @@
 """Typed application state: every object the handlers share, under one `AppKey` each.
 
-`DATABASE` and `FOLD` are set by `app.fold_context` once they have started.
+`EVENT_LOG`, `DATABASE`, `FOLD` and `INBOX` are set by `app.data_folder_context` once open.
 """
 
 from __future__ import annotations
