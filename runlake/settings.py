@@ -44,6 +44,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("inbox", True, "watch <data>/inbox for event files"),
     Setting("inbox_delete", False, "delete ingested inbox files instead of moving to .done/"),
     Setting("log_level", "info", "logging level: debug, info, warning, error"),
+    Setting("jobs_component", "jobs", "the component whose runs the job runner's routes "
+            "(/api/jobs, /api/stats) answer as jobs"),
 )
 
 
@@ -65,6 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     inbox: bool = True
     inbox_delete: bool = False
     log_level: str = "info"
+    jobs_component: str = "jobs"
 
     @property
     def log_dir(self) -> Path:

@@ -89,7 +89,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
     beta_reader = add_key(keys_path, "read", ["beta"], name="beta-reader")[1]
     revoke_key(keys_path, "revoked")
     keys = Keys(secrets["admin"], secrets["read"], secrets["ingest"], other, revoked, beta_reader)
-    with serve_in_thread(tmp) as server:
+    with serve_in_thread(tmp, jobs_component="alpha") as server:
         lake = Lake(server, keys, tmp)
         reply = lake.send("POST", "/api/events", keys.ingest, body=seed())
         assert reply.status == 202, reply.body
@@ -103,7 +103,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
 
 WHO = ("none", "unknown", "revoked", "ingest", "read", "admin", "other")
 ROLE_OF = {"ingest": "ingest", "read": "read", "admin": "admin", "other": "admin"}
-PARAMS = {"component": "alpha", "run_id": "r1", "batch_id": "b1", "model": "m1"}
+PARAMS = {"component": "alpha", "run_id": "r1", "batch_id": "b1", "model": "m1",
+          "job_id": "r1"}  # the jobs routes read alpha (jobs_component, in `lake`)
 # DELETEs target runs and batches that do not exist, so the matrix order does not
 # matter: a caller allowed to delete gets 404 (and nothing is appended).
 DELETE_PARAMS = {**PARAMS, "run_id": "gone", "batch_id": "gone"}
@@ -148,7 +149,8 @@ def expected(case: Case, who: str) -> int:
     if case.role is not None and role != "admin" and role != case.role:
         return 403
     # `other` may touch only beta; the matrix names alpha (in the URL or the events).
-    if who == "other" and ("{component}" in case.path or case.id == "POST /api/events"):
+    if who == "other" and ("{component}" in case.path or case.id == "POST /api/events"
+                           or case.path.startswith(("/api/jobs", "/api/stats"))):
         return 403
     return 404 if case.method == "DELETE" else case.status
 

@@ -263,6 +263,7 @@ PATH_PARAMS: dict[str, tuple[Any, str]] = {
     "run_id": (Annotated[str, Meta(min_length=1, max_length=256)], "the run id"),
     "batch_id": (Annotated[str, Meta(min_length=1, max_length=256)], "the batch id"),
     "model": (Annotated[str, Meta(min_length=1, max_length=256)], "the model name"),
+    "job_id": (Annotated[str, Meta(min_length=1, max_length=256)], "the job id (its run id)"),
 }
 
 
@@ -278,3 +279,14 @@ def check_path(request: web.Request) -> None:
             reason = str(e).removesuffix(" - at `$`")
             raise BadRequest(f"{name} {value!r} in the URL is not valid: {reason}",
                              [{"parameter": name, "message": reason}]) from None
+
+
+# -- the job runner (docs/compat.md "Job runner") ---------------------------------
+
+
+class JobsQuery(Page):
+    """GET /api/jobs: a page of jobs, newest first."""
+
+
+class JobLogsQuery(LongPage):
+    """GET /api/jobs/{job_id}/logs: a page of the job's log lines, oldest first."""

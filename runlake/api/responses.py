@@ -297,3 +297,61 @@ def error_response(
 ) -> web.Response:
     body = ErrorResponse(ErrorInfo(code, message, details or []))
     return json_response(body, status, headers)
+
+
+# -- the job runner (docs/compat.md "Job runner"): the old runner's names --------
+
+
+class Job(msgspec.Struct):
+    """A job is a run of the jobs component: tool_name is its `name`, completed_at its
+    `finished_at`, duration its `duration_s` (seconds)."""
+
+    job_id: str
+    tool_name: str | None
+    status: RunStatus
+    created_at: Time
+    started_at: Time | None
+    completed_at: Time | None
+    duration: float | None
+
+
+class JobDetail(Job):
+    """stdout/stderr: its output lines joined by newlines (the last 1 MiB; null: none
+    posted); return_code: the `return_code` tag as an integer; output_files: its
+    artifacts' names, total_size the sum of their size_bytes."""
+
+    parameters: dict[str, Any] | None
+    stdout: str | None
+    stderr: str | None
+    return_code: int | None
+    output_files: list[str]
+    total_size: int
+
+
+class JobLogLine(msgspec.Struct):
+    timestamp: Time
+    level: LogLevel
+    message: str
+
+
+class ToolCount(msgspec.Struct):
+    tool_name: str
+    count: int
+
+
+class JobTotals(msgspec.Struct):
+    """success_rate: a percent (0-100) of the finished jobs, 0 when none has finished."""
+
+    total_jobs: int
+    completed_jobs: int
+    failed_jobs: int
+    success_rate: float
+    top_tools: list[ToolCount]
+
+
+class JobStats(msgspec.Struct):
+    database: JobTotals
+
+
+JobPage = Page[Job]
+JobLogPage = Page[JobLogLine]

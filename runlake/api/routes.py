@@ -17,7 +17,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from runlake.api import admin, export, ingest, ops, reads
+from runlake.api import admin, export, ingest, jobs, ops, reads
 from runlake.api import params as p
 from runlake.api import responses as R
 from runlake.api.params import check_path, parse_query
@@ -148,6 +148,19 @@ ROUTE_TABLE: tuple[Route, ...] = (
           media_type="application/x-ndjson", other_media=EXPORT_MEDIA, role="admin",
           errors=(400, 409),
           query=export.ExportRequest),
+    # The old job runner's routes over the jobs_component's runs (docs/compat.md).
+    Route("GET", "/api/jobs", jobs.list_jobs, "Jobs, newest first (job runner)", "jobs",
+          response=R.JobPage, query=p.JobsQuery, errors=(400, 403, 409, 422, 503), role="read"),
+    Route("GET", "/api/jobs/{job_id}", jobs.get_job,
+          "One job with its parameters, output, return code and files (job runner)", "jobs",
+          response=R.JobDetail, query=p.ReadQuery, errors=(400, 403, 404, 409, 422, 503),
+          role="read"),
+    Route("GET", "/api/jobs/{job_id}/logs", jobs.job_logs,
+          "A job's log lines, oldest first (job runner)", "jobs", response=R.JobLogPage,
+          query=p.JobLogsQuery, errors=(400, 403, 404, 409, 422, 503), role="read"),
+    Route("GET", "/api/stats", jobs.stats, "Job totals and top tools (job runner)", "jobs",
+          response=R.JobStats, query=p.ReadQuery, errors=(400, 403, 409, 422, 503),
+          role="read"),
 )
 
 

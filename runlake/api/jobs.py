@@ -1,0 +1,51 @@
+"""The old job runner's routes (docs/compat.md "Job runner"): its clients read the runs
+of the `jobs_component` setting's component under the runner's own paths and names.
+Thin handlers over `runlake.views.jobs`; no SQL here.
+
+These paths name no component, so a key limited to components gets 403 unless the
+jobs component is one of them, as it would under `/api/{component}/…`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from runlake.api import params as p
+from runlake.api.auth import forbidden, visible_components
+from runlake.api.reads import _found, _read
+from runlake.api.responses import json_response
+from runlake.api.state import SETTINGS
+from runlake.views import jobs as q
+
+
+def _component(request: web.Request) -> str:
+    """The jobs component, if the request's key may see it (else 403)."""
+    component = request.app[SETTINGS].jobs_component
+    visible = visible_components(request)
+    if visible is not None and component not in visible:
+        raise forbidden(request, f"this API key may not access component {component!r}, "
+                                 "which holds the jobs")
+    return component
+
+
+async def list_jobs(request: web.Request, query: p.JobsQuery) -> web.Response:
+    c, limit, offset = _component(request), query.limit, query.offset
+    return json_response(await _read(request, lambda cur: q.list_jobs(cur, c, limit, offset)))
+
+
+async def get_job(request: web.Request, query: p.ReadQuery) -> web.Response:
+    c, job_id = _component(request), request.match_info["job_id"]
+    job = await _read(request, lambda cur: q.get_job(cur, c, job_id))
+    return json_response(_found(job, f"job {job_id!r} (component {c!r})"))
+
+
+async def job_logs(request: web.Request, query: p.JobLogsQuery) -> web.Response:
+    c, job_id = _component(request), request.match_info["job_id"]
+    limit, offset = query.limit, query.offset
+    logs = await _read(request, lambda cur: q.job_logs(cur, c, job_id, limit, offset))
+    return json_response(_found(logs, f"job {job_id!r} (component {c!r})"))
+
+
+async def stats(request: web.Request, query: p.ReadQuery) -> web.Response:
+    c = _component(request)
+    return json_response(await _read(request, lambda cur: q.job_stats(cur, c)))
