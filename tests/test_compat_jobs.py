@@ -243,7 +243,9 @@ def test_stats_as_the_runner_reported_them(lake: Lake) -> None:
 def test_unknown_job_is_404(lake: Lake, path: str) -> None:
     reply = lake.get(path)
     assert reply.status == 404, reply.body
-    assert reply.json()["error"]["code"] == "not_found"
+    error = reply.json()["error"]
+    assert error["code"] == "not_found"
+    assert f"job {path.split('/')[3]!r}" in error["message"]  # not just an unknown route
 
 
 @pytest.mark.parametrize(("path", "parameter"), [
