@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from helpers.server import Reply, ThreadedServer, serve_in_thread
 
@@ -277,3 +278,27 @@ def test_no_jobs_yet(tmp_path: Path) -> None:
         assert lake.ok("/api/stats") == {"database": {
             "total_jobs": 0, "completed_jobs": 0, "failed_jobs": 0, "success_rate": 0.0,
             "top_tools": []}}
+
+
+def doc_example() -> list[dict[str, Any]]:
+    """The lifecycle example of docs/compat.md's "Job runner" section."""
+    text = (Path(__file__).parents[1] / "docs" / "compat.md").read_text()
+    section = text[text.index("## Job runner"):]
+    block = section.split("```\n", 2)[1]
+    return [msgspec.json.decode(line) for line in block.splitlines()]
+
+
+def test_the_docs_example_answers_as_the_docs_say(tmp_path: Path) -> None:
+    events = doc_example()
+    with serve_in_thread(tmp_path) as server:
+        lake = Lake(server, post_ndjson(server, "/api/jobs/events", events))
+        detail = lake.ok("/api/jobs/job-42")
+        assert {k: detail[k] for k in ("tool_name", "parameters", "stdout", "stderr",
+                                       "return_code", "output_files", "total_size",
+                                       "duration", "status")} == {
+            "tool_name": "ffmpeg", "parameters": {"input": "a.mov", "crf": 23},
+            "stdout": "frame=  100 fps=25", "stderr": "deprecated pixel format",
+            "return_code": 0, "output_files": ["a.mp4"], "total_size": 1048576,
+            "duration": 60.0, "status": "completed"}
+        assert [line["message"] for line in lake.ok("/api/jobs/job-42/logs")["items"]] == [
+            "queued"]
