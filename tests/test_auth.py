@@ -137,7 +137,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/db/search"): {"query": "needle"},
     ("POST", "/api/{component}/db/export"): {},
 }
-QUERIES = {"/api/{component}/db/search": "?query=needle", "/api/db/search": "?query=needle"}
+QUERIES = {"/api/{component}/db/search": "?query=needle", "/api/db/search": "?query=needle",
+           "/api/db/{component}/search": "?query=needle"}
 
 
 def expected(case: Case, who: str) -> int:
@@ -229,7 +230,9 @@ def test_limited_key_sees_only_its_components_across_components(lake: Lake) -> N
             assert set(found["results"]) == {"beta"}, found
             assert found["result_counts"] == {"total": 1, "beta": 1}
         alpha_only = lake.send("GET", "/api/db/search?query=team-alpha", key).json()
-        assert alpha_only["results"] == {} and alpha_only["result_counts"] == {"total": 0}
+        # every component the key may see is listed, 0 where nothing matched (issue 17)
+        assert alpha_only["results"] == {"beta": []}
+        assert alpha_only["result_counts"] == {"total": 0, "beta": 0}
 
         assert lake.send("GET", "/api/beta/db/runs", key).status == 200
         assert lake.send("GET", "/api/alpha/db/runs", key).status == 403

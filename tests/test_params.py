@@ -70,7 +70,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]
                    "batch_id": "b"},
                   {"type": "log", "component": "test", "run_id": "r", "level": "info",
                    "message": "bert-base found"}]
-        assert server.run(server.client.post_events(events)).status == 202
+        reply = server.run(server.client.post_events(events))
+        assert reply.status == 202
+        # reads of a component the fold has not reached are 404: wait for it
+        last = reply.json()["last_seq"]
+        assert server.run(server.client.get(f"/api/db/overview?min_seq={last}")).status == 200
         yield server
 
 

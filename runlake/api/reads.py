@@ -21,7 +21,7 @@ from runlake.api.auth import visible_components
 from runlake.api.params import bad_param, decode_body
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
-from runlake.errors import Conflict, NotFound, Unavailable
+from runlake.errors import BadRequest, Conflict, NotFound, Unavailable
 from runlake.events import LOG_SCHEMA, EventLog, decode_events, row_to_event
 from runlake.views import queries as q
 
@@ -31,8 +31,30 @@ T = TypeVar("T")
 async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
     """Run `fn` on a reader cursor, within the read budget (the route wrapper has
     waited for `min_seq`). A client that goes away cancels the handler, which stops
-    the query."""
-    return await request.app[DATABASE].read(fn, budget_s=request.app[SETTINGS].read_budget_s)
+    the query. A route naming a component answers 404 when it has never had an event:
+    a misspelt name must not look like one with no data."""
+    budget = request.app[SETTINGS].read_budget_s
+    component = request.match_info.get("component")
+    if component is None:
+        return await request.app[DATABASE].read(fn, budget_s=budget)
+
+    def checked(cur: q.Cursor) -> tuple[bool, T | None]:  # one trip to the reader
+        return (True, fn(cur)) if q.component_known(cur, component) else (False, None)
+
+    known, value = await request.app[DATABASE].read(checked, budget_s=budget)
+    if not known:
+        await _unknown_component(request, component)
+    return value  # type: ignore[return-value]
+
+
+async def _unknown_component(request: web.Request, component: str) -> None:
+    visible = visible_components(request)
+    names = await request.app[DATABASE].read(lambda cur: q.seen(cur, None))
+    names = [n for n in names if visible is None or n in visible]
+    raise NotFound(f"component {component!r} has no events; known components: "
+                   f"{', '.join(names) or '(none yet)'}",
+                   [{"parameter": "component", "message": "unknown component",
+                     "allowed": names}])
 
 
 async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parameter") -> None:
@@ -198,7 +220,13 @@ async def _search_args(request: web.Request, query: p.SearchQuery | p.SearchPost
 
 async def search_component(request: web.Request, query: p.SearchQuery) -> web.Response:
     c = request.match_info["component"]
-    text, limit = await _search_args(request, query)
+    try:
+        text, limit = await _search_args(request, query)
+    except BadRequest:
+        # The path before the query: a misspelt component is a 404 even when the
+        # query is missing too (checked only then, so a good request reads once).
+        await _read(request, lambda cur: None)
+        raise
     return json_response(await _read(request, lambda cur: q.search(cur, text, limit, [c])))
 
 

@@ -249,6 +249,11 @@ class Totals(msgspec.Struct):
 
 
 class Overview(msgspec.Struct):
+    """Totals per component and overall. Also one `<component>_stats` key (a Totals)
+    for every component the key may see, as the Unified API gateway's clients read
+    them (docs/compat.md); msgspec cannot name keys made from data, so they are
+    described here and the schema allows them."""
+
     components: dict[str, Totals]
     total: Totals
 
@@ -267,6 +272,9 @@ class ModelOverview(msgspec.Struct):
     model: str
     components: dict[str, ModelInComponent]
     total: ModelTotals
+    # `total_<component>_runs` for every component the key may see (0 where the model
+    # has none) and `total_generator_tasks`, as the gateway's clients read them.
+    overview: dict[str, int]
 
 
 RunPage = Page[Run]

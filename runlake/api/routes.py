@@ -8,6 +8,7 @@ Struct (params.py), `min_seq` waited for, then the handler called with both.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Awaitable, Callable
@@ -64,7 +65,7 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 EXPORT_MEDIA = ("application/json", "application/vnd.apache.parquet")
 
 
-ROUTE_TABLE: tuple[Route, ...] = (
+_DECLARED: tuple[Route, ...] = (
     Route("POST", "/api/events", ingest.post_events, "Append events", "ingest",
           202, Accepted, body=EVENTS, errors=INGEST_ERRORS, role="ingest"),
     Route("POST", "/api/{component}/events", ingest.post_component_events,
@@ -86,11 +87,7 @@ ROUTE_TABLE: tuple[Route, ...] = (
       for m, path, h, summary, query, response, body in (
         ("GET", "/api/{component}/db/runs", reads.list_runs, "Runs, filtered",
          p.RunsQuery, R.RunPage, None),
-        ("GET", "/api/{component}/db/tasks", reads.list_runs, "Alias of runs",
-         p.RunsQuery, R.RunPage, None),
         ("GET", "/api/{component}/db/run/{run_id}", reads.get_run, "One run in detail",
-         p.ReadQuery, R.RunDetail, None),
-        ("GET", "/api/{component}/db/task/{run_id}", reads.get_run, "Alias of run",
          p.ReadQuery, R.RunDetail, None),
         ("GET", "/api/{component}/db/run/{run_id}/metrics", reads.run_metrics,
          "A run's metric points, oldest first", p.RunMetricsQuery, R.MetricPointPage, None),
@@ -164,6 +161,50 @@ ROUTE_TABLE: tuple[Route, ...] = (
 )
 
 
+# Old clients' names (docs/compat.md), generated from the declarations above so each
+# route is written once. Every `run` route has a `task` twin (the generator API called
+# its runs tasks), and every component route a Unified API gateway form,
+# `/api/db/{component}/…`, listed in OpenAPI like the rest.
+_COMPONENT_DB = "/api/{component}/db/"
+_GATEWAY = "/api/db/{component}/"
+# Names the gateway cannot reach: the cross-component routes under /api/db/ win
+# (`/api/db/model/{model}` takes any path below it); use /api/{component}/db/ for them.
+GATEWAY_RESERVED = ("overview", "model", "search", "export", "replay")
+# Patterns applied where routes are registered (aiohttp), keeping the table's paths
+# plain templates for OpenAPI: a model name may hold `/` (meta-llama/Llama-3.1-8B),
+# and a gateway component is not one of the reserved names.
+_REGISTER_AS = {
+    "/api/db/model/{model}": "/api/db/model/{model:.+}",
+    _GATEWAY: "/api/db/{component:(?!(?:" + "|".join(GATEWAY_RESERVED) + r")(?:/|$))[^/]+}/",
+}
+
+
+def _task_alias(route: Route) -> Route | None:
+    for run, task in (("/db/runs", "/db/tasks"), ("/db/run/", "/db/task/")):
+        if route.path.startswith(_COMPONENT_DB) and (run in route.path):
+            return dataclasses.replace(route, path=route.path.replace(run, task, 1),
+                                       summary=f"{route.summary} (task: alias of run)")
+    return None
+
+
+def _with_aliases(declared: tuple[Route, ...]) -> tuple[Route, ...]:
+    routes = [*declared, *filter(None, map(_task_alias, declared))]
+    gateway = [dataclasses.replace(r, path=_GATEWAY + r.path.removeprefix(_COMPONENT_DB),
+                                   summary=f"{r.summary} (Unified API gateway form)")
+               for r in routes if r.path.startswith(_COMPONENT_DB)]
+    return (*routes, *gateway)  # gateway last: the cross-component routes match first
+
+
+ROUTE_TABLE: tuple[Route, ...] = _with_aliases(_DECLARED)
+
+
+def _registered_path(path: str) -> str:
+    for plain, pattern in _REGISTER_AS.items():
+        if path.startswith(plain):
+            return pattern + path.removeprefix(plain)
+    return path
+
+
 def _bound(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler for `route`: the one place parameters are checked."""
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -176,5 +217,5 @@ def _bound(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse
 
 
 def add_routes(app: web.Application) -> None:
-    app[ROUTE_INDEX] = {app.router.add_route(r.method, r.path, _bound(r)): r
+    app[ROUTE_INDEX] = {app.router.add_route(r.method, _registered_path(r.path), _bound(r)): r
                         for r in ROUTE_TABLE}

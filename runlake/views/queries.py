@@ -333,8 +333,29 @@ def overview(cur: Cursor, components: list[str] | None = None) -> dict[str, Any]
     total["success_rate"] = total["completed"] / done if done else None
     total["first_seen"] = min((r["first_seen"] for r in rows if r["first_seen"]), default=None)
     total["last_seen"] = max((r["last_seen"] for r in rows if r["last_seen"]), default=None)
-    return {"components": {r["component"]: _totals_item(r) for r in rows},
-            "total": _totals_item(total)}
+    per = {r["component"]: _totals_item(r) for r in rows}
+    # The Unified API gateway's clients read `<c>_stats` (docs/compat.md): the same
+    # totals, one key per component the key may see, zeros where it has no data.
+    stats = {f"{c}_stats": per.get(c) or _totals_item(_ZERO) for c in seen(cur, components)}
+    return {"components": per, "total": _totals_item(total), **stats}
+
+
+_ZERO: dict[str, Any] = {"runs": 0, **dict.fromkeys(STATUSES, 0), "events": 0,
+                         "success_rate": None}
+
+
+def seen(cur: Cursor, components: list[str] | None = None) -> list[str]:
+    """The components a key may see, sorted: those it is limited to (data or not), or
+    else every component that has had an event (the overview's rows, one each)."""
+    if components is not None:
+        return sorted(components)
+    return [c for (c,) in cur.execute("SELECT component FROM overview ORDER BY 1").fetchall()]
+
+
+def component_known(cur: Cursor, component: str) -> bool:
+    """Whether `component` has ever had an event folded: a misspelt one is not empty."""
+    return bool(cur.execute("SELECT 1 FROM overview WHERE component = ?",
+                            [component]).fetchall())
 
 
 def model_overview(cur: Cursor, model: str, components: list[str] | None = None,
@@ -354,9 +375,15 @@ def model_overview(cur: Cursor, model: str, components: list[str] | None = None,
         per[row["component"]] = item
     total = {s: sum(p["by_status"][s] for p in per.values()) for s in STATUSES}
     done = total["completed"] + total["failed"]
+    # The gateway's clients read `overview.total_<c>_runs` for every component, and
+    # `total_generator_tasks` (the generator API called its runs tasks).
+    counts = {c: per[c]["runs"] if c in per else 0 for c in seen(cur, components)}
+    summary = {f"total_{c}_runs": n for c, n in counts.items()}
+    summary["total_generator_tasks"] = counts.get("generator", 0)
     return {"model": model, "components": per,
             "total": {"runs": sum(p["runs"] for p in per.values()), "by_status": total,
-                      "success_rate": total["completed"] / done if done else None}}
+                      "success_rate": total["completed"] / done if done else None},
+            "overview": summary}
 
 
 # Where search looks: (table, column) pairs whose match names a run.
@@ -388,8 +415,11 @@ def search(cur: Cursor, query: str, limit: int = 20,
         )
         SELECT {RUN_COLUMNS}, matches FROM ranked WHERE rank <= ?
         ORDER BY component, rank""", [*params, limit])
-    results: dict[str, list[dict[str, Any]]] = {}
-    counts: dict[str, int] = {}
+    # Every component the key may see is listed, 0 and [] where nothing matched:
+    # clients read `result_counts[c]` for each (docs/compat.md).
+    visible = seen(cur, components)
+    results: dict[str, list[dict[str, Any]]] = {c: [] for c in visible}
+    counts: dict[str, int] = dict.fromkeys(visible, 0)
     for row in rows:
         counts[row["component"]] = row.pop("matches")
         results.setdefault(row["component"], []).append(_run_item(row))
