@@ -146,39 +146,59 @@ def test_roll_seconds_rolls_an_idle_tail(tmp_path: Path) -> None:
         check_log(log, make_events(0, 35))
 
 
-@pytest.mark.parametrize(("roll_rows", "hold_rolls"), [(64, False), (64, True), (10**6, False)],
-                         ids=["segments", "sealed_tails", "all_in_the_tail"])
+def append_in_groups(log: EventLog, events: list[Event], rng: random.Random) -> None:
+    """`events` in appends of 1 to 40, one after another."""
+    pos = 0
+    while pos < len(events):
+        n = rng.randint(1, 40)
+        log.append(events[pos : pos + n])
+        pos += n
+
+
+# Long enough that no tail is rolled for its age while a test runs: rolls by size only.
+NEVER_BY_AGE_S = 3600.0
+
+
+@pytest.mark.parametrize("layout", ["segments", "sealed_tails", "all_in_the_tail"])
 def test_reads_from_any_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                              roll_rows: int, hold_rolls: bool) -> None:
+                              layout: str) -> None:
     """Reads start in the right segment, sealed tail or group commit of the tail
-    (found by bisection) and stop at `to_seq`. With `hold_rolls`, sealed tails are
-    kept from becoming segments until the reads are done."""
+    (found by bisection) and stop at `to_seq`.
+
+    Each layout is made to happen, never waited for: the roller thread writes
+    segments whenever it gets to them, so `segments` closes a first log (which
+    waits for the roller) and reopens it to append the rest into the tail, and
+    `sealed_tails` holds the roller until the reads are done."""
     events = make_events(0, 300)
+    n = len(events)
     rng = random.Random(7)
+    rolled = 250 if layout == "segments" else 0
+    if rolled:
+        with EventLog(tmp_path, roll_rows=64, roll_seconds=NEVER_BY_AGE_S) as log:
+            append_in_groups(log, events[:rolled], rng)
     released = threading.Event()
-    if hold_rolls:
+    if layout == "sealed_tails":
         real_write = log_module.write_segment
 
         def write_segment(*args: Any) -> Any:
-            released.wait(60)
+            released.wait()  # set below before the log closes, pass or fail
             return real_write(*args)
 
         monkeypatch.setattr(log_module, "write_segment", write_segment)
-    with EventLog(tmp_path, roll_rows=roll_rows) as log:
-        pos = 0
-        while pos < len(events):
-            n = rng.randint(1, 40)
-            log.append(events[pos : pos + n])
-            pos += n
-        n = len(events)
-        ranges = [(1, None), (1, n), (n, None), (n + 1, None), (64, 65), (65, 65), (10, 9),
-                  (0, 3), (200, 10**9)]
-        ranges += [tuple(sorted(rng.sample(range(1, n + 1), 2))) for _ in range(20)]
-        ranges += [(s, None) for s in range(1, n + 2, 5)]  # from all over
-        # The case its id names: segments, several sealed WAL files, or one WAL file.
-        assert bool(log.segments()) == (roll_rows < n and not hold_rolls)
-        assert (len(list((tmp_path / "wal").glob("*.arrows"))) > 2) == hold_rolls
+    roll_rows = 64 if layout == "sealed_tails" else 10**6
+    with EventLog(tmp_path, roll_rows=roll_rows, roll_seconds=NEVER_BY_AGE_S) as log:
         try:
+            append_in_groups(log, events[rolled:], rng)
+            ranges = [(1, None), (1, n), (n, None), (n + 1, None), (64, 65), (65, 65), (10, 9),
+                      (0, 3), (200, 10**9), (rolled, rolled + 1)]
+            ranges += [tuple(sorted(rng.sample(range(1, n + 1), 2))) for _ in range(20)]
+            ranges += [(s, None) for s in range(1, n + 2, 5)]  # from all over
+            # The layout its id names. Sealed tails: every append but the last was
+            # followed by its seal, if any (each holds 64 to 103 events), so the 260+
+            # events before the last append filled at least two, each in its own WAL file.
+            assert bool(log.segments()) == (layout == "segments")
+            wal_files = len(list((tmp_path / "wal").glob("*.arrows")))
+            assert (wal_files > 2) == (layout == "sealed_tails")
             with EventLog(tmp_path, readonly=True) as readonly:
                 for reader in (log, readonly):
                     for from_seq, to_seq in ranges:
