@@ -249,12 +249,29 @@ def test_concurrent_appenders_get_no_gaps_and_no_duplicates(tmp_path: Path, no_l
         assert len(list_segments(tmp_path)) > 5
 
 
-def test_waiting_appends_share_one_fsync(tmp_path: Path) -> None:
+def test_waiting_appends_share_one_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends queued while the writer is busy go out together: the writer is held in
+    its first commit until 199 more are waiting (left to run, it could keep up with
+    the submitter and commit each on its own)."""
+    writing, released = threading.Event(), threading.Event()
+    real_encode = log_module.encode_frame
+
+    def encode_frame(table: pa.Table) -> bytes:
+        writing.set()
+        released.wait()  # set below, pass or fail
+        return real_encode(table)
+
+    monkeypatch.setattr(log_module, "encode_frame", encode_frame)
     with EventLog(tmp_path) as log:
-        futures = [log.submit(make_events(i, 1)) for i in range(200)]
+        try:
+            futures = [log.submit(make_events(0, 1))]
+            assert writing.wait(60), "the writer never began its first commit"  # a hang guard
+            futures += [log.submit(make_events(i, 1)) for i in range(1, 200)]
+        finally:
+            released.set()
         acks = [f.result(timeout=30) for f in futures]
         assert acks == [(i, i) for i in range(1, 201)]
-        assert log.group_commits < 200
+        assert log.group_commits == 2  # the held one, then the 199 that waited for it
         assert log.appended_events == 200
 
 
