@@ -319,20 +319,38 @@ def test_one_writer_per_log(tmp_path: Path, no_leaks: None) -> None:
 
 
 def test_readonly_log_sees_a_consistent_prefix_while_a_writer_appends(tmp_path: Path) -> None:
+    """Read-only snapshots taken over and over while a writer appends and rolls. At a
+    few appends the writer holds still until a snapshot begun after it is done, so
+    snapshots are made to land at (at least) those points, whatever the threads' pace."""
     events = make_events(0, 6000)
     acked = [0]  # last_seq acknowledged so far
     done = threading.Event()
+    snapshots: list[int] = []
+    taken = threading.Condition()  # notified on each snapshot taken
+    reader_gone = [False]
+    hold_after = {10, 50, 90}  # append numbers; every append holds at most 60 events
+    held_at: list[int] = []
 
     def writer(log: EventLog) -> None:
-        pos = 0
+        pos, appends = 0, 0
         rng = random.Random(3)
-        while pos < len(events):
-            n = rng.randint(1, 60)
-            acked[0] = log.append(events[pos : pos + n])[1]
-            pos += n
-        done.set()
+        try:
+            while pos < len(events):
+                n = rng.randint(1, 60)
+                acked[0] = log.append(events[pos : pos + n])[1]
+                pos += n
+                appends += 1
+                if appends in hold_after:
+                    held_at.append(acked[0])
+                    hold_for_a_snapshot()
+        finally:
+            done.set()  # also if an append failed: the reader must not wait for ever
 
-    snapshots = []
+    def hold_for_a_snapshot() -> None:
+        with taken:  # the next snapshot but one begins after this point
+            want = len(snapshots) + 2
+            taken.wait_for(lambda: len(snapshots) >= want or reader_gone[0])
+
     with EventLog(tmp_path, roll_rows=150, roll_seconds=0.05) as log:
         thread = threading.Thread(target=writer, args=(log,))
         thread.start()
@@ -344,10 +362,16 @@ def test_readonly_log_sees_a_consistent_prefix_while_a_writer_appends(tmp_path: 
                     assert ro.last_seq >= before  # everything acknowledged is visible
                     assert [r["seq"] for r in rows] == list(range(1, ro.last_seq + 1))
                     assert [r["id"] for r in rows] == [e.id for e in events[: len(rows)]]
+                with taken:
                     snapshots.append(len(rows))
+                    taken.notify_all()
         finally:
+            with taken:
+                reader_gone[0] = True
+                taken.notify_all()
             thread.join()
-    assert len(snapshots) >= 3 and len(set(snapshots)) >= 3
+    assert len(held_at) == len(hold_after)
+    assert set(held_at) <= set(snapshots)  # a snapshot taken while the writer held still
     assert len(list_segments(tmp_path)) > 3
 
 
