@@ -54,30 +54,50 @@ def assert_series_is_the_rollups(db: Database) -> None:
 def test_loads_racing_the_fold(db: Database) -> None:
     """A reader drops and loads the series, and reads reports, over and over while
     the fold commits batches and notes them; then one more batch, noted only: whatever
-    the interleaving, the series is loaded and ends equal to the rollups."""
+    the interleaving, the series is loaded and ends equal to the rollups. Every few
+    batches the fold waits until a load begun after its commit is done, so loads
+    happen between batches however fast either thread is."""
     table = demo_table(300, seed=5)
     parts = split(table, list(range(500, table.num_rows, 500)))
     done = threading.Event()
+    loaded = threading.Condition()  # notified on each load done, and when the reader ends
     loads = 0
+    reader_gone = False
 
     def reader() -> None:
-        nonlocal loads
-        with closing(db.connection.cursor()) as cur:
-            while not done.is_set():
-                db.series.reset()
-                db.series.ensure_loaded(cur)
-                loads += 1
-                db.series.report(cur, "generator", TODAY - timedelta(days=89), TODAY)
+        nonlocal loads, reader_gone
+        try:
+            with closing(db.connection.cursor()) as cur:
+                while not done.is_set():
+                    db.series.reset()
+                    db.series.ensure_loaded(cur)
+                    with loaded:
+                        loads += 1
+                        loaded.notify_all()
+                    db.series.report(cur, "generator", TODAY - timedelta(days=89), TODAY)
+        finally:
+            with loaded:
+                reader_gone = True
+                loaded.notify_all()
+
+    def wait_for_a_load() -> None:
+        with loaded:  # the next load but one begins after this point
+            want = loads + 2
+            loaded.wait_for(lambda: loads >= want or reader_gone)
 
     thread = threading.Thread(target=reader)
     thread.start()
+    held = 0
     try:
-        for part in parts[:-1]:
+        for n, part in enumerate(parts[:-1]):
             fold_table(db.connection, part, series=db.series)
+            if n % 4 == 0:
+                wait_for_a_load()
+                held += 1
     finally:
         done.set()
         thread.join()
-    assert loads > 1 and len(parts) > 10
+    assert held >= 3 and loads >= 2 * held and len(parts) > 10
     fold_table(db.connection, parts[-1], series=db.series)  # read through its noted keys
     assert_series_is_the_rollups(db)
 
