@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,38 @@ class Request:
     ack: tuple[int, int] | None = None  # (first_seq, last_seq) once acknowledged
 
 
+@dataclass
+class Acks:
+    """Events acknowledged in a round; `enough` is set once `target` of them are."""
+
+    target: int
+    events: int = 0
+    enough: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, n: int) -> None:
+        self.events += n
+        if self.events >= self.target:
+            self.enough.set()
+
+    async def wait(self, clients: list[asyncio.Task[None]]) -> None:
+        """Until `target` events are acknowledged, or a client stops first (it failed,
+        or the server went away): the kill or stop comes after a number of
+        acknowledgements, never after a time that a slow machine may not fill."""
+        enough = asyncio.create_task(self.enough.wait())
+        try:
+            async with asyncio.timeout(120):  # a guard against hanging, not a measurement
+                await asyncio.wait([enough, *clients], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            enough.cancel()
+
+
 def batch(tag: str, n: int) -> list[dict[str, Any]]:
     return [{"type": "metric", "component": "crash", "run_id": tag, "name": "x",
              "value": i, "id": f"{tag}-{i}"} for i in range(n)]
 
 
 async def post_until_failure(url: str, tag: str, rng: random.Random,
-                             requests: list[Request]) -> None:
+                             requests: list[Request], acks: Acks) -> None:
     """POST batches until the server goes away, recording what was acknowledged."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         for k in range(10_000):
@@ -61,16 +86,20 @@ async def post_until_failure(url: str, tag: str, rng: random.Random,
                 return  # killed: this request may or may not have been committed
             assert reply["accepted"] == len(events)
             req.ack = (reply["first_seq"], reply["last_seq"])
+            acks.add(len(events))
 
 
 async def ingest_then_kill(server: ServerProcess, rng: random.Random, round_no: int,
                            requests: list[Request]) -> None:
+    # Killed once this many events are acknowledged: a random moment among the
+    # clients' requests in flight, and never before there is something to lose.
+    acks = Acks(target=rng.randint(300, 3000))
     clients = [
         asyncio.create_task(post_until_failure(server.url, f"r{round_no}c{c}",
-                                               random.Random(rng.random()), requests))
+                                               random.Random(rng.random()), requests, acks))
         for c in range(CLIENTS)
     ]
-    await asyncio.sleep(rng.uniform(0.3, 1.2))
+    await acks.wait(clients)
     await asyncio.to_thread(server.kill)
     await asyncio.gather(*clients)
 
@@ -90,7 +119,7 @@ def test_kill_9_loses_no_acknowledged_event_and_duplicates_none(
     ids = log_ids(data / "log", check_seqs=True)  # seqs 1, 2, … n: ids[s - 1] is seq s's
     assert len(set(ids)) == len(ids), "an event is in the log twice"
     acked = [r for r in requests if r.ack is not None]
-    assert sum(len(r.ids) for r in acked) > 1000, "too little was acknowledged to test"
+    assert sum(len(r.ids) for r in acked) >= 300 * ROUNDS  # each round's kill waited for them
     for req in acked:
         first, last = req.ack  # type: ignore[misc]
         assert ids[first - 1:last] == req.ids
@@ -110,11 +139,11 @@ def test_sigterm_finishes_in_flight_appends_folds_and_rolls_the_tail(
     requests: list[Request] = []
 
     async def ingest_then_stop() -> int:
-        rng = random.Random(3)
+        acks = Acks(target=1000)  # stopped once this many events are acknowledged
         clients = [asyncio.create_task(post_until_failure(server.url, f"t{c}",
-                                                          random.Random(c), requests))
+                                                          random.Random(c), requests, acks))
                    for c in range(CLIENTS)]
-        await asyncio.sleep(rng.uniform(0.5, 1.0))
+        await acks.wait(clients)
         code = await asyncio.to_thread(server.stop)
         await asyncio.gather(*clients)
         return code
