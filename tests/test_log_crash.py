@@ -66,11 +66,12 @@ def test_kill_9_never_loses_an_acknowledged_event(tmp_path: Path) -> None:
     rounds_with_acks = 0
     for n in range(ROUNDS):
         appender = Appender(log_dir, f"r{n}")
-        if rng.random() < 0.25:  # any moment: while importing, recovering or appending
+        if n % 4 == 3:  # any moment: while importing, recovering or appending
             time.sleep(rng.uniform(0.0, 0.8))
-        else:
-            assert appender.ready.wait(timeout=60), "the appender never opened the log"
-            time.sleep(rng.uniform(0.0, 0.4))
+        else:  # once some appends are acknowledged: mid-append, mid-roll, mid-fsync
+            acks = rng.randint(1, 40)
+            assert appender.wait_lines("ack", acks, timeout=60), \
+                f"the appender stopped before {acks} acknowledgements: {appender.lines[-3:]}"
         appender.kill()
 
         new_acks = 0
@@ -93,6 +94,8 @@ def test_kill_9_never_loses_an_acknowledged_event(tmp_path: Path) -> None:
     assert read_ids(log_dir) == ids
     ranges = sorted(acked.values())
     assert all(b[0] > a[1] for a, b in zip(ranges, ranges[1:], strict=False))
-    assert rounds_with_acks >= ROUNDS // 2, "too few rounds got as far as appending"
+    # Three rounds in four waited for acknowledgements; their events are rolled into
+    # segments by the appender's rolls or by the next open's recovery.
+    assert rounds_with_acks >= ROUNDS * 3 // 4
     assert len(list_segments(log_dir)) >= 5, "the appenders should have rolled segments"
     assert not [p for p in log_dir.iterdir() if p.name.endswith(".tmp")]
