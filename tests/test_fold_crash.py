@@ -26,7 +26,7 @@ from runlake.events import EventLog
 from runlake.views.db import SCHEMA_VERSION, Database, folded_seq
 
 HELPER = Path(__file__).parent / "helpers" / "folder.py"
-RUNS = 1000  # ~31 k events: ~60 batches of 500 (the fold runs ~0.1–0.2 s per batch)
+RUNS = 1000  # ~31 k events: ~60 batches of 500
 BATCH_ROWS = 500
 KILLS = 10
 
@@ -34,9 +34,10 @@ KILLS = 10
 class Folder(LineProcess):
     """One run of the helper."""
 
-    def __init__(self, log_dir: Path, db_file: Path, *, use_fold: bool) -> None:
+    def __init__(self, log_dir: Path, db_file: Path, *, use_fold: bool,
+                 hold_after: int = 0) -> None:
         cmd = [sys.executable, str(HELPER), str(log_dir), str(db_file),
-               "--batch-rows", str(BATCH_ROWS)]
+               "--batch-rows", str(BATCH_ROWS), "--hold-after", str(hold_after)]
         super().__init__(cmd + (["--use-fold"] if use_fold else []))
 
     def finish(self, *, kill: bool) -> bool:
@@ -63,20 +64,27 @@ def test_kill_9_during_fold_ends_equal_to_full_replay(tmp_path: Path) -> None:
     last_seq = fill_log(log_dir, RUNS)
 
     committed = 0  # the highest seq a killed run reported as folded
-    kills_mid_fold = 0
     for n in range(KILLS):
-        folder = Folder(log_dir, db_file, use_fold=n % 3 == 2)
-        assert folder.ready.wait(timeout=60), "the folder never opened the database"
-        time.sleep(rng.uniform(0.05, 1.0))  # while opening, folding or committing
-        kills_mid_fold += folder.finish(kill=True)
-        (start,) = folder.seqs("ready")
-        assert committed <= start <= last_seq, "a committed batch was lost"
+        # Each run holds (waits to be killed) after k + 1 batches, so the 10 runs fold
+        # at most 40 of the log's ~60 batches: the kills always come before the end.
+        k = rng.randint(1, 3)
+        folder = Folder(log_dir, db_file, use_fold=n % 3 == 2, hold_after=k + 1)
+        try:
+            if n % 5 == 4:  # any moment: while starting, opening the database or folding
+                time.sleep(rng.uniform(0.0, 1.5))
+                reported = True
+            else:  # as soon as batch k is reported: while reading, folding or committing k + 1
+                reported = folder.wait_lines("folded", k, timeout=120)
+        finally:
+            alive = folder.finish(kill=True)
+        assert reported and alive, f"the folder stopped before {k} batches: {folder.lines}"
         folded = folder.seqs("folded")
-        assert folded == sorted(folded) and all(s > start for s in folded)
-        committed = max([committed, start, *folded])
-        print(f"kill {n}: resumed at seq {start}, reported {len(folded)} batches folded")
-    assert kills_mid_fold >= 8, "the fold finished before enough kills: use more runs"
-    assert committed < last_seq
+        for start in folder.seqs("ready"):  # none if killed before it opened the database
+            assert committed <= start <= last_seq, "a committed batch was lost"
+            assert folded == sorted(folded) and all(s > start for s in folded)
+            committed = max([committed, start, *folded])
+        print(f"kill {n}: {folder.lines[:1]}, reported {len(folded)} batches folded")
+    assert committed <= KILLS * 4 * BATCH_ROWS < last_seq
 
     folder = Folder(log_dir, db_file, use_fold=False)
     folder.finish(kill=False)

@@ -1,12 +1,14 @@
 """Fold an existing log into a DuckDB file in small batches until done or killed (the
 subject of test_fold_crash.py).
 
-    python folder.py LOG_DIR DB_FILE [--batch-rows N] [--use-fold]
+    python folder.py LOG_DIR DB_FILE [--batch-rows N] [--use-fold] [--hold-after N]
 
 Prints `ready <folded_seq>` once the database is open (the high-water mark a killed
 predecessor left), then `folded <seq>` after each committed batch, then `done <seq>`.
-With --use-fold the batches are folded by `Fold.fold_available()` (no per-batch lines);
-otherwise by a loop of `fold_table`. Each line is one os.write: never torn.
+With --use-fold the batches are folded by `Fold.fold_available()`, otherwise by a loop
+of `fold_table`; either way `fold_table` is wrapped to report each batch. With
+--hold-after N it stops after N batches and waits to be killed, so that the test
+bounds how far a run gets. Each line is one os.write: never torn.
 
 Also `fill_log`, the log the fold tests share.
 """
@@ -15,13 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pyarrow as pa
 
 from runlake import demo
 from runlake.events import EventLog, decode_events
+from runlake.ingest import fold as fold_module
 from runlake.ingest.fold import Fold, fold_table
 from runlake.views.db import Database, folded_seq
 
@@ -36,19 +41,31 @@ def main() -> None:
     p.add_argument("db_file", type=Path)
     p.add_argument("--batch-rows", type=int, default=500)
     p.add_argument("--use-fold", action="store_true")
+    p.add_argument("--hold-after", type=int, default=0)
     args = p.parse_args()
     log = EventLog(args.log_dir, readonly=True).open()
     db = Database(args.db_file).open()
     con = db.connection
     seq = folded_seq(con)
     say(f"ready {seq}")
+    folded = 0
+
+    def reported_fold_table(*a: Any, **kw: Any) -> int:
+        nonlocal folded
+        last = fold_table(*a, **kw)
+        say(f"folded {last}")
+        folded += 1
+        if folded == args.hold_after:
+            threading.Event().wait()  # until killed
+        return last
+
+    fold_module.fold_table = reported_fold_table  # what Fold.fold_available calls
     if args.use_fold:
         Fold(db, log, batch_rows=args.batch_rows).fold_available()
     else:
         while seq < log.last_seq:
             batches = list(log.read(seq + 1, seq + args.batch_rows))
-            seq = fold_table(con, pa.Table.from_batches(batches))
-            say(f"folded {seq}")
+            seq = reported_fold_table(con, pa.Table.from_batches(batches))
     seq = folded_seq(con)
     db.close()
     log.close()
