@@ -29,6 +29,11 @@ from runlake.events import EventLog
 from runlake.settings import Settings
 
 SLOW_CALLBACK_SECONDS = 0.05  # asyncio debug logs any callback blocking the loop longer
+# How long a read with min_seq waits for the fold before its 503. The server's default
+# (5 s) is a production choice that a loaded test machine can run past (a module's
+# fixture posting thousands of events then failing every test of the module): in
+# tests it is a guard against hanging, not a measurement.
+READ_WAIT_S = 120.0
 LISTENING = "runlake listening on "
 
 
@@ -97,6 +102,7 @@ async def make_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Client]:
     loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
     settings.setdefault("data", tmp_path / "data")
     settings.setdefault("inbox", False)
+    settings.setdefault("read_wait_s", READ_WAIT_S)
     app = make_app(Settings(host="127.0.0.1", port=0, **settings))
     runner = Runner(app, access_log=None)  # as `runlake serve` runs it
     await runner.setup()
@@ -177,6 +183,7 @@ def server_command(data_dir: Path, **flags: Any) -> list[str]:
     """`runlake serve` for `data_dir`."""
     args = [sys.executable, "-m", "runlake", "serve", "--data", str(data_dir)]
     flags.setdefault("port", 0)
+    flags.setdefault("read_wait_s", READ_WAIT_S)
     for name, value in flags.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
