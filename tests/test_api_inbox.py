@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 
+from runlake.api.state import INBOX
+
 MakeServer = Callable[..., Any]
 
 
@@ -20,14 +22,21 @@ def test_a_file_dropped_into_the_servers_inbox_is_served(
 
     async def main() -> None:
         async with make_server(inbox=True) as client:
+            assert client.app is not None
+            watcher = client.app[INBOX]
             inbox = tmp_path / "data" / "inbox"
+            # 60 s: guards against hanging, not measurements. The server starts its
+            # watcher without waiting for it to create the folder; and a file dropped
+            # before the watch begins is only found by the next rescan (5 s).
+            async with asyncio.timeout(60):
+                await watcher.watching.wait()
             part = inbox / "drop.ndjson.part"
             part.write_bytes(msgspec.json.Encoder().encode_lines(events))
             part.rename(inbox / "drop.ndjson")
-            for _ in range(200):
-                if (inbox / ".done" / "drop.ndjson").exists():
-                    break
-                await asyncio.sleep(0.05)
+            async with asyncio.timeout(60):
+                while watcher.files_ingested + watcher.files_rejected == 0:
+                    await asyncio.sleep(0.05)
+            assert watcher.files_ingested == 1
             assert (inbox / ".done" / "drop.ndjson").exists()
             last = client.event_log.last_seq
             runs = (await client.get(f"/api/bench/db/runs?limit=100&min_seq={last}")).json()
