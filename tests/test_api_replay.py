@@ -4,20 +4,24 @@ it in, while reads keep answering from the old file and appends keep landing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers.compare import assert_same_json
 from helpers.databases import assert_same_database, dump_database
 from helpers.server import Client
 
 from runlake import demo
 from runlake.api.state import DATABASE
+from runlake.ingest import replay as replay_module
 
 MakeServer = Callable[..., Any]
 # The demo stream ends at the start of today (UTC), fixed for the session, and spans
@@ -79,20 +83,40 @@ def rfc3339(value: Any) -> datetime:
 
 
 async def wait_replay(client: Client) -> dict[str, Any]:
-    for _ in range(600):
-        status = (await client.get("/api/db/replay")).json()
-        if status["state"] != "running":
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError("the replay did not finish in 30 s")
+    async with asyncio.timeout(240):  # a guard against hanging, not a measurement
+        while (status := (await client.get("/api/db/replay")).json())["state"] == "running":
+            await asyncio.sleep(0.05)
+    return status
 
 
-def test_replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None:
-    asyncio.run(_replay_while_serving(make_server, tmp_path))
+def test_replay_while_serving(make_server: MakeServer, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # The replay's build is held until the test has done what it does "while the
+    # replay runs"; left alone, a fast build could finish before the second POST.
+    release = threading.Event()
+    real_build = replay_module.build
+
+    def build(*args: Any, **kwargs: Any) -> int:
+        release.wait()  # set by the test, pass or fail
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(replay_module, "build", build)
+    asyncio.run(_replay_while_serving(make_server, tmp_path, release))
 
 
-async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None:
-    async with make_server() as client:
+@contextlib.asynccontextmanager
+async def set_on_exit(event: threading.Event) -> AsyncIterator[None]:
+    """Sets `event` on the way out, pass or fail (before the server stops and waits
+    for a replay held on it)."""
+    try:
+        yield
+    finally:
+        event.set()
+
+
+async def _replay_while_serving(make_server: MakeServer, tmp_path: Path,
+                                release: threading.Event) -> None:
+    async with make_server() as client, set_on_exit(release):
         assert (await client.get("/api/db/replay")).json()["state"] == "idle"
         last = await post_demo(client, 1_500, seed=3)
         before = await answers(client, last)
@@ -117,7 +141,9 @@ async def _replay_while_serving(make_server: MakeServer, tmp_path: Path) -> None
         for path, reply in zip(READS, during, strict=True):
             assert_same_json(undated(reply.json()), plain[path], f"during the replay: {path}")
         late = await post_demo(client, 100, seed=4)
+        assert (await client.get("/api/db/replay")).json()["state"] == "running"
 
+        release.set()
         status = await wait_replay(client)
         done = datetime.now(UTC)
         assert status["state"] == "done", status
