@@ -28,6 +28,7 @@ from helpers.inbox_proc import (
 )
 
 from runlake import demo
+from runlake.ingest import inbox as inbox_module
 from runlake.views import queries
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
@@ -138,20 +139,52 @@ def _approx(value: Any) -> Any:
     return float(f"{value:.10g}") if isinstance(value, float) else value
 
 
-def test_a_slow_writer_is_read_once_and_whole(tmp_path: Path) -> None:
+class InboxClock:
+    """The inbox's clock (its `time.monotonic`): real time, except while held, when it
+    stands still but for what `advance` adds."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._held_at: float | None = None
+
+    def monotonic(self) -> float:
+        if self._held_at is not None:
+            return self._held_at
+        return time.monotonic() + self._offset
+
+    def hold(self) -> None:
+        self._held_at = self.monotonic()
+
+    def advance(self, seconds: float) -> None:
+        assert self._held_at is not None
+        self._held_at += seconds
+
+    def release(self) -> None:
+        if self._held_at is not None:
+            self._offset = self._held_at - time.monotonic()
+            self._held_at = None
+
+
+def test_a_slow_writer_is_read_once_and_whole(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a .part name for as long as it likes, then renamed: read once, whole. And
     one writing in place with short pauses is waited for until it stops."""
     events = run_events("slow", metrics=400)
     data = ndjson_bytes(events)
     in_place = ndjson_bytes(run_events("in-place", metrics=400))
+    clock = InboxClock()
+    monkeypatch.setattr(inbox_module, "time", clock)
 
-    def write_slowly(path: Path, content: bytes, pieces: int, pause: float) -> None:
+    def write_slowly(path: Path, content: bytes, pieces: int, pause: float,
+                     held: bool = False) -> None:
         size = len(content) // pieces + 1  # pieces end mid-line: a half read would fail
         with open(path, "wb") as f:
             for i in range(0, len(content), size):
                 f.write(content[i:i + size])
                 f.flush()
-                time.sleep(pause)
+                time.sleep(pause)  # real time, for the inbox to look in between
+                if held:
+                    clock.advance(pause)  # the time the inbox sees pass
 
     async def main() -> None:
         async with running_inbox(tmp_path / "data") as h:
@@ -161,8 +194,15 @@ def test_a_slow_writer_is_read_once_and_whole(tmp_path: Path) -> None:
             assert h.inbox.files_ingested == 0 and h.files() == ["slow.ndjson.part"]
             os.rename(part, h.dir / "slow.ndjson")
             await h.settled(1)
-            # In place, pausing less than the stability window between pieces.
-            await asyncio.to_thread(write_slowly, h.dir / "in-place.ndjson", in_place, 25, 0.02)
+            # In place, pausing less than the stability window between pieces: by the
+            # inbox's clock, which stands still but for the writer's pauses, so a loaded
+            # machine cannot stretch a pause past the window (and read half a file).
+            clock.hold()
+            try:
+                await asyncio.to_thread(write_slowly, h.dir / "in-place.ndjson", in_place,
+                                        60, 0.02, True)
+            finally:
+                clock.release()
             await h.settled(2)
             assert (h.inbox.files_ingested, h.inbox.files_rejected) == (2, 0)
             assert h.inbox.events_ingested == 2 * len(events)
