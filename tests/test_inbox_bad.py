@@ -394,14 +394,18 @@ def test_json_errors_name_the_line_where_the_event_starts() -> None:
     assert f"line {line}" in raised.value.message
 
 
-def test_when_the_log_refuses_files_wait_in_the_inbox(tmp_path: Path) -> None:
+def test_when_the_log_refuses_files_wait_in_the_inbox(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """A closed (or failed) log is not the file's fault: it stays, is not rejected, and
     goes in once the log takes appends again."""
     async def main() -> None:
         async with running_inbox(tmp_path / "data") as h:
             await asyncio.to_thread(h.event_log.close)
             drop(h.dir, "waits.ndjson", ndjson_bytes(GOOD))
-            await asyncio.sleep(1.0)
+            # Until the inbox has tried and been refused (a fixed sleep may end before it
+            # even looks, on a loaded machine, and the test would then prove nothing).
+            await h.until(lambda: "cannot append waits.ndjson" in caplog.text)
             assert h.files() == ["waits.ndjson"]
             assert (h.inbox.files_ingested, h.inbox.files_rejected) == (0, 0)
             await asyncio.to_thread(h.event_log.open)
