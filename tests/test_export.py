@@ -515,7 +515,7 @@ MILLION = 1_000_000
 
 def readyz(url: str) -> dict[str, Any]:
     """The body of /readyz, also while it answers 503 (the fold lags)."""
-    return call(url, "/readyz", content_type=None, timeout=10)[1]
+    return call(url, "/readyz", content_type=None)[1]
 
 
 @dataclass
@@ -550,13 +550,15 @@ def stream(server: ServerProcess, method: str, path: str, body: bytes | None = N
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_million_event_export_keeps_server_memory_flat(start_server_process: Any,
                                                        tmp_path: Path) -> None:
     data = tmp_path / "data"
     demo.drop_parquet(data / "inbox", MILLION)
     server = start_server_process(data)
-    deadline = time.monotonic() + 90
+    # ~30 s unloaded; the bound guards against hanging and measures nothing (90 s
+    # could be run past on a loaded machine).
+    deadline = time.monotonic() + 240
     while (r := readyz(server.url))["folded_seq"] < MILLION:
         assert time.monotonic() < deadline, r
         time.sleep(0.2)
