@@ -199,7 +199,7 @@ class WatchProcess:
         )
         self.output = b""
 
-    def wait_watching(self, timeout: float = 30.0) -> None:
+    def wait_watching(self, timeout: float = 120.0) -> None:
         """Block until the watcher has opened the log and database and is watching."""
         assert self.proc.stderr is not None
         deadline = time.monotonic() + timeout

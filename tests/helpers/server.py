@@ -202,8 +202,9 @@ def run_server(
                           timeout=timeout, cwd=data_dir.parent)
 
 
-def start_server_process(data_dir: Path, timeout: float = 30.0, **flags: Any) -> ServerProcess:
-    """`runlake serve --data D --port 0 ...`, once it printed its URL and answers."""
+def start_server_process(data_dir: Path, timeout: float = 120.0, **flags: Any) -> ServerProcess:
+    """`runlake serve --data D --port 0 ...`, once it printed its URL and answers
+    (`timeout`: a guard against a server that never starts, not a measurement)."""
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     stderr_path = data_dir.parent / f"{data_dir.name}-server-{time.monotonic_ns()}.log"
     with open(stderr_path, "wb") as err:
