@@ -29,11 +29,13 @@ from runlake.events import EventLog
 from runlake.settings import Settings
 
 SLOW_CALLBACK_SECONDS = 0.05  # asyncio debug logs any callback blocking the loop longer
-# How long a read with min_seq waits for the fold before its 503. The server's default
-# (5 s) is a production choice that a loaded test machine can run past (a module's
-# fixture posting thousands of events then failing every test of the module): in
-# tests it is a guard against hanging, not a measurement.
+# How long a read with min_seq waits for the fold before its 503, and how long one read
+# may run in DuckDB before its 422. The server's defaults (5 s each) are production
+# choices that a loaded test machine can run past (a module's fixture posting thousands
+# of events then failing every test of the module): in tests they are guards against
+# hanging, not measurements.
 READ_WAIT_S = 120.0
+READ_BUDGET_S = 120.0
 LISTENING = "runlake listening on "
 
 
@@ -103,6 +105,7 @@ async def make_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Client]:
     settings.setdefault("data", tmp_path / "data")
     settings.setdefault("inbox", False)
     settings.setdefault("read_wait_s", READ_WAIT_S)
+    settings.setdefault("read_budget_s", READ_BUDGET_S)
     app = make_app(Settings(host="127.0.0.1", port=0, **settings))
     runner = Runner(app, access_log=None)  # as `runlake serve` runs it
     await runner.setup()
@@ -184,6 +187,7 @@ def server_command(data_dir: Path, **flags: Any) -> list[str]:
     args = [sys.executable, "-m", "runlake", "serve", "--data", str(data_dir)]
     flags.setdefault("port", 0)
     flags.setdefault("read_wait_s", READ_WAIT_S)
+    flags.setdefault("read_budget_s", READ_BUDGET_S)
     for name, value in flags.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
