@@ -470,6 +470,11 @@ class EventLog:
                 segments, wals = self._scan()
             except FileNotFoundError:  # a roll deleted a WAL file under us: look again
                 continue
+            # A roll renames its segment in before it deletes the WAL files it covers:
+            # one that finished while they were read shows here, and its events may be
+            # in neither listing (with no later frame to show the gap below).
+            if [s.path for s in list_segments(self.directory)] != [s.path for s in segments]:
+                continue
             last = segments[-1].last if segments else 0
             tail = _after([t for _, frames, _ in wals for t in frames], last)
             firsts = [t.column("seq")[0].as_py() for t in tail]
