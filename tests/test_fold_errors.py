@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from runlake.api.state import DATABASE, FOLD
+from runlake.api.keys import add_key
+from runlake.api.state import AUTH, DATABASE, FOLD, SETTINGS
 from tests.helpers.server import Client
 
 MakeServer = Callable[..., Any]
@@ -68,17 +69,28 @@ def test_a_failing_fold_statement_is_reported(
             assert "metrics" in body["fold_error"] and "does not exist" in body["fold_error"]
             assert "aborted" not in body["fold_error"]
             assert body["folded_seq"] == first and body["lag_events"] == last - first
-            samples = prometheus((await client.get("/metrics")).body.decode())
+            # Once keys exist /readyz, open to all, names the error's type only: a
+            # DuckDB message may quote events' data.
+            _, key = add_key(client.app[SETTINGS].keys_path, role="read", name="ops")
+            await asyncio.to_thread(client.app[AUTH].keyring.load)
+            keyed = (await client.get("/readyz")).json()
+            assert keyed["status"] == "failing"
+            assert keyed["fold_error"] == body["fold_error"].partition(":")[0] + \
+                " (see the server log)"
+            samples = prometheus((await client.request(
+                "GET", "/metrics", headers={"X-API-Key": key}, content_type=None)).body.decode())
             assert samples["runlake_fold_errors_total"] == 3
             assert samples["runlake_fold_failing"] == 1
 
             await rename(client, "metrics_away", "metrics")
             await asyncio.to_thread(fold.start)
-            run = await client.get(f"/api/test/db/run/r1/metrics?min_seq={last}")
+            run = await client.request("GET", f"/api/test/db/run/r1/metrics?min_seq={last}",
+                                       headers={"X-API-Key": key}, content_type=None)
             assert [p["value"] for p in run.json()["items"]] == [1.0, 2.0]
             body = (await client.get("/readyz")).json()
             assert body["status"] == "ready" and "fold_error" not in body  # only when failing
-            samples = prometheus((await client.get("/metrics")).body.decode())
+            samples = prometheus((await client.request(
+                "GET", "/metrics", headers={"X-API-Key": key}, content_type=None)).body.decode())
             assert (samples["runlake_fold_errors_total"], samples["runlake_fold_failing"]) == (3, 0)
 
     asyncio.run(main())

@@ -22,9 +22,13 @@ async def readyz(request: web.Request, query: NoQuery) -> web.Response:
 
     The threshold is the longest a read with `min_seq` waits: beyond it, a
     client reading its own writes would time out, so the server is not ready.
-    A fold whose last attempt failed is `failing`, with the error in `fold_error`.
+    A fold whose last attempt failed is `failing`, with the error in `fold_error`:
+    its whole message only while auth is off (the route is open, and a DuckDB message
+    may quote events' data), else its type; the server log has it whole.
     """
     readiness = _readiness(request.app)
+    if readiness.fold_error is not None and request.app[AUTH].enabled:
+        readiness.fold_error = readiness.fold_error.partition(":")[0] + " (see the server log)"
     return json_response(readiness, 200 if readiness.status == "ready" else 503)
 
 
