@@ -157,3 +157,13 @@ def test_delete_of_a_run_that_exists_appends_one_event(server: ThreadedServer) -
     assert log_state(server) == (last + 1, appended + 1)
     after = send(server, "GET", f"/api/test/db/run/gone?min_seq={last + 1}")
     assert after.status == 404
+
+
+def test_a_component_named_total_does_not_hide_the_overall_count(
+        server: ThreadedServer) -> None:
+    reply = send(server, "POST", "/api/events",
+                 b'{"type":"run","component":"total","run_id":"elsewhere"}', "application/json")
+    seq = reply.json()["last_seq"]
+    found = send(server, "GET", f"/api/db/search?query=bert-base&min_seq={seq}").json()
+    assert found["result_counts"]["total"] == 1  # the one run of `test` that matches
+    assert found["result_counts"]["test"] == 1

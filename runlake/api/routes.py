@@ -143,8 +143,8 @@ _DECLARED: tuple[Route, ...] = (
     Route("GET", "/api/db/export", export.get_export,
           "Stream the runs or events of every component the key may see", "export",
           media_type="application/x-ndjson", other_media=EXPORT_MEDIA, role="admin",
-          errors=(400, 409),
-          query=export.ExportRequest),
+          errors=(400, 409), query=export.ExportRequest,
+          waits_for_min_seq=False),  # a runs export waits; an events export reads the log
     # The old job runner's routes over the jobs_component's runs (docs/compat.md).
     Route("GET", "/api/jobs", jobs.list_jobs, "Jobs, newest first (job runner)", "jobs",
           response=R.JobPage, query=p.JobsQuery, errors=(400, 403, 409, 422, 503), role="read"),
@@ -210,7 +210,7 @@ def _bound(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse
     async def handle(request: web.Request) -> web.StreamResponse:
         check_path(request)
         query = parse_query(request.query, route.query)
-        if min_seq := getattr(query, "min_seq", 0):
+        if route.waits_for_min_seq and (min_seq := getattr(query, "min_seq", 0)):
             await reads.wait_for_fold(request, min_seq)
         return await route.handler(request, query)
     return handle

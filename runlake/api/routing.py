@@ -56,3 +56,4 @@ class Route:
     role: RouteRole = "admin"
     max_body_bytes: int | None = None
     always_admitted: bool = False
+    waits_for_min_seq: bool = True  # False: the handler decides (an events export needs no fold)

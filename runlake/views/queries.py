@@ -424,4 +424,5 @@ def search(cur: Cursor, query: str, limit: int = 20,
         counts[row["component"]] = row.pop("matches")
         results.setdefault(row["component"], []).append(_run_item(row))
     return {"query": query, "results": results,
-            "result_counts": {"total": sum(counts.values()), **counts}}
+            # total last: a component named "total" cannot hide the overall count
+            "result_counts": {**counts, "total": sum(counts.values())}}
