@@ -139,7 +139,7 @@ def bad_param(name: str, message: str, allowed: list[str] | None = None) -> BadR
 @dataclass(frozen=True)
 class _Field:
     many: bool  # a list: the parameter may repeat
-    kind: type  # int, float, datetime or str (Literals are str)
+    kind: type  # int, datetime or str (Literals are str)
     allowed: list[str] | None  # a Literal's values
 
 
@@ -170,7 +170,6 @@ def _fields(struct: type[NoQuery]) -> dict[str, _Field]:
 
 
 _INT = re.compile(r"-?[0-9]{1,20}")
-_FLOAT = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?")
 
 
 def _scalar(name: str, raw: str, kind: type) -> Any:
@@ -180,10 +179,6 @@ def _scalar(name: str, raw: str, kind: type) -> Any:
         if not _INT.fullmatch(raw):
             raise bad_param(name, "must be an integer (ASCII digits)")
         return int(raw)
-    if kind is float:
-        if not _FLOAT.fullmatch(raw):
-            raise bad_param(name, "must be a decimal number")
-        return float(raw)
     if kind is datetime:
         try:
             return msgspec.json.decode(msgspec.json.encode(raw), type=datetime)

@@ -29,7 +29,7 @@ _SLUG = re.compile(SLUG_PATTERN)
 # character: C0 (U+0000-U+001F), DEL and C1 (U+0080-U+009F). A NUL made a run no URL
 # could reach; newlines and C1's NEL split log lines, and C1's CSI drives terminals.
 # The pattern is what the OpenAPI document states; check_rules enforces it, because
-# Meta(pattern=...) runs a Python regex per value (decoding took 55 % longer).
+# Meta(pattern=...) runs a Python regex per value (BENCHMARKS.md, session 8).
 _PRINTABLE = r"[^\x00-\x1f\x7f-\x9f]"
 IDENTIFIER_PATTERN = rf"^{_PRINTABLE}*(?!\n)$"
 # Ids starting with "@" are reserved for the ids the server derives from `seq`.

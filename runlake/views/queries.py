@@ -67,8 +67,8 @@ def _like(text: str) -> str:
 
 # The runs holding every (key, value) of the filter, as one join of `tags` with the
 # filter's pairs (two list parameters unnested side by side): its cost grows with the
-# number of pairs, where one EXISTS per tag made a plan of N joins (250 tags: 15 s,
-# or out of memory). `tags` holds one row per (run, key), so a run matches as many
+# number of pairs, where one EXISTS per tag made a plan of N joins (BENCHMARKS.md,
+# session 8). `tags` holds one row per (run, key), so a run matches as many
 # rows as it holds of the (distinct) pairs: all of them when the count is theirs;
 # two values of one key then match no run, as they would one by one.
 _TAGGED = """run_id IN (
