@@ -12,7 +12,7 @@ from aiohttp import web
 
 from runlake.api import params as p
 from runlake.api.auth import forbidden, visible_components
-from runlake.api.reads import _found, _read
+from runlake.api.reads import db_read, found
 from runlake.api.responses import json_response
 from runlake.api.state import SETTINGS
 from runlake.views import jobs as q
@@ -30,22 +30,22 @@ def _component(request: web.Request) -> str:
 
 async def list_jobs(request: web.Request, query: p.JobsQuery) -> web.Response:
     c, limit, offset = _component(request), query.limit, query.offset
-    return json_response(await _read(request, lambda cur: q.list_jobs(cur, c, limit, offset)))
+    return json_response(await db_read(request, lambda cur: q.list_jobs(cur, c, limit, offset)))
 
 
 async def get_job(request: web.Request, query: p.ReadQuery) -> web.Response:
     c, job_id = _component(request), request.match_info["job_id"]
-    job = await _read(request, lambda cur: q.get_job(cur, c, job_id))
-    return json_response(_found(job, f"job {job_id!r} (component {c!r})"))
+    job = await db_read(request, lambda cur: q.get_job(cur, c, job_id))
+    return json_response(found(job, f"job {job_id!r} (component {c!r})"))
 
 
 async def job_logs(request: web.Request, query: p.JobLogsQuery) -> web.Response:
     c, job_id = _component(request), request.match_info["job_id"]
     limit, offset = query.limit, query.offset
-    logs = await _read(request, lambda cur: q.job_logs(cur, c, job_id, limit, offset))
-    return json_response(_found(logs, f"job {job_id!r} (component {c!r})"))
+    logs = await db_read(request, lambda cur: q.job_logs(cur, c, job_id, limit, offset))
+    return json_response(found(logs, f"job {job_id!r} (component {c!r})"))
 
 
 async def stats(request: web.Request, query: p.ReadQuery) -> web.Response:
     c = _component(request)
-    return json_response(await _read(request, lambda cur: q.job_stats(cur, c)))
+    return json_response(await db_read(request, lambda cur: q.job_stats(cur, c)))

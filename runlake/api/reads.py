@@ -28,7 +28,7 @@ from runlake.views import queries as q
 T = TypeVar("T")
 
 
-async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
+async def db_read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
     """Run `fn` on a reader cursor, within the read budget (the route wrapper has
     waited for `min_seq`). A client that goes away cancels the handler, which stops
     the query. A route naming a component answers 404 when it has never had an event:
@@ -38,23 +38,24 @@ async def _read(request: web.Request, fn: Callable[[q.Cursor], T]) -> T:
     if component is None:
         return await request.app[DATABASE].read(fn, budget_s=budget)
 
-    def checked(cur: q.Cursor) -> tuple[bool, T | None]:  # one trip to the reader
-        return (True, fn(cur)) if q.component_known(cur, component) else (False, None)
+    def checked(cur: q.Cursor) -> tuple[bool, Any]:  # one trip to the reader
+        if q.component_known(cur, component):
+            return True, fn(cur)
+        return False, q.seen(cur, None)  # for the 404: the components with events
 
     known, value = await request.app[DATABASE].read(checked, budget_s=budget)
     if not known:
-        await _unknown_component(request, component)
-    return value  # type: ignore[return-value]
+        raise _unknown_component(request, component, value)
+    return value  # type: ignore[no-any-return]
 
 
-async def _unknown_component(request: web.Request, component: str) -> None:
+def _unknown_component(request: web.Request, component: str, names: list[str]) -> NotFound:
     visible = visible_components(request)
-    names = await request.app[DATABASE].read(lambda cur: q.seen(cur, None))
     names = [n for n in names if visible is None or n in visible]
-    raise NotFound(f"component {component!r} has no events; known components: "
-                   f"{', '.join(names) or '(none yet)'}",
-                   [{"parameter": "component", "message": "unknown component",
-                     "allowed": names}])
+    return NotFound(f"component {component!r} has no events; known components: "
+                    f"{', '.join(names) or '(none yet)'}",
+                    [{"parameter": "component", "message": "unknown component",
+                      "allowed": names}])
 
 
 async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parameter") -> None:
@@ -72,7 +73,7 @@ async def wait_for_fold(request: web.Request, min_seq: int, where: str = "parame
                           f"(at {fold.folded_seq}); retry shortly")
 
 
-def _found(value: T | None, what: str) -> T:
+def found(value: T | None, what: str) -> T:
     if value is None:
         raise NotFound(f"{what} not found")
     return value
@@ -93,13 +94,13 @@ async def list_runs(request: web.Request, query: p.RunsQuery) -> web.Response:
         status=query.status, model=query.model, hardware=query.hardware,
         batch_id=query.batch_id, tags=query.tags(), since=query.since, until=query.until,
         q=query.q, sort=query.sort, limit=query.limit, offset=query.offset)
-    return json_response(await _read(request, lambda cur: q.list_runs(cur, c, **kwargs)))
+    return json_response(await db_read(request, lambda cur: q.list_runs(cur, c, **kwargs)))
 
 
 async def get_run(request: web.Request, query: p.ReadQuery) -> web.Response:
     c, run_id = _path(request)
-    run = await _read(request, lambda cur: q.get_run(cur, c, run_id))
-    return json_response(_found(run, f"run {run_id!r} of component {c!r}"))
+    run = await db_read(request, lambda cur: q.get_run(cur, c, run_id))
+    return json_response(found(run, f"run {run_id!r} of component {c!r}"))
 
 
 def _run_child(fn: Callable[..., dict[str, Any] | None], param: str
@@ -107,8 +108,8 @@ def _run_child(fn: Callable[..., dict[str, Any] | None], param: str
     async def handler(request: web.Request, query: p.LongPage) -> web.Response:
         c, run_id = _path(request)
         value, limit, offset = getattr(query, param), query.limit, query.offset
-        result = await _read(request, lambda cur: fn(cur, c, run_id, value, limit, offset))
-        return json_response(_found(result, f"run {run_id!r} of component {c!r}"))
+        result = await db_read(request, lambda cur: fn(cur, c, run_id, value, limit, offset))
+        return json_response(found(result, f"run {run_id!r} of component {c!r}"))
 
     return handler
 
@@ -123,7 +124,7 @@ async def run_events(request: web.Request, query: p.LongPage) -> web.Response:
     span as folded, and any the fold has not reached yet."""
     c, run_id = _path(request)
     limit, offset = query.limit, query.offset
-    span, folded = await _read(request, lambda cur: q.run_span_and_fold(cur, c, run_id))
+    span, folded = await db_read(request, lambda cur: q.run_span_and_fold(cur, c, run_id))
     total, items = await asyncio.get_running_loop().run_in_executor(
         None, _events_of_run, request.app[EVENT_LOG], c, run_id, span, folded, limit, offset)
     if not total:
@@ -155,7 +156,7 @@ async def _delete(request: web.Request, what: str, exists: Callable[[q.Cursor], 
     c, key = _path(request)
     label = f"{what.removesuffix('_id')} {key!r} of component {c!r}"
     await wait_for_fold(request, request.app[EVENT_LOG].last_seq)
-    if not await _read(request, exists):
+    if not await db_read(request, exists):
         raise NotFound(f"{label} not found; nothing was deleted")
     events = decode_events(msgspec.json.encode({"type": "delete", "component": c, what: key}))
     first, last = await asyncio.shield(request.app[EVENT_LOG].append_async(events))
@@ -175,20 +176,20 @@ async def delete_batch(request: web.Request, query: p.ReadQuery) -> web.Response
 
 async def list_batches(request: web.Request, query: p.Page) -> web.Response:
     c, limit, offset = request.match_info["component"], query.limit, query.offset
-    return json_response(await _read(request, lambda cur: q.list_batches(cur, c, limit, offset)))
+    return json_response(await db_read(request, lambda cur: q.list_batches(cur, c, limit, offset)))
 
 
 async def get_batch(request: web.Request, query: p.ReadQuery) -> web.Response:
     c, batch_id = _path(request)
-    batch = await _read(request, lambda cur: q.get_batch(cur, c, batch_id))
-    return json_response(_found(batch, f"batch {batch_id!r} of component {c!r}"))
+    batch = await db_read(request, lambda cur: q.get_batch(cur, c, batch_id))
+    return json_response(found(batch, f"batch {batch_id!r} of component {c!r}"))
 
 
 def _stats(by: str) -> Callable[[web.Request, p.LongPage], Any]:
     async def handler(request: web.Request, query: p.LongPage) -> web.Response:
         c, limit, offset = request.match_info["component"], query.limit, query.offset
         return json_response(
-            await _read(request, lambda cur: q.group_stats(cur, c, by, limit, offset)))
+            await db_read(request, lambda cur: q.group_stats(cur, c, by, limit, offset)))
 
     return handler
 
@@ -200,7 +201,7 @@ hardware_stats = _stats("hardware")
 async def performance(request: web.Request, query: p.PerformanceQuery) -> web.Response:
     c = request.match_info["component"]
     series = request.app[DATABASE].series
-    return json_response(await _read(request, lambda cur: q.performance(
+    return json_response(await db_read(request, lambda cur: q.performance(
         cur, series, c, query.days, model=query.model, hardware=query.hardware,
         metric=query.metric, limit=query.limit, offset=query.offset)))
 
@@ -225,9 +226,9 @@ async def search_component(request: web.Request, query: p.SearchQuery) -> web.Re
     except BadRequest:
         # The path before the query: a misspelt component is a 404 even when the
         # query is missing too (checked only then, so a good request reads once).
-        await _read(request, lambda cur: None)
+        await db_read(request, lambda cur: None)
         raise
-    return json_response(await _read(request, lambda cur: q.search(cur, text, limit, [c])))
+    return json_response(await db_read(request, lambda cur: q.search(cur, text, limit, [c])))
 
 
 # -- across components ----------------------------------------------------------
@@ -236,15 +237,15 @@ async def search_component(request: web.Request, query: p.SearchQuery) -> web.Re
 async def search_all(request: web.Request, query: p.SearchQuery) -> web.Response:
     text, limit = await _search_args(request, query)
     visible = visible_components(request)
-    return json_response(await _read(request, lambda cur: q.search(cur, text, limit, visible)))
+    return json_response(await db_read(request, lambda cur: q.search(cur, text, limit, visible)))
 
 
 async def overview(request: web.Request, query: p.ReadQuery) -> web.Response:
     visible = visible_components(request)
-    return json_response(await _read(request, lambda cur: q.overview(cur, visible)))
+    return json_response(await db_read(request, lambda cur: q.overview(cur, visible)))
 
 
 async def model_overview(request: web.Request, query: p.ReadQuery) -> web.Response:
     model, visible = request.match_info["model"], visible_components(request)
-    result = await _read(request, lambda cur: q.model_overview(cur, model, visible))
-    return json_response(_found(result, f"model {model!r}"))
+    result = await db_read(request, lambda cur: q.model_overview(cur, model, visible))
+    return json_response(found(result, f"model {model!r}"))
