@@ -26,6 +26,7 @@ from helpers.server import Client
 from runlake.api.export import MAX_BODY_BYTES as EXPORT_MAX_BODY_BYTES
 from runlake.api.keys import add_key
 from runlake.api.middleware import CLIENT_CLOSED
+from runlake.api.routes import ROUTE_TABLE
 from runlake.api.state import HTTP_METRICS, SETTINGS
 from runlake.events import log as log_module
 
@@ -541,3 +542,12 @@ def test_overlong_query_parameter_is_400_naming_it(make_server: MakeServer) -> N
             assert error_of(reply.body)["details"][0]["parameter"] == "filename"
 
     asyncio.run(main())
+
+
+def test_every_operations_route_is_admitted_at_the_limit() -> None:
+    """The limit middleware admits by the table's `always_admitted` alone: monitoring
+    routes must carry it."""
+    operations = [r.path for r in ROUTE_TABLE if r.tag == "operations"]
+    assert set(operations) >= {"/healthz", "/readyz", "/metrics", "/api/openapi.json"}
+    assert [p for p in operations if not next(
+        r for r in ROUTE_TABLE if r.path == p).always_admitted] == []

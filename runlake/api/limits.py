@@ -7,10 +7,10 @@ error envelope:
   more get 503 with `Retry-After` at once instead of queueing. One client (its
   API key when it sends a valid one, else its address) may hold at most
   `max_requests_per_client` of them (default half): more get 429, so a client
-  trickling bodies cannot take every slot from the others. Operations routes
-  (tag "operations": `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`) and
-  routes marked `always_admitted` are exempt, so monitoring still sees a server
-  at its limit.
+  trickling bodies cannot take every slot from the others. Routes marked
+  `always_admitted` in the route table (the operations routes: `/healthz`,
+  `/readyz`, `/metrics`, `/api/openapi.json`) are exempt, so monitoring still
+  sees a server at its limit.
 - `read_body_in_time`: the whole request body must arrive within
   `read_timeout_s` of the headers, or the client gets 408 and the connection is
   closed. aiohttp has no body-read timeout of its own: a client trickling a byte
@@ -38,7 +38,6 @@ from runlake.errors import BadRequest, Overloaded, PayloadTooLarge, RequestTimeo
 from runlake.settings import Settings
 
 RETRY_AFTER_S = 1
-OPERATIONS = "operations"  # the route table's tag of monitoring routes
 
 
 class ClientOverShare(RunlakeError):
@@ -72,7 +71,7 @@ def concurrency_limit(limit: int) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = matched_route(request)
-        if route is not None and (route.always_admitted or route.tag == OPERATIONS):
+        if route is not None and route.always_admitted:
             return await handler(request)
         metrics = request.app[HTTP_METRICS]
         client = client_of(request)

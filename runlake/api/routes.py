@@ -79,7 +79,7 @@ _DECLARED: tuple[Route, ...] = (
     Route("GET", "/metrics", ops.metrics, "Prometheus metrics", "operations",
           media_type=PROMETHEUS_TEXT, role="read", always_admitted=True),
     Route("GET", "/api/openapi.json", ops.openapi, "This OpenAPI 3.1 document",
-          "operations", response=dict[str, Any], role="read"),
+          "operations", response=dict[str, Any], role="read", always_admitted=True),
     *(Route(m, path, h, summary, "reads", response=response, query=query,
             status=202 if m == "DELETE" else 200,
             errors=(400, 404, 409, 422, 503) if m == "GET" else (400, 404, 409, 503),
