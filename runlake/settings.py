@@ -46,6 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "info", "logging level: debug, info, warning, error"),
     Setting("jobs_component", "jobs", "the component whose runs the job runner's routes "
             "(/api/jobs, /api/stats) answer as jobs"),
+    Setting("facet_budget_s", 0.5, "time a facet counts runs for; past it the answer "
+            "covers the runs counted so far and says truncated"),
 )
 
 
@@ -68,6 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     inbox_delete: bool = False
     log_level: str = "info"
     jobs_component: str = "jobs"
+    facet_budget_s: float = 0.5
 
     @property
     def log_dir(self) -> Path:

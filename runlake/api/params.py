@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -64,24 +64,71 @@ class LongPage(Page):
 RunSort = Literal[
     "created_at", "-created_at", "updated_at", "-updated_at", "started_at", "-started_at",
     "finished_at", "-finished_at", "duration_s", "-duration_s", "run_id", "-run_id",
-    "status", "-status", "model", "-model", "hardware", "-hardware"]
+    "status", "-status", "model", "-model", "hardware", "-hardware",
+    "batch_id", "-batch_id", "name", "-name", "error", "-error"]
 
 
-class RunsQuery(Page):
-    status: RunStatus | None = None
-    model: Text | None = None
-    hardware: Text | None = None
-    batch_id: Text | None = None
+MAX_FILTER_VALUES = 100  # values of one multi-value filter (an IN list)
+MAX_PARAM_FILTERS = 20  # param.<path> filters: each is a JSON extract per run
+# A multi-value filter: repeated, or comma-separated (`\,` is a literal comma); OR within.
+_ANY_OF = f"several values: repeat it or separate with commas (any matches), at most " \
+          f"{MAX_FILTER_VALUES}"
+AnyStatus = Annotated[list[RunStatus], Meta(max_length=MAX_FILTER_VALUES, description=_ANY_OF,
+                                            extra={"csv": True})]
+AnyText = Annotated[list[Text], Meta(max_length=MAX_FILTER_VALUES, description=_ANY_OF,
+                                     extra={"csv": True})]
+# `param.<path>=value` (docs/facets.md): a dot path of keys into the run's params.
+PARAM_PATH = r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,7}"
+PARAM_PREFIX = "param."
+
+
+class RunFilters(Page):
+    """Every filter of the runs list (also the facets'): OR within a field, AND across."""
+
+    # Query names `param.<path>` parse into `param` ({path: values}); OpenAPI lists
+    # them as a pattern. Class-level, so msgspec does not take it for a field.
+    prefixed: ClassVar[dict[str, str]] = {PARAM_PREFIX: "param"}
+
+    status: AnyStatus = []
+    model: AnyText = []
+    hardware: AnyText = []
+    batch_id: AnyText = []
+    name: AnyText = []
     tag: Annotated[list[TagFilter], Meta(
         max_length=MAX_TAG_FILTERS,
         description=f"key:value, repeatable (all must match), at most {MAX_TAG_FILTERS}")] = []
     since: Time | None = None
     until: Time | None = None
     q: Annotated[Text, Meta(description="substring of the run id, name or model")] | None = None
-    sort: Annotated[RunSort, Meta(description="- for descending")] = "-created_at"
+    param: dict[str, list[str]] = {}
 
     def tags(self) -> list[tuple[str, str]]:
         return [(k, v) for k, _, v in (t.partition(":") for t in self.tag)]
+
+
+class RunsQuery(RunFilters):
+    sort: Annotated[RunSort, Meta(description="- for descending")] = "-created_at"
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
+
+
+FACET_FIELDS = ["model", "hardware", "name", "status", "batch_id", "tag:<key>", "param:<path>"]
+_FACET_FIELD = re.compile(r"(model|hardware|name|status|batch_id|tag:.+|param:" + PARAM_PATH + ")")
+FacetField = Annotated[str, Meta(min_length=1, max_length=MAX_PARAM_CHARS,
+                                 description=", ".join(FACET_FIELDS))]
+
+
+def check_facet_field(field: str) -> None:
+    """A 400 naming `field` and its forms unless it is one of FACET_FIELDS."""
+    if not _FACET_FIELD.fullmatch(field):
+        raise bad_param("field", f"must be one of {', '.join(FACET_FIELDS)} (a <path> is up "
+                                 "to 8 keys of letters, digits, _ or - joined by dots)",
+                        FACET_FIELDS)
+
+
+class FacetsQuery(RunFilters, kw_only=True):
+    field: FacetField
+    limit: Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="top values to list")] = 10
 
 
 class RunMetricsQuery(LongPage):
@@ -141,6 +188,21 @@ class _Field:
     many: bool  # a list: the parameter may repeat
     kind: type  # int, datetime or str (Literals are str)
     allowed: list[str] | None  # a Literal's values
+    csv: bool = False  # a list that also takes comma-separated values
+
+
+def _csv(t: Any) -> bool:
+    """Whether `t` is Annotated with Meta(extra={"csv": True})."""
+    return typing.get_origin(t) is Annotated and any(
+        isinstance(m, Meta) and (m.extra or {}).get("csv") for m in typing.get_args(t)[1:])
+
+
+_COMMA = re.compile(r"(?<!\\),")
+
+
+def split_values(raw: str) -> list[str]:
+    """`a,b\\,c` as ["a", "b,c"]: commas separate values, a backslash-escaped one is kept."""
+    return [v.replace("\\,", ",") for v in _COMMA.split(raw)]
 
 
 def _strip(t: Any) -> Any:
@@ -155,18 +217,51 @@ def _strip(t: Any) -> Any:
 
 
 def _field(t: Any) -> _Field:
+    csv = _csv(t)
     t = _strip(t)
     many = typing.get_origin(t) is list
     if many:
         t = _strip(typing.get_args(t)[0])
     if typing.get_origin(t) is Literal:
-        return _Field(many, str, [str(a) for a in typing.get_args(t)])
-    return _Field(many, t, None)
+        return _Field(many, str, [str(a) for a in typing.get_args(t)], csv)
+    return _Field(many, t, None, csv)
 
 
 @functools.cache
 def _fields(struct: type[NoQuery]) -> dict[str, _Field]:
-    return {f.name: _field(f.type) for f in msgspec.structs.fields(struct)}
+    """The fields a query name may name (those filled from prefixed names are not)."""
+    targets = set(_prefixed(struct).values())
+    return {f.name: _field(f.type) for f in msgspec.structs.fields(struct)
+            if f.name not in targets}
+
+
+def _prefixed(struct: type[NoQuery]) -> dict[str, str]:
+    return getattr(struct, "prefixed", {})
+
+
+_PARAM_PATH = re.compile(PARAM_PATH)
+
+
+def _prefixed_values(query: MultiMapping[str], struct: type[NoQuery]
+                     ) -> tuple[set[str], dict[str, dict[str, list[str]]]]:
+    """The query names taken by a prefix (`param.<path>`) and their values by field:
+    {field: {path: [values]}}; a bad path or too many is a 400 naming the parameter."""
+    taken: set[str] = set()
+    out: dict[str, dict[str, list[str]]] = {}
+    for prefix, target in _prefixed(struct).items():
+        for name in dict.fromkeys(n for n in query if n.startswith(prefix)):
+            path = name.removeprefix(prefix)
+            if not _PARAM_PATH.fullmatch(path):
+                raise bad_param(name, f"must be {prefix}<path>: up to 8 keys of letters, "
+                                      "digits, _ or - joined by dots, e.g. param.prompt")
+            values = query.getall(name)
+            for v in values:
+                _scalar(name, v, str)
+            taken.add(name)
+            out.setdefault(target, {})[path] = values
+        if len(out.get(target, {})) > MAX_PARAM_FILTERS:
+            raise bad_param(prefix + "<path>", f"may name at most {MAX_PARAM_FILTERS} paths")
+    return taken, out
 
 
 _INT = re.compile(r"-?[0-9]{1,20}")
@@ -191,20 +286,23 @@ def _scalar(name: str, raw: str, kind: type) -> Any:
 def parse_query(query: MultiMapping[str], struct: type[Q]) -> Q:
     """`query` as a `struct`, or a 400 naming the first bad parameter."""
     fields = _fields(struct)
-    unknown = sorted(set(query) - set(fields))
+    taken, prefixed = _prefixed_values(query, struct)
+    unknown = sorted(set(query) - set(fields) - taken)
     if unknown:
-        allowed = sorted(fields)
+        allowed = sorted([*fields, *(f"{p}<path>" for p in _prefixed(struct))])
         takes = ", ".join(allowed) if allowed else "no query parameters"
         raise BadRequest(
             f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(map(repr, unknown))}; this route takes: {takes}",
             [{"parameter": n, "message": "unknown parameter", "allowed": allowed}
              for n in unknown])
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = dict(prefixed)
     for name, field in fields.items():
         values = query.getall(name, [])
         if not values:
             continue
+        if field.csv:
+            values = [v for raw_value in values for v in split_values(raw_value)]
         if not field.many and len(values) > 1:
             raise bad_param(name, "may be given once")
         if field.allowed is not None:

@@ -88,15 +88,6 @@ def _path(request: web.Request) -> tuple[str, str]:
     return info["component"], next(v for k, v in info.items() if k != "component")
 
 
-async def list_runs(request: web.Request, query: p.RunsQuery) -> web.Response:
-    c = request.match_info["component"]
-    kwargs: dict[str, Any] = dict(
-        status=query.status, model=query.model, hardware=query.hardware,
-        batch_id=query.batch_id, tags=query.tags(), since=query.since, until=query.until,
-        q=query.q, sort=query.sort, limit=query.limit, offset=query.offset)
-    return json_response(await db_read(request, lambda cur: q.list_runs(cur, c, **kwargs)))
-
-
 async def get_run(request: web.Request, query: p.ReadQuery) -> web.Response:
     c, run_id = _path(request)
     run = await db_read(request, lambda cur: q.get_run(cur, c, run_id))

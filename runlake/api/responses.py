@@ -363,3 +363,44 @@ class JobStats(msgspec.Struct):
 
 JobPage = Page[Job]
 JobLogPage = Page[JobLogLine]
+
+
+# -- runs list paging, facets, generation counts (docs/facets.md, docs/compat.md) --
+
+
+class KeysetRunPage(Page[Run]):
+    """A page of runs; `next` is the token of the page after it (null on the last)."""
+
+    next: str | None = None
+
+
+class FacetItem(msgspec.Struct):
+    value: str
+    runs: int
+    by_status: ByStatus
+    success_rate: float | None
+    last_seen: Time | None
+
+
+class Facets(msgspec.Struct):
+    """A field's top values, most runs first (ties by value); `truncated` when the
+    facet's time budget ran out first: counts then cover the runs counted so far."""
+
+    component: str
+    field: str
+    items: list[FacetItem]
+    total_values: int
+    truncated: bool
+    limit: int
+    offset: int
+
+
+class GenerationStats(msgspec.Struct):
+    component: str
+    total_generations: int
+    pending_generations: int
+    running_generations: int
+    completed_generations: int
+    failed_generations: int
+    cancelled_generations: int
+    success_rate: float | None

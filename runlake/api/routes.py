@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from runlake.api import admin, export, ingest, jobs, ops, reads
+from runlake.api import admin, export, ingest, jobs, ops, reads, runs
 from runlake.api import params as p
 from runlake.api import responses as R
 from runlake.api.params import check_path, parse_query
@@ -85,8 +85,8 @@ _DECLARED: tuple[Route, ...] = (
             errors=(400, 404, 409, 422, 503) if m == "GET" else (400, 404, 409, 503),
             role="admin" if m == "DELETE" else "read", body=body)
       for m, path, h, summary, query, response, body in (
-        ("GET", "/api/{component}/db/runs", reads.list_runs, "Runs, filtered",
-         p.RunsQuery, R.RunPage, None),
+        ("GET", "/api/{component}/db/runs", runs.list_runs, "Runs, filtered",
+         p.RunsQuery, R.KeysetRunPage, None),
         ("GET", "/api/{component}/db/run/{run_id}", reads.get_run, "One run in detail",
          p.ReadQuery, R.RunDetail, None),
         ("GET", "/api/{component}/db/run/{run_id}/metrics", reads.run_metrics,
@@ -128,6 +128,12 @@ _DECLARED: tuple[Route, ...] = (
         ("POST", "/api/db/search", reads.search_all,
          "Search every component (query in the URL or a JSON body)", p.SearchPostQuery,
          R.SearchResults, SEARCH_BODY),
+        ("GET", "/api/{component}/db/facets", runs.facets,
+         "A field's top values over the runs, with every filter of the runs list",
+         p.FacetsQuery, R.Facets, None),
+        ("GET", "/api/{component}/db/generations/stats", runs.generations_stats,
+         "Runs by status as the music service counted generations", p.ReadQuery,
+         R.GenerationStats, None),
     )),
     Route("POST", "/api/db/replay", admin.start_replay,
           "Rebuild the database from the log; reads use the old file until the swap",

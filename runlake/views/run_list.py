@@ -1,0 +1,126 @@
+"""The runs list's filters, sorts and keyset pages (docs/facets.md), over the `runs` view.
+
+One filter builder serves the runs list and the facets, so both take the same
+filters with the same meaning: several values of a field match any of them (IN),
+fields combine with AND; `param.<path>` compares the params' JSON value at the path
+as text. Every value is a bound parameter; column names come from the whitelists here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from runlake.views.queries import (
+    _TAGGED,
+    RUN_COLUMNS,
+    Cursor,
+    _dicts,
+    _like,
+    _one,
+    _page,
+    _run_item,
+    created_between,
+)
+
+# Columns a run may be sorted on: every scalar column of the runs list.
+SORT_COLUMNS = ("created_at", "updated_at", "started_at", "finished_at", "duration_s",
+                "run_id", "status", "model", "hardware", "batch_id", "name", "error")
+TIME_COLUMNS = frozenset({"created_at", "updated_at", "started_at", "finished_at"})
+# Filters that take several values, by column.
+MULTI_COLUMNS = ("status", "model", "hardware", "batch_id", "name")
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """The filters of a runs list or a facet; empty means no filter."""
+
+    values: dict[str, list[str]] = field(default_factory=dict)  # column: any of these
+    tags: list[tuple[str, str]] = field(default_factory=list)  # all of these
+    params: dict[str, list[str]] = field(default_factory=dict)  # path: any of these
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (any(self.values.values()) or self.tags or self.params or self.since
+                    or self.until or self.q)
+
+
+def json_path(path: str) -> str:
+    """`a.b` as the JSON path `$."a"."b"` (keys are [A-Za-z0-9_-], checked by the parser)."""
+    return "$" + "".join(f'."{key}"' for key in path.split("."))
+
+
+def where(component: str, f: RunFilter) -> tuple[str, list[Any]]:
+    """The filter as a condition over `runs` and its parameters."""
+    conds, params = ["component = ?"], [component]
+    for col in MULTI_COLUMNS:
+        values = sorted(set(f.values.get(col, ())))
+        if len(values) == 1:
+            conds.append(f"{col} = ?")
+            params.append(values[0])
+        elif values:
+            conds.append(f"{col} IN ({', '.join('?' * len(values))})")
+            params += values
+    for path, values in sorted(f.params.items()):
+        uniq = sorted(set(values))
+        conds.append(f"json_extract_string(params, ?) IN ({', '.join('?' * len(uniq))})")
+        params += [json_path(path), *uniq]
+    if f.tags:
+        pairs = sorted(set(f.tags))
+        conds.append(_TAGGED)
+        params += [[k for k, _ in pairs], [v for _, v in pairs], component, len(pairs)]
+    created, created_params = created_between(f.since, f.until)
+    conds += created
+    params += created_params
+    if f.q:
+        conds.append("(run_id ILIKE ? ESCAPE '\\' OR name ILIKE ? ESCAPE '\\' "
+                     "OR model ILIKE ? ESCAPE '\\')")
+        params += [_like(f.q)] * 3
+    return " AND ".join(conds), params
+
+
+def _after(col: str, desc: bool, value: Any, run_id: str) -> tuple[str, list[Any]]:
+    """Rows strictly after (value, run_id) in `ORDER BY col [DESC] NULLS LAST, run_id`."""
+    if value is None:  # among the nulls, which come last
+        return f"({col} IS NULL AND run_id > ?)", [run_id]
+    op = "<" if desc else ">"
+    return (f"({col} {op} ? OR ({col} = ? AND run_id > ?) OR {col} IS NULL)",
+            [value, value, run_id])
+
+
+def sort_value(col: str, value: Any) -> Any:
+    """A sort key's value as a token holds it (times as RFC 3339 text)."""
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _param_value(col: str, value: Any) -> Any:
+    """A token's sort value as SQL compares it: times naive UTC, like the columns."""
+    if value is not None and col in TIME_COLUMNS:
+        return datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
+    return value
+
+
+def list_runs(cur: Cursor, component: str, f: RunFilter, *, sort: str = "-created_at",
+              limit: int = 50, offset: int = 0, after: tuple[Any, str] | None = None
+              ) -> tuple[dict[str, Any], bool]:
+    """A page of the component's runs matching `f`, and whether more follow. `after`
+    (a sort value and run id from a `next` token) starts the page past that row
+    instead of skipping `offset` rows; `total` counts every match either way."""
+    col, desc = sort.lstrip("-"), sort.startswith("-")
+    if col not in SORT_COLUMNS:
+        raise ValueError(f"unknown sort {sort!r}")
+    cond, params = where(component, f)
+    total = _one(cur, f"SELECT count(*) FROM runs r WHERE {cond}", params)
+    page_cond, page_params, skip = cond, list(params), offset
+    if after is not None:
+        extra, extra_params = _after(col, desc, _param_value(col, after[0]), after[1])
+        page_cond, page_params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
+    order = f"{col} {'DESC' if desc else 'ASC'} NULLS LAST, run_id"
+    rows = _dicts(cur, f"SELECT {RUN_COLUMNS} FROM runs r WHERE {page_cond} ORDER BY {order} "
+                  "LIMIT ? OFFSET ?", [*page_params, limit + 1, skip])
+    more = len(rows) > limit
+    return _page([_run_item(r) for r in rows[:limit]], limit, offset, total), more
