@@ -18,7 +18,7 @@ import msgspec
 
 import runlake
 from runlake.api.access import KEY_HEADER
-from runlake.api.params import PATH_PARAMS
+from runlake.api.params import PARAM_PATH, PATH_PARAMS
 from runlake.api.responses import ErrorResponse
 from runlake.api.routing import Route
 from runlake.events.schema import EVENT_ID_PATTERN
@@ -117,6 +117,8 @@ def _operation(route: Route, schema: _SchemaOf) -> dict[str, Any]:
     params = [{"name": name, "in": "path", "required": True, "description": PATH_PARAMS[name][1],
                "schema": schema(PATH_PARAMS[name][0])} for name in _PATH_PARAM.findall(route.path)]
     for f in msgspec.structs.fields(route.query):
+        if f.name in getattr(route.query, "prefixed", {}).values():
+            continue  # filled from prefixed names: x-query-name-patterns
         param_schema = schema(_given(f.type))
         if f.default not in (msgspec.NODEFAULT, None):
             param_schema = {**param_schema, "default": f.default}
@@ -126,6 +128,14 @@ def _operation(route: Route, schema: _SchemaOf) -> dict[str, Any]:
         params.append(param)
     if params:
         op["parameters"] = params
+    if prefixed := getattr(route.query, "prefixed", None):
+        # Names no fixed parameter can list (param.<path>=value): the pattern they match.
+        op["x-query-name-patterns"] = [
+            {"pattern": f"^{re.escape(prefix)}{PARAM_PATH}$", "into": field,
+             "description": f"{prefix}<path>=value: the run's params at a dot path of keys "
+                            "equal this value as text; repeat for any of several "
+                            "(docs/facets.md)"}
+            for prefix, field in prefixed.items()]
     if route.body is not None:
         op["requestBody"] = {
             "required": route.body.required,

@@ -114,8 +114,11 @@ class RunsQuery(RunFilters):
 
 FACET_FIELDS = ["model", "hardware", "name", "status", "batch_id", "tag:<key>", "param:<path>"]
 _FACET_FIELD = re.compile(r"(model|hardware|name|status|batch_id|tag:.+|param:" + PARAM_PATH + ")")
+# The pattern is the document's; check_facet_field enforces it with a message that
+# lists the forms (a pattern in the Struct would answer with the regex instead).
 FacetField = Annotated[str, Meta(min_length=1, max_length=MAX_PARAM_CHARS,
-                                 description=", ".join(FACET_FIELDS))]
+                                 description=", ".join(FACET_FIELDS),
+                                 extra_json_schema={"pattern": f"^{_FACET_FIELD.pattern}$"})]
 
 
 def check_facet_field(field: str) -> None:
