@@ -139,7 +139,8 @@ BODIES: dict[tuple[str, str], Any] = {
 }
 QUERIES = {"/api/{component}/db/search": "?query=needle", "/api/db/search": "?query=needle",
            "/api/db/{component}/search": "?query=needle",
-           "/api/{component}/db/facets": "?field=model", "/api/db/{component}/facets": "?field=model"}
+           "/api/{component}/db/facets": "?field=model",
+           "/api/db/{component}/facets": "?field=model"}
 
 
 def expected(case: Case, who: str) -> int:

@@ -5,6 +5,7 @@ requests accepted, undocumented ones refused)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import urllib.request
@@ -18,6 +19,7 @@ from openapi_spec_validator import validate
 from runlake.api.keys import add_key
 
 CONFIG = Path(__file__).parent / "schemathesis" / "schemathesis.toml"
+HOOKS = Path(__file__).parent / "schemathesis" / "hooks.py"  # positive cases send no `next`
 SEED = [
     {"type": "batch", "component": "test", "batch_id": "b1", "expected_count": 2},
     {"type": "run", "component": "test", "run_id": "r1", "model": "m1", "hardware": "h1",
@@ -76,7 +78,8 @@ def test_schemathesis_finds_nothing(tmp_path: Path, start_server_process: Any) -
          "-H", f"X-API-Key: {key}", "--checks", "all", "--workers", "2", "--no-color",
          "--phases", "examples,coverage,fuzzing", "--max-failures", "20",
          "--output-truncate", "true"],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path)
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)})
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]
     assert "Traceback" not in server.stderr()
