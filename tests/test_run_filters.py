@@ -4,6 +4,8 @@ the runs the test describes and posts, never read back from runlake."""
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -315,6 +317,28 @@ def test_bad_next_is_a_400_naming_next(lake: Lake, query: str, message: str) -> 
     assert reply.status == 400, reply.body[:300]
     error = reply.json()["error"]
     assert error["details"][0]["parameter"] == "next" and message in error["message"]
+
+
+def _retoken(token: str, **change: Any) -> str:
+    """`token` with fields changed: a client may send anything."""
+    raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    for i, name in enumerate(("version", "sort", "value", "run_id", "offset", "filters")):
+        raw[i] = change.get(name, raw[i])
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(("sort", "change"), [
+    ("-created_at", {"value": 5.0}), ("-created_at", {"value": "not a time"}),
+    ("-created_at", {"value": "2026-02-01T09:00:00"}), ("created_at", {"value": ["x"]}),
+    ("-duration_s", {"value": "fast"}), ("-duration_s", {"value": True}),
+    ("model", {"value": 3.5}), ("run_id", {"run_id": 7}), ("run_id", {"offset": -1}),
+    ("run_id", {"version": 99}), ("run_id", {"sort": "colour"}),
+])
+def test_tampered_next_is_a_400_not_a_500(lake: Lake, sort: str, change: dict[str, Any]) -> None:
+    token = lake.get(f"/api/{C}/db/runs?limit=7&sort={sort}")["next"]
+    reply = lake.send(f"/api/{C}/db/runs?limit=7&sort={sort}&next={_retoken(token, **change)}")
+    assert reply.status == 400, reply.body[:300]
+    assert reply.json()["error"]["details"][0]["parameter"] == "next"
 
 
 @pytest.mark.parametrize(("query", "parameter"), [

@@ -15,7 +15,7 @@ from runlake.api.responses import json_response
 from runlake.api.state import SETTINGS
 from runlake.views.facets import facet
 from runlake.views.generations import generation_stats
-from runlake.views.run_list import RunFilter, sort_value
+from runlake.views.run_list import RunFilter, keyset_value, sort_value
 from runlake.views.run_list import list_runs as list_run_page
 
 # The query fields that are not filters: a `next` token pages only the filters it
@@ -47,6 +47,11 @@ async def list_runs(request: web.Request, query: p.RunsQuery) -> web.Response:
             raise p.bad_param("next", "cannot be given with offset: the token says where "
                                       "the page starts")
         position = cursor.decode(query.next, query.sort, key)
+        try:
+            keyset_value(query.sort.lstrip("-"), position.value)
+        except ValueError:
+            raise p.bad_param("next", "is not a token this server made; pass the `next` "
+                                      "of a page unchanged") from None
         after, offset = (position.value, position.run_id), position.offset
     page, more = await db_read(request, lambda cur: list_run_page(
         cur, c, f, sort=query.sort, limit=query.limit, offset=offset, after=after))

@@ -97,10 +97,24 @@ def sort_value(col: str, value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _param_value(col: str, value: Any) -> Any:
-    """A token's sort value as SQL compares it: times naive UTC, like the columns."""
-    if value is not None and col in TIME_COLUMNS:
-        return datetime.fromisoformat(value).astimezone(UTC).replace(tzinfo=None)
+def keyset_value(col: str, value: Any) -> Any:
+    """A token's sort value as SQL compares it (times naive UTC, like the columns);
+    ValueError when it cannot be one of `col`'s (a token is the client's to send)."""
+    if value is None:
+        return None
+    if col in TIME_COLUMNS:
+        if not isinstance(value, str):
+            raise ValueError(f"{col} needs a time")
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            raise ValueError(f"{col} needs a time with a timezone")
+        return parsed.astimezone(UTC).replace(tzinfo=None)
+    if col == "duration_s":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{col} needs a number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{col} needs text")
     return value
 
 
@@ -117,7 +131,7 @@ def list_runs(cur: Cursor, component: str, f: RunFilter, *, sort: str = "-create
     total = _one(cur, f"SELECT count(*) FROM runs r WHERE {cond}", params)
     page_cond, page_params, skip = cond, list(params), offset
     if after is not None:
-        extra, extra_params = _after(col, desc, _param_value(col, after[0]), after[1])
+        extra, extra_params = _after(col, desc, keyset_value(col, after[0]), after[1])
         page_cond, page_params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
     order = f"{col} {'DESC' if desc else 'ASC'} NULLS LAST, run_id"
     rows = _dicts(cur, f"SELECT {RUN_COLUMNS} FROM runs r WHERE {page_cond} ORDER BY {order} "
