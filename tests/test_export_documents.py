@@ -66,6 +66,10 @@ def generator_events() -> list[dict[str, Any]]:
         {**g, "type": "artifact", "run_id": "g1", "name": "out.wav", "uri": "s3://b/out.wav",
          "size_bytes": 1234, "media_type": "audio/wav", "ts": ts(8)},
         {**g, "type": "artifact", "run_id": "g1", "name": "log.txt", "ts": ts(8)},
+        {**g, "type": "artifact", "run_id": "g1", "name": "late.txt",
+         "ts": ts(8).replace("Z", ".250000Z")},
+        {**g, "type": "step", "run_id": "g1", "step": "post", "status": "running",
+         "ts": ts(8).replace("Z", ".000001Z")},
         {**g, "type": "log", "run_id": "g1", "level": "info", "message": "not exported",
          "ts": ts(8)},
         {**g, "type": "status", "run_id": "g1", "status": "completed", "ts": ts(9)},
@@ -88,11 +92,14 @@ EVENTS = [*generator_events(),
 
 
 def when(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def iso(t: datetime | None) -> str | None:
-    return None if t is None else t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC, microseconds only when not zero."""
+    if t is None:
+        return None
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if t.microsecond else "%Y-%m-%dT%H:%M:%SZ")
 
 
 def latest(rows: list[tuple[datetime, int, dict[str, Any]]]) -> dict[str, Any]:
@@ -144,7 +151,7 @@ def model_documents(events: list[dict[str, Any]], component: str | None) -> list
             else (finished - (started or created)).total_seconds(),
             "updated_at": iso(max(x[0] for x in evs)),
             "steps": [{"step": e["step"], "status": e["status"], "progress": e.get("progress"),
-                       "message": e.get("message"), "ts": e["ts"]}
+                       "message": e.get("message"), "ts": iso(when(e["ts"]))}
                       for _, _, e in sorted(steps.values(), key=lambda x: x[:2])],
             "tags": {k: tags[k][2]["value"] for k in sorted(tags)},
             "metrics": [{
@@ -158,7 +165,8 @@ def model_documents(events: list[dict[str, Any]], component: str | None) -> list
             "results": {"total": len(outcomes), **{o: outcomes.count(o) for o in OUTCOMES}},
             "artifacts": [{"name": e["name"], "uri": e.get("uri"),
                            "size_bytes": e.get("size_bytes"), "media_type": e.get("media_type"),
-                           "ts": e["ts"]} for _, _, e in sorted(of("artifact"))],
+                           "ts": iso(when(e["ts"]))}
+                          for _, _, e in sorted(of("artifact"), key=lambda x: x[1])],
         })
     return sorted(docs, key=lambda d: (d["component"], d["created_at"], d["run_id"]))
 
