@@ -87,7 +87,7 @@ class ExportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     filename: Annotated[str, Meta(max_length=MAX_PARAM_CHARS)] | None = None
-    min_seq: Annotated[int, Meta(ge=0)] = 0  # runs: wait (bounded) for the fold to pass it
+    min_seq: Annotated[int, Meta(ge=0)] = 0  # runs, documents: wait (bounded) for the fold
 
 
 # Each field's description: the GET's query parameters and the POST's body, in OpenAPI.
@@ -101,7 +101,7 @@ FIELD_DOCS = {
     "until": "... before (RFC 3339)",
     "filename": "download name; sanitized, never a server path; its extension chooses "
                 "the format (see format, what)",
-    "min_seq": "runs: wait (bounded) until the fold has passed this seq",
+    "min_seq": "runs, documents: wait (bounded) until the fold has passed this seq",
 }
 assert set(FIELD_DOCS) == set(ExportRequest.__struct_fields__)
 
