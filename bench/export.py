@@ -4,10 +4,12 @@
 
 `--events` realistic events (1 000 `runlake.demo` runs tiled with fresh run and batch
 ids by `demo.drop_parquet`, dropped into the inbox as Parquet) are ingested and
-folded, untimed. Then each export (events and runs, as NDJSON, JSON and Parquet,
-across all components) is read to the end by one client, timed, while the server's
-RSS is sampled every 10 ms: the table shows the rate, the size, and the highest RSS
-during the export less the RSS just before it. Needs psutil (the test extra).
+folded, untimed. Then each export (events, runs and run documents, as NDJSON, JSON
+and Parquet, across all components) is read to the end by one client, timed, while
+the server's RSS is sampled every 10 ms: the table shows the rate, the size, and the
+highest RSS during the export less the RSS just before it. Last, the documents
+exports' rates as ratios to the runs export's in the same format, measured in the
+same run (a document is a run plus its children). Needs psutil (the test extra).
 """
 
 from __future__ import annotations
@@ -90,15 +92,20 @@ def run(url: str, server: psutil.Process, events: int) -> None:
     print(f"{'export':<16} {'rows/s':>10} {'MB/s':>7} {'size MB':>8} {'RSS growth MiB':>15}")
     host = url.removeprefix("http://")
     runs = count_runs(host)
-    for what in ("events", "runs"):
+    rates: dict[tuple[str, str], float] = {}
+    for what in ("events", "runs", "documents"):
         for fmt in ("ndjson", "json", "parquet"):
             path = f"/api/db/export?what={what}&format={fmt}"
             before = server.memory_info().rss
             (size, seconds), peak = with_peak_rss(server, lambda p=path: export(host, p))
             rows = events if what == "events" else runs
+            rates[what, fmt] = rows / seconds
             print(f"{what + ' ' + fmt:<16} {rows / seconds:>10,.0f} "
                   f"{size / seconds / 1e6:>7.1f} {size / 1e6:>8.1f} "
                   f"{(peak - before) / 2**20:>15.1f}")
+    for fmt in ("ndjson", "json", "parquet"):
+        print(f"documents {fmt} / runs {fmt}: "
+              f"{rates['documents', fmt] / rates['runs', fmt]:.2f}x runs/s")
 
 
 def with_peak_rss(server: psutil.Process, fn: Callable[[], T]) -> tuple[T, int]:

@@ -6,6 +6,8 @@ test_run_filters.py); this file is the one list a switching team can read."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from helpers.server import Reply, ThreadedServer, serve_in_thread
 
@@ -327,12 +330,48 @@ VERBATIM: list[tuple[str, str, Any, Check]] = [
     ("GET", "/api/music/db/facets?field=param:prompt&limit=10", None, _top_prompts),
 ]
 
-# ---- PLACEHOLDER for the lead (issue 17's export part, built on another branch) ------
-# Add the export calls here, verbatim, when that branch is merged, e.g.
-#   ("POST", "/api/generator/db/export", {"filename": "generator_export.json"}, check)
-# with `check` decoding the body (JSON document / NDJSON / Parquet) and comparing the
-# runs with RUNS. Each entry runs through test_export_call below.
-EXPORT_CALLS: list[tuple[str, str, Any, Check]] = []
+# -- the exports: the old clients post a file name and load the file they save --------
+
+
+def _documents(c: str, decode: Callable[[bytes], list[dict[str, Any]]]) -> Callable[[bytes], None]:
+    """Each run of `c` once, with the children run_events posted for it."""
+    def check(raw: bytes) -> None:
+        docs = {d["run_id"]: d for d in decode(raw)}
+        assert sorted(docs) == sorted(r.run_id for r in of(c))
+        for r in of(c):
+            d = docs[r.run_id]
+            assert (d["model"], d["status"], d["batch_id"]) == (r.model, r.status, r.batch)
+            assert [s["step"] for s in d["steps"]] == ["load"]
+            assert [(m["name"], m["count"], m["last"]) for m in d["metrics"]] == \
+                [("latency_ms", 1, r.latency)]
+            assert (d["results"]["total"], d["results"]["passed"]) == (1, 1)
+            assert [a["name"] for a in d["artifacts"]] == ["out.json"]
+    return check
+
+
+def _json(raw: bytes) -> list[dict[str, Any]]:
+    return json.loads(raw)
+
+
+def _ndjson(raw: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in raw.splitlines() if line]
+
+
+def _parquet(raw: bytes) -> list[dict[str, Any]]:
+    return pq.read_table(io.BytesIO(raw)).to_pylist()
+
+
+EXPORT_CALLS: list[tuple[str, str, Any, Callable[[bytes], None]]] = [
+    ("POST", "/api/generator/db/export", {"filename": "generator_export.json"},
+     _documents("generator", _json)),
+    ("POST", "/api/test/db/export", {"filename": "test_export.json"}, _documents("test", _json)),
+    ("POST", "/api/db/benchmark/export", {"filename": "benchmark_export.json"},
+     _documents("benchmark", _json)),
+    ("POST", "/api/generator/db/export", {"filename": "generator_export.ndjson"},
+     _documents("generator", _ndjson)),
+    ("POST", "/api/generator/db/export", {"filename": "generator_export.parquet"},
+     _documents("generator", _parquet)),
+]
 
 
 @pytest.mark.parametrize(("method", "path", "body", "check"), VERBATIM,
@@ -343,7 +382,8 @@ def test_documented_call(lake: Lake, method: str, path: str, body: Any, check: C
 
 @pytest.mark.parametrize(("method", "path", "body", "check"), EXPORT_CALLS,
                          ids=[f"{m} {p}" for m, p, _, _ in EXPORT_CALLS])
-def test_export_call(lake: Lake, method: str, path: str, body: Any, check: Check) -> None:
+def test_export_call(lake: Lake, method: str, path: str, body: Any,
+                     check: Callable[[bytes], None]) -> None:
     reply = lake.send(method, path, body)
     assert reply.status == 200, reply.body[:400]
     check(reply.body)

@@ -256,9 +256,15 @@ def assert_parquet_events(body: bytes, lake: ThreadedServer) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["ndjson", "json", "parquet"])
-def test_unknown_component_exports_nothing(lake: ThreadedServer, fmt: str) -> None:
-    for what in ("events", "runs"):
+def test_unknown_component_is_404_and_an_empty_selection_exports_nothing(
+        lake: ThreadedServer, fmt: str) -> None:
+    later = (NOW + timedelta(days=1)).isoformat()
+    for what in ("events", "runs", "documents"):
         reply = export(lake, "nosuch", what=what, format=fmt)
+        assert reply.status == 404, reply.body
+        assert reply.json()["error"]["details"][0]["allowed"] == sorted(
+            {e["component"] for e in EVENTS})
+        reply = export(lake, "test", what=what, format=fmt, since=later)
         assert reply.status == 200, reply.body
         assert parse(reply.body, fmt) == []
         if fmt == "json":
@@ -418,8 +424,8 @@ TRICKS = [
     ("evil\r\nX-Injected: 1", "evilX-Injected1.ndjson"),
     ('quote".json"; filename*=UTF-8\'\'x', "quote.ndjson"),
     (".bashrc", "bashrc.ndjson"),
-    ("nightly.parquet", "nightly.ndjson"),
-    ("a" * 300 + ".ndjson", "a" * 93 + ".ndjson"),
+    ("nightly.csv", "nightly.ndjson"),  # .json/.ndjson/.jsonl/.parquet choose the format
+    ("a" * 300 + ".txt", "a" * 93 + ".ndjson"),
     ("....", None),
     ("/", None),
     ("\x00", None),

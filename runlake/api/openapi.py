@@ -148,7 +148,8 @@ def _operation(route: Route, schema: _SchemaOf) -> dict[str, Any]:
         content = {m: {"schema": {}} for m in (route.media_type, *route.other_media)}
     responses: dict[str, Any] = {}
     for status in (route.status, *route.same_body):
-        responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": content}
+        description = route.response_description or HTTPStatus(status).phrase
+        responses[str(status)] = {"description": description, "content": content}
     error = {"application/json": {"schema": schema(ErrorResponse)}}
     for status in route.errors:
         responses[str(status)] = {"description": HTTPStatus(status).phrase, "content": error}

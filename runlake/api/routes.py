@@ -141,16 +141,18 @@ _DECLARED: tuple[Route, ...] = (
     Route("GET", "/api/db/replay", admin.replay_status, "The latest replay's progress",
           "admin", response=ReplayStatus, role="admin"),
     Route("POST", "/api/{component}/db/export", export.post_export,
-          "Stream the component's runs or events (NDJSON, JSON or Parquet; docs/limits.md)",
+          "Stream the component's runs, run documents or events (NDJSON, JSON or Parquet)",
           "export", media_type="application/x-ndjson", other_media=EXPORT_MEDIA, role="admin",
           body=Body("; ".join(f"{k}: {v}" for k, v in export.FIELD_DOCS.items()) + "; all optional",
                     (("application/json", export.ExportRequest),), required=False),
-          errors=(400, 413, 415), max_body_bytes=export.MAX_BODY_BYTES),
+          errors=(400, 404, 409, 413, 415, 503), max_body_bytes=export.MAX_BODY_BYTES,
+          response_description=export.RESPONSE_DOC),
     Route("GET", "/api/db/export", export.get_export,
-          "Stream the runs or events of every component the key may see", "export",
+          "Stream the runs, run documents or events of every component the key may see", "export",
           media_type="application/x-ndjson", other_media=EXPORT_MEDIA, role="admin",
           errors=(400, 409), query=export.ExportRequest,
-          waits_for_min_seq=False),  # a runs export waits; an events export reads the log
+          # a runs export waits; an events export reads the log
+          waits_for_min_seq=False, response_description=export.RESPONSE_DOC),
     # The old job runner's routes over the jobs_component's runs (docs/compat.md).
     Route("GET", "/api/jobs", jobs.list_jobs, "Jobs, newest first (job runner)", "jobs",
           response=R.JobPage, query=p.JobsQuery, errors=(400, 403, 409, 422, 503), role="read"),

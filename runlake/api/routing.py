@@ -57,3 +57,4 @@ class Route:
     max_body_bytes: int | None = None
     always_admitted: bool = False
     waits_for_min_seq: bool = True  # False: the handler decides (an events export needs no fold)
+    response_description: str | None = None  # OpenAPI's for the success body; None: the phrase
