@@ -3,8 +3,8 @@
 Off unless `--runlake[=URL]` is given or `RUNLAKE_URL` is set (`-p no:runlake` or
 `--runlake-off` turns it off whatever the environment says). Under pytest-xdist only
 the controller reports; under pytest-rerunfailures each attempt is a result with its
-`attempt` (when the server takes that field: `--runlake-attempts`, else only the
-last attempt is sent). Nothing the plugin does can change the session's outcome or
+`attempt` (`--runlake-no-attempts` for a server older than log schema 2: then only
+the last attempt is sent). Nothing the plugin does can change the session's outcome or
 exit code: every hook swallows its own errors, and what the server cannot take is
 spooled.
 """
@@ -46,9 +46,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--runlake-batch", help="the run's batch id")
     group.addoption("--runlake-tag", action="append", default=[], metavar="KEY=VALUE",
                     help="a tag for the run (repeatable)")
-    group.addoption("--runlake-attempts", action="store_true",
-                    help="send every rerun attempt with `attempt` and `worker` (the server "
-                         "must know these result fields)")
+    group.addoption("--runlake-no-attempts", action="store_true",
+                    help="for a server older than log schema 2: send only each test's last "
+                         "attempt, without `attempt`, `file` and `worker`")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,7 +95,7 @@ class Reporter:
         self.config = config
         self.client = Client(url, component=config.getoption("runlake_component"))
         self.run: Run = self.client.run(config.getoption("runlake_run_id") or ci_run_id())
-        self.attempts_supported = bool(config.getoption("runlake_attempts"))
+        self.attempts_supported = not config.getoption("runlake_no_attempts")
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.attempts: dict[str, int] = {}
         self.phases: dict[str, list[Any]] = {}
@@ -144,6 +144,7 @@ class Reporter:
         extra: dict[str, Any] = {}
         if self.attempts_supported:
             extra["attempt"] = attempt
+            extra["file"] = report.location[0][:1024]
             worker = getattr(getattr(report, "node", None), "gateway", None)
             if worker is not None:
                 extra["worker"] = worker.id
