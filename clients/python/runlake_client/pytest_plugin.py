@@ -130,7 +130,7 @@ class Reporter:
     def _report(self, report: pytest.TestReport) -> None:
         phases = self.phases.setdefault(report.nodeid, [])
         phases.append(report)
-        if report.when != "teardown" and not (report.outcome == "rerun"):
+        if report.when != "teardown":  # an attempt ends with its teardown, a rerun's too
             return
         del self.phases[report.nodeid]
         attempt = self.attempts.get(report.nodeid, 0) + 1
