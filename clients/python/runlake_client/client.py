@@ -93,7 +93,9 @@ class Client:
         """`with client.run(...) as run:`: `running` on enter; on exit `completed`,
         `failed` (type, message, traceback) or `cancelled` (KeyboardInterrupt)."""
         run = Run(self, component or self.component, run_id or uuid.uuid4().hex)
-        run.set(model=model, hardware=hardware, batch_id=batch_id, name=name, params=params)
+        if any(v is not None for v in (model, hardware, batch_id, name, params)):
+            run.set(model=model, hardware=hardware, batch_id=batch_id, name=name,
+                    params=params)
         return run
 
     def create_run(self, run_id: str | None = None, **attributes: Any) -> Run:
@@ -229,6 +231,10 @@ class Client:
         return list(self._pages(f"/api/{c}/db/performance", models.PerformanceItem,
                                 {"days": days, **filters}, 1000))
 
+    def overview(self) -> models.Overview:
+        """Totals per component and overall."""
+        return msgspec.json.decode(self._get("/api/db/overview"), type=models.Overview)
+
     def search(self, query: str, component: str | None = None,
                limit: int = 100) -> models.SearchResults:
         path = f"/api/{_quote(component)}/db/search" if component else "/api/db/search"
@@ -330,6 +336,12 @@ class Run(_Lifecycle):
 
     def log(self, message: str, level: str = "info") -> None:
         self._event("log", level=level, message=message)
+
+    def output(self, text: str, stream: Literal["stdout", "stderr"] = "stdout") -> None:
+        """A job's output, one `[stdout] `/`[stderr] ` log line per line (docs/compat.md)."""
+        level = "info" if stream == "stdout" else "warning"
+        for line in text.splitlines():
+            self.log(f"[{stream}] {line}", level)
 
     def artifact(self, name: str, uri: str | None = None, size_bytes: int | None = None,
                  media_type: str | None = None, path: str | os.PathLike[str] | None = None

@@ -113,6 +113,20 @@ class SearchResults(msgspec.Struct):
     result_counts: dict[str, int]
 
 
+class Totals(msgspec.Struct):
+    runs: int
+    by_status: dict[str, int]
+    events: int = 0
+    success_rate: float | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
+class Overview(msgspec.Struct):
+    components: dict[str, Totals]
+    total: Totals
+
+
 class Facet(msgspec.Struct):
     value: Any
     runs: int
