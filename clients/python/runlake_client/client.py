@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
-import math
 import os
 import threading
 import time
@@ -14,6 +13,7 @@ import urllib.parse
 import uuid
 import weakref
 from collections.abc import Iterator, Mapping
+from math import isfinite
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -29,6 +29,7 @@ log = logging.getLogger("runlake_client")
 T = TypeVar("T")
 MAX_ERROR_CHARS = 16_000  # the status event's `error` holds at most 16 384 characters
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_now = time.time
 
 
 class RunlakeError(Exception):
@@ -315,17 +316,21 @@ class Run(_Lifecycle):
 
     def metric(self, name: str, value: float, unit: str | None = None,
                step: int | None = None) -> None:
-        if not math.isfinite(value):
-            self.client.counts.rejected += 1
-            log.warning("runlake-client: metric %r=%r is not finite: not sent", name, value)
+        # The hot path: one dict, no setdefault, straight onto the queue.
+        client = self.client
+        if not isfinite(value) or client._closed:
+            client.counts.rejected += 1
+            log.warning("runlake-client: metric %r=%r not sent (not finite, or after close)",
+                        name, value)
             return
         event = {"type": "metric", "component": self.component, "run_id": self.run_id,
+                 "id": client._prefix + str(next(client._ids)), "ts": _now(),
                  "name": name, "value": value}
         if unit is not None:
             event["unit"] = unit
         if step is not None:
             event["step"] = step
-        self._emit(event)
+        client._put(event)
 
     def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
         for name, value in values.items():
