@@ -191,7 +191,9 @@ class Sender(threading.Thread):
         if self._deadline is not None and time.monotonic() >= self._deadline and not force:
             return
         if self.spool.drain(self._send_spooled):
+            # a live writer's file it had to skip may still be there: look again later
             self._probe_backoff = self.settings.probe_s
+            self._next_probe = time.monotonic() + self._probe_backoff
         else:
             self._schedule_probe()
 

@@ -124,7 +124,14 @@ class Spool:
         return True
 
     def others_pending(self) -> bool:
-        return any(p != self.path for p in self._files())
+        """Another process's file with records in it (a live writer's, or a dead one's)."""
+        for p in self._files():
+            try:
+                if p != self.path and p.stat().st_size > read_offset(p):
+                    return True
+            except FileNotFoundError:
+                continue
+        return False
 
     def drain(self, send: Callable[[bytes], bool]) -> bool:
         """Send every record, oldest file first, until `send` says False.
