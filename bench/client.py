@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import logging
 import os
 import queue
 import subprocess
@@ -113,6 +114,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--tests", type=int, default=2000)
     args = parser.parse_args()
+    # the caller-cost client points nowhere on purpose: its spool warning is expected
+    logging.getLogger("runlake_client").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         server = start_server_process(work / "data")
