@@ -73,6 +73,7 @@ def test_run_lifecycle_and_reads(server: ThreadedServer, tmp_path: Path) -> None
         perf = client.performance(metric="loss")
         assert [(p.metric, p.count) for p in perf] == [("loss", 3)]
     assert client.close() is client.counts  # a second close is harmless
+    assert "runlake-client-sender" not in {t.name for t in threading.enumerate()}
 
 
 def test_a_bad_event_is_rejected_once_and_the_rest_arrive(server: ThreadedServer,
