@@ -202,3 +202,27 @@ def test_server_stopped_mid_run_and_restarted(tmp_path: Path,
     assert get_json(url, "/api/outage/db/run/job", min_seq=log_seq(url))["status"] == \
         "completed"
     server.stop()
+
+
+def test_threads_logging_at_once_each_event_arrives_once(server: ThreadedServer,
+                                                         tmp_path: Path) -> None:
+    url = server.client.url
+    with Client(url, component="threads", spool_dir=tmp_path / "spool") as client:
+        start = threading.Barrier(4)
+
+        def log(n: int) -> None:
+            run = client.run(f"t{n}")
+            start.wait()
+            for i in range(2000):
+                run.metric("m", float(i), step=i)
+
+        threads = [threading.Thread(target=log, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert client.flush(120)
+        assert client.counts.sent == 8000
+    seq = log_seq(url)
+    for n in range(4):
+        assert metric_steps(url, "threads", f"t{n}", seq) == dict.fromkeys(range(2000), 1)
