@@ -162,7 +162,8 @@ def test_server_down_same_exit_code_and_results_spooled(server: ThreadedServer,
     spool = tmp_path / "spool"
     down = f"http://127.0.0.1:{free_port()}"
     env = {"RUNLAKE_URL": down, "RUNLAKE_SPOOL_DIR": str(spool), "RUNLAKE_EXIT_FLUSH_S": "2"}
-    code, junit = run_suite(tmp_path, "down", "--runlake-run-id=session-down", env=env)
+    code, junit = run_suite(tmp_path, "down", "--runlake-run-id=session-down",
+                            "--runlake-no-attempts", env=env)  # as for an older server
     plain, _ = run_suite(tmp_path, "plain", "-p", "no:runlake")
     assert code == plain == 1
     assert junit_outcomes(junit) == {k: "passed" if v == "xpassed" else v
@@ -176,6 +177,9 @@ def test_server_down_same_exit_code_and_results_spooled(server: ThreadedServer,
     assert not list(spool.glob("*.rlspool"))
     run = get_json(url, "/api/test/db/run/session-down", min_seq=log_seq(url))
     assert run["status"] == "failed" and run["results"]["total"] == len(EXPECTED)
+    results = all_items(url, "/api/test/db/run/session-down/results")
+    assert len(results) == len(EXPECTED)  # the last attempts only, without attempt fields
+    assert {(r["attempt"], r["worker"], r["file"]) for r in results} == {(1, None, None)}
 
 
 def test_runlake_url_alone_is_enough_and_off_wins(tmp_path: Path) -> None:
