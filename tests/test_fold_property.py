@@ -116,7 +116,10 @@ BODIES = {
     "result": _body("result", {
         "run_id": run_ids, "test": st.sampled_from(("t0", "t1")),
         "outcome": st.sampled_from(("passed", "failed", "skipped")),
-    }, {"duration_s": st.sampled_from((0.0, 0.5, 2.25)), "message": texts}),
+    }, {"duration_s": st.sampled_from((0.0, 0.5, 2.25)), "message": texts,
+        # Attempts (issue 20): absent means 1, so 1 and absent share a row.
+        "attempt": st.sampled_from((1, 2)), "file": st.just("t.py"),
+        "classname": st.sampled_from(("C", "D")), "worker": st.just("gw0")}),
     "batch": _body("batch", {"batch_id": st.sampled_from(BATCHES)}, {
         "description": texts, "expected_count": st.sampled_from((0, 1, 2, 3)),
     }),
@@ -271,7 +274,7 @@ class Run:
     steps: dict[str, list[tuple[int, int, tuple[Any, ...]]]] = field(
         default_factory=lambda: defaultdict(list))
     tags: dict[str, list[tuple[int, int, str]]] = field(default_factory=lambda: defaultdict(list))
-    results: dict[str, list[tuple[int, int, tuple[Any, ...]]]] = field(
+    results: dict[tuple[str, int], list[tuple[int, int, tuple[Any, ...]]]] = field(
         default_factory=lambda: defaultdict(list))
     metrics: list[tuple[str, float, str | None, int | None, int, int]] = field(
         default_factory=list)
@@ -334,7 +337,9 @@ class Simulation:
         elif kind == "tag":
             run.tags[w["key"]].append((ts, seq, w["value"]))
         elif kind == "result":
-            run.results[w["test"]].append((ts, seq, (w["outcome"], g("duration_s"), g("message"))))
+            run.results[w["test"], g("attempt", 1)].append((ts, seq, (
+                w["outcome"], g("duration_s"), g("message"), g("file"), g("classname"),
+                g("worker"))))
         elif kind == "metric":
             run.metrics.append((w["name"], float(w["value"]), g("unit"), g("step"), ts, seq))
         elif kind == "log":
@@ -457,9 +462,11 @@ class Simulation:
             for key, items in r.tags.items():
                 ts, seq, value = max(items, key=lambda i: i[:2])
                 out["tags"].append((comp, rid, key, value, at(ts), seq))
-            for test, items in r.results.items():
-                ts, seq, (outcome, duration, message) = max(items, key=lambda i: i[:2])
-                out["results"].append((comp, rid, test, outcome, duration, message, at(ts), seq))
+            for (test, attempt), items in r.results.items():
+                ts, seq, (outcome, duration, message, file, cls, worker) = max(
+                    items, key=lambda i: i[:2])
+                out["results"].append((comp, rid, test, outcome, duration, message, at(ts), seq,
+                                       attempt, file, cls, worker))
             for name, value, unit, step, ts, seq in r.metrics:
                 out["metrics"].append((comp, rid, name, value, unit, step, at(ts), seq))
             for level, message, ts, seq in r.logs:

@@ -545,7 +545,7 @@ def test_segments_carry_the_schema_version_and_the_log_schema(tmp_path: Path) ->
     for segment in segments:
         schema = pq.read_schema(segment.path)
         assert schema.metadata[b"runlake.schema_version"] == SCHEMA_VERSION.encode()
-        assert pq.read_metadata(segment.path).metadata[b"runlake.schema_version"] == b"1"
+        assert pq.read_metadata(segment.path).metadata[b"runlake.schema_version"] == b"2"
         assert schema.equals(LOG_SCHEMA, check_metadata=False)
         pf = pq.ParquetFile(segment.path)
         assert pf.metadata.row_group(0).column(0).compression == "ZSTD"

@@ -113,6 +113,10 @@ class ResultCounts(msgspec.Struct):
     error: int
     xfailed: int
     xpassed: int
+    # Issue 20: tests run more than once in the run, and those whose attempts both
+    # failed and passed. Every count above takes a test once, by its last attempt.
+    retried: int = 0
+    flaky: int = 0
 
 
 class LogLine(msgspec.Struct):
@@ -159,6 +163,10 @@ class Result(msgspec.Struct):
     message: str | None
     ts: Time
     seq: int
+    attempt: int = 1
+    file: str | None = None
+    classname: str | None = None
+    worker: str | None = None
 
 
 class Batch(msgspec.Struct):

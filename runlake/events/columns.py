@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from runlake.events.schema import EVENT_TYPES, TS_MAX, TS_MIN, TYPE_NAMES, Event
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 TS = pa.timestamp("us", tz="UTC")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
@@ -59,10 +59,16 @@ LOG_SCHEMA = pa.schema(
         ("duration_s", pa.float64()),
         ("description", pa.string()),
         ("expected_count", pa.int64()),
+        # Schema version 2 (issue 20): result attempts and their context.
+        ("attempt", pa.int64()),
+        ("file", pa.string()),
+        ("classname", pa.string()),
+        ("worker", pa.string()),
     ],
     metadata={"runlake.schema_version": SCHEMA_VERSION},
 )
 COLUMNS: tuple[str, ...] = tuple(LOG_SCHEMA.names)
+_NAMES = list(COLUMNS)
 SERVER_COLUMNS = ("seq", "received_at")
 # The log renames a step's `step` (a metric's `step` is an integer) and a tag's `value`.
 _RENAMED = {("step", "step"): "step_name", ("tag", "value"): "tag_value"}
@@ -169,6 +175,29 @@ def events_to_table(events: list[Event], first_seq: int, received_at_us: int) ->
           else pa.nulls(n, _TYPES[c]) if col is None else pa.array(col, _TYPES[c])
           for c, col in enumerate(cols)),
     ], schema=LOG_SCHEMA)
+
+
+def conform(rows: pa.RecordBatch) -> pa.RecordBatch:
+    """`rows` in LOG_SCHEMA: a segment or WAL frame of an older schema version lacks
+    the columns added since, which read as null (docs/log.md, schema versioning)."""
+    if rows.schema.names == _NAMES:
+        return rows
+    n = rows.num_rows
+    have = set(rows.schema.names)
+    return pa.RecordBatch.from_arrays(
+        [rows.column(c) if c in have else pa.nulls(n, LOG_SCHEMA.field(c).type) for c in COLUMNS],
+        schema=LOG_SCHEMA)
+
+
+def conform_table(table: pa.Table) -> pa.Table:
+    """A table (e.g. a WAL frame) in LOG_SCHEMA, older columns' nulls added (`conform`)."""
+    if table.schema.names == _NAMES:
+        return table
+    have = set(table.schema.names)
+    n = table.num_rows
+    return pa.Table.from_arrays(
+        [table.column(c) if c in have else pa.nulls(n, LOG_SCHEMA.field(c).type) for c in COLUMNS],
+        schema=LOG_SCHEMA)
 
 
 def ts_out_of_range(rows: pa.Table | pa.RecordBatch) -> pa.Array | None:

@@ -54,6 +54,8 @@ Uri = Annotated[str, Meta(min_length=1, max_length=4096)]
 MAX_METRIC_VALUE = 1e100
 MetricValue = Annotated[float, Meta(ge=-MAX_METRIC_VALUE, le=MAX_METRIC_VALUE)]
 NonNegInt = Annotated[int, Meta(ge=0, le=2**62)]
+MAX_ATTEMPT = 1000
+Attempt = Annotated[int, Meta(ge=1, le=MAX_ATTEMPT)]
 Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
 Seconds = Annotated[float, Meta(ge=0.0, le=1e9)]  # ~31 years; sums of 1e299 stay finite
 EpochSeconds = Annotated[float, Meta(ge=0.0, le=4_102_444_800.0)]  # 1970 .. 2100
@@ -171,6 +173,13 @@ class ResultEvent(Event, tag="result"):
     outcome: Outcome
     duration_s: Seconds | None = None
     message: Text | None = None
+    # Added in log schema version 2 (issue 20), last and optional (msgspec's
+    # schema-evolution rules): the attempt within the run (a rerun is 2, 3, ...;
+    # absent means 1), where the test lives, and the worker (xdist) that ran it.
+    attempt: Attempt | None = None
+    file: TestName | None = None
+    classname: TestName | None = None
+    worker: Identifier | None = None
 
 
 class BatchEvent(Event, tag="batch"):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runlake.events.columns import LOG_SCHEMA
+from runlake.events.columns import LOG_SCHEMA, conform
 from runlake.events.wal import fsync_dir
 
 _NAME = re.compile(r"^seg-(\d{20})-(\d{20})\.parquet$")
@@ -90,7 +90,7 @@ def read_segment(segment: Segment, from_seq: int, batch_rows: int) -> Iterator[p
         if skip:
             batch = batch.slice(skip)
             skip = 0
-        yield batch
+        yield conform(batch)  # an older segment lacks the columns added since
 
 
 def remove_temp_files(directory: Path) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from runlake.errors import LogError
-from runlake.events.columns import LOG_SCHEMA
+from runlake.events.columns import LOG_SCHEMA, conform_table
 
 MAGIC = b"RLW1"
 _HEADER = struct.Struct("<4sIIq")
@@ -44,7 +44,7 @@ def read_frames(path: Path) -> tuple[list[pa.Table], int]:
     data = path.read_bytes()
     tables, good = [], 0
     for table, end in _frames(data):
-        tables.append(table)
+        tables.append(conform_table(table))  # a frame an older runlake wrote
         good = end
     return tables, good
 

@@ -24,8 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from runlake.events.columns import TS_MAX_US, TS_MIN_US
+from runlake.events.columns import COLUMNS, LOG_SCHEMA, TS_MAX_US, TS_MIN_US
 from runlake.views import tables
 
 # Above this many batch deletes, one statement each costs more than batching.
@@ -38,7 +40,8 @@ MIN_ROWS = 2_000_000
 
 # Rows whose ts no reader can hold are bad data, left out as EventLog.read leaves them.
 _EVENTS = f"""
-SELECT * EXCLUDE (received_at) REPLACE (CAST(ts AS TIMESTAMP) AS ts) FROM read_parquet({{files}})
+SELECT * EXCLUDE (received_at) REPLACE (CAST(ts AS TIMESTAMP) AS ts){{missing}}
+FROM read_parquet({{files}}, union_by_name = true)
 WHERE epoch_us(ts) BETWEEN {TS_MIN_US} AND {TS_MAX_US}"""
 _KEPT = """
 SELECT * FROM bulk_log l WHERE NOT EXISTS (SELECT 1 FROM bulk_dropped d WHERE d.seq = l.seq)"""
@@ -100,7 +103,8 @@ class SegmentFold:
     def _find(self, files: Sequence[Path]) -> None:
         con = self.con
         names = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in files) + "]"
-        con.execute("CREATE OR REPLACE TEMP VIEW bulk_log AS " + _EVENTS.format(files=names))
+        con.execute("CREATE OR REPLACE TEMP VIEW bulk_log AS "
+                    + _EVENTS.format(files=names, missing=_missing_columns(files)))
         con.execute("CREATE OR REPLACE TEMP TABLE bulk_dropped AS "
                     + tables.DUPLICATES.format(source="bulk_log"))
         dropped = con.execute("SELECT count(*) FROM bulk_dropped").fetchone() != (0,)
@@ -142,3 +146,16 @@ class SegmentFold:
             self.con.execute(f"DROP VIEW IF EXISTS {view}")
         for table in _TABLES:
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+_DUCK_TYPES = {pa.int64(): "BIGINT", pa.string(): "VARCHAR", pa.float64(): "DOUBLE"}
+
+
+def _missing_columns(files: Sequence[Path]) -> str:
+    """Null columns for those of LOG_SCHEMA that no segment holds (every segment is
+    of an older schema version), so the fold's SQL finds every column it names."""
+    have: set[str] = set()
+    for f in files:
+        have.update(pq.read_schema(f).names)
+    return "".join(f", NULL::{_DUCK_TYPES[LOG_SCHEMA.field(c).type]} AS {c}"
+                   for c in COLUMNS if c not in have)

@@ -146,11 +146,7 @@ def get_run(cur: Cursor, component: str, run_id: str, recent_logs: int = 20) -> 
         SELECT name, min(unit) AS unit, count(*) AS count, avg(value) AS mean,
                min(value) AS min, max(value) AS max, arg_max(value, (ts, seq)) AS last
         FROM metrics WHERE {_OF_RUN} GROUP BY name ORDER BY name""", key)
-    outcomes = dict(cur.execute(f"SELECT outcome, count(*) FROM results WHERE {_OF_RUN} "
-                                "GROUP BY 1", key).fetchall())
-    run["results"] = {"total": sum(outcomes.values()),
-                      **{o: outcomes.get(o, 0) for o in
-                         ("passed", "failed", "skipped", "error", "xfailed", "xpassed")}}
+    run["results"] = result_counts(cur, key)
     # The most recent `recent_logs` lines, listed oldest first like `…/logs`.
     run["logs"] = _dicts(cur, "SELECT * FROM (SELECT level, message, ts, seq FROM logs "
                          f"WHERE {_OF_RUN} ORDER BY seq DESC LIMIT ?) ORDER BY seq",
@@ -158,6 +154,24 @@ def get_run(cur: Cursor, component: str, run_id: str, recent_logs: int = 20) -> 
     run["artifacts"] = _dicts(cur, "SELECT name, uri, size_bytes, media_type, ts FROM artifacts "
                               f"WHERE {_OF_RUN} ORDER BY seq", key)
     return run
+
+
+_OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
+# A test counts once, by its last attempt; `retried`: it ran more than once in the run;
+# `flaky`: its attempts both passed and failed (or errored) -- docs/tests.md.
+_RESULT_COUNTS = f"""
+SELECT arg_max(outcome, attempt) AS outcome, count(*) > 1 AS retried,
+       bool_or(outcome = 'passed') AND bool_or(outcome IN ('failed', 'error')) AS flaky
+FROM results WHERE {_OF_RUN} GROUP BY test"""
+
+
+def result_counts(cur: Cursor, key: list[Any]) -> dict[str, int]:
+    """The run's result summary; `key`: component, run_id, first and last seq."""
+    rows = cur.execute(f"""SELECT outcome, count(*), count(*) FILTER (retried),
+        count(*) FILTER (flaky) FROM ({_RESULT_COUNTS}) GROUP BY 1""", key).fetchall()
+    outcomes = {r[0]: r[1] for r in rows}
+    return {"total": sum(outcomes.values()), **{o: outcomes.get(o, 0) for o in _OUTCOMES},
+            "retried": sum(r[2] for r in rows), "flaky": sum(r[3] for r in rows)}
 
 
 def run_span(cur: Cursor, component: str, run_id: str) -> tuple[int, int] | None:
@@ -207,7 +221,8 @@ def run_logs(cur: Cursor, component: str, run_id: str, level: str | None = None,
 
 def run_results(cur: Cursor, component: str, run_id: str, outcome: str | None = None,
                 limit: int = 100, offset: int = 0) -> dict[str, Any] | None:
-    return _run_children(cur, "results", "test, outcome, duration_s, message, ts, seq",
+    return _run_children(cur, "results", "test, outcome, duration_s, message, ts, seq, "
+                         "attempt, file, classname, worker",
                          component, run_id, ("outcome", outcome), limit, offset)
 
 

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS artifacts (
     size_bytes BIGINT, media_type VARCHAR, ts TIMESTAMP NOT NULL, seq BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS results (
     component VARCHAR NOT NULL, run_id VARCHAR NOT NULL, test VARCHAR NOT NULL, outcome VARCHAR NOT NULL,
-    duration_s DOUBLE, message VARCHAR, ts TIMESTAMP NOT NULL, seq BIGINT NOT NULL);
+    duration_s DOUBLE, message VARCHAR, ts TIMESTAMP NOT NULL, seq BIGINT NOT NULL,
+    attempt BIGINT NOT NULL, file VARCHAR, classname VARCHAR, worker VARCHAR);
 CREATE TABLE IF NOT EXISTS batch_events (
     component VARCHAR NOT NULL, batch_id VARCHAR NOT NULL, description VARCHAR, expected_count BIGINT,
     ts TIMESTAMP NOT NULL, seq BIGINT NOT NULL);
@@ -81,8 +82,10 @@ class Apply:
 
 
 def _latest(needs: str, table: str, key: str, cols: str, src_cols: str) -> Apply:
-    """Upsert keeping, per (component, run_id, key), the row of the latest (ts, seq)."""
+    """Upsert keeping, per (component, run_id, key), the row of the latest (ts, seq);
+    `key` may name several columns ("test, attempt")."""
     names = [*cols.split(", "), "ts", "seq"]
+    on = " AND ".join(f"t.{k} = s.{k}" for k in key.split(", "))
     set_cols = ", ".join(f"{c} = s.{c}" for c in names)
     return Apply(
         needs=needs,
@@ -100,7 +103,7 @@ SELECT * FROM (SELECT component, run_id, {src_cols}, ts, seq FROM batch WHERE ty
 QUALIFY row_number() OVER (PARTITION BY component, run_id, {key} ORDER BY ts DESC, seq DESC) = 1
 ORDER BY seq""",
         merge=f"""
-ON t.component = s.component AND t.run_id = s.run_id AND t.{key} = s.{key}
+ON t.component = s.component AND t.run_id = s.run_id AND {on}
 WHEN MATCHED AND (s.ts > t.ts OR (s.ts = t.ts AND s.seq > t.seq)) THEN UPDATE SET {set_cols}
 WHEN NOT MATCHED THEN INSERT BY NAME""",
     )
@@ -125,8 +128,9 @@ WHEN NOT MATCHED THEN INSERT BY NAME"""),
     _latest("step", "steps", "step", "status, progress, message",
             "step_name AS step, status, progress, message"),
     _latest("tag", "tags", "key", "value", "key, tag_value AS value"),
-    _latest("result", "results", "test", "outcome, duration_s, message",
-            "test, outcome, duration_s, message"),
+    # Every attempt of a test is its own row (issue 20); no attempt means the first.
+    _latest("result", "results", "test, attempt", "outcome, duration_s, message, file, classname, worker",
+            "test, coalesce(attempt, 1) AS attempt, outcome, duration_s, message, file, classname, worker"),
     _append("metric", "metrics", "component, run_id, name, value, unit, step, ts, seq"),
     _append("log", "logs", "component, run_id, level, message, ts, seq"),
     _append("artifact", "artifacts", "component, run_id, name, uri, size_bytes, media_type, ts, seq"),
