@@ -50,7 +50,7 @@ def test_run_lifecycle_and_reads(server: ThreadedServer, tmp_path: Path) -> None
         assert client.flush(60)
         assert client.counts.sent > 0 and client.counts.rejected == 0
 
-        runs = list(client.runs(page_size=2))  # 3 pages by offset
+        runs = list(client.runs(page_size=2))  # 3 pages, by the `next` token
         assert {r.run_id: r.status for r in runs} == sent
         bad = client.get_run("bad")
         assert bad.error is not None and bad.error.startswith("ValueError: boom")

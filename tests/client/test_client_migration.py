@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from client_helpers import get_json
 from helpers.server import serve_in_thread
-from runlake_client import Client, RunlakeError
+from runlake_client import Client
 
 PROMPTS = {"g1": "calm piano", "g2": "calm piano", "g3": "fast drums", "g4": "lofi beat"}
 
@@ -44,11 +44,11 @@ def test_music_storage_service_calls(tmp_path: Path) -> None:
         assert totals.runs == 4
         assert {k: totals.by_status[k] for k in ("completed", "failed", "pending")} == {
             "completed": 2, "failed": 1, "pending": 1}
-        # get_most_used_prompts(limit): until the facets route lands, counted here
+        # get_most_used_prompts(limit): the facet of the runs' prompt param
         used = Counter(r.params["prompt"] for r in client.runs() if r.params)
-        assert used.most_common(1) == [("calm piano", 2)]
-        with pytest.raises(RunlakeError):  # GET /api/{c}/db/facets is not served yet
-            client.facets("param:prompt")
+        top = client.facets("param:prompt", limit=1)
+        assert [(i.value, i.runs) for i in top.items] == used.most_common(1)
+        assert top.total_values == len(used) and not top.truncated
         g1_detail = client.get_run("g1")
         assert [(a.name, a.size_bytes) for a in g1_detail.artifacts] == [("audio", 64)]
         assert client.get_run("g3").error == "CUDA out of memory"

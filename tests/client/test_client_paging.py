@@ -1,6 +1,6 @@
-"""`client.runs` follows the lists' `next` token when a server gives one (issue 17's
-keyset paging, not in this server yet): checked against a stand-in peer that pages
-with tokens only. Offset paging against the real server is in test_client_delivery."""
+"""`client.runs` follows the lists' `next` token whenever a server gives one: checked
+here against a stand-in peer that pages with tokens only and gives no `total`; the
+real server's `next` pages are followed in test_client_delivery."""
 
 from __future__ import annotations
 

@@ -244,7 +244,7 @@ class Client:
 
     def facets(self, field: str, component: str | None = None, limit: int = 10,
                **filters: Any) -> models.Facets:
-        """Top values of a field (`GET /api/{c}/db/facets`); untested until that route lands."""
+        """Top values of a field (`GET /api/{c}/db/facets`, docs/facets.md)."""
         c = _quote(component or self.component)
         body = self._get(f"/api/{c}/db/facets", {"field": field, "limit": limit, **filters})
         return msgspec.json.decode(body, type=models.Facets)

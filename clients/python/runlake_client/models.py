@@ -136,7 +136,7 @@ class Facet(msgspec.Struct):
 
 
 class Facets(msgspec.Struct):
-    """`GET /api/{c}/db/facets` as its issue specifies it (untested until it lands)."""
+    """`GET /api/{c}/db/facets` (docs/facets.md)."""
 
     items: list[Facet]
     total_values: int | None = None
