@@ -66,7 +66,7 @@ function el(tag, attrs = {}, ...children) {
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -84,7 +84,7 @@ function table(headers, rows, attrs = {}) {
     el("tbody", {}, rows));
 }
 
-function fmtNum(v, digits = 4) {
+function fmtNum(v, digits = 6) {
   if (v === null || v === undefined) return "—";
   return Number.isInteger(v) ? String(v) : Number(v.toPrecision(digits)).toString();
 }
