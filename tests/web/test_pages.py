@@ -69,7 +69,9 @@ def goto(page: Page, url: str) -> None:
 
 
 def shot(page: Page, screenshots: Path, name: str) -> None:
-    page.screenshot(path=str(screenshots / f"{name}.png"), full_page=True)
+    """The first screen (as the README shows it) and the whole page."""
+    page.screenshot(path=str(screenshots / f"{name}.png"))
+    page.screenshot(path=str(screenshots / f"{name}-full.png"), full_page=True)
 
 
 def run_ids(page: Page) -> list[str]:
