@@ -140,6 +140,9 @@ BODIES: dict[tuple[str, str], Any] = {
 }
 QUERIES = {"/api/{component}/db/search": "?query=needle", "/api/db/search": "?query=needle",
            "/api/db/{component}/search": "?query=needle"}
+QUERIES |= {path.format(run=run): "?name=x" for run in ("run", "task") for path in (
+    "/api/{{component}}/db/{run}/{{run_id}}/metrics/buckets",
+    "/api/db/{{component}}/{run}/{{run_id}}/metrics/buckets")}
 
 
 def expected(case: Case, who: str) -> int:

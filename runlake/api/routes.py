@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from runlake.api import admin, export, ingest, jobs, ops, reads
+from runlake.api import admin, export, ingest, jobs, metric_buckets, ops, reads
 from runlake.api import params as p
 from runlake.api import responses as R
 from runlake.api.params import check_path, parse_query
@@ -158,6 +158,11 @@ _DECLARED: tuple[Route, ...] = (
     Route("GET", "/api/stats", jobs.stats, "Job totals and top tools (job runner)", "jobs",
           response=R.JobStats, query=p.ReadQuery, errors=(400, 403, 409, 422, 503),
           role="read"),
+    Route("GET", "/api/{component}/db/run/{run_id}/metrics/buckets",
+          metric_buckets.run_metric_buckets,
+          "A run's metric downsampled: per bucket of points, min, max and last value",
+          "reads", response=R.MetricBuckets, query=p.RunMetricBucketsQuery,
+          errors=(400, 404, 409, 422, 503), role="read"),
 )
 
 

@@ -66,6 +66,7 @@ def events(runs: list[Run], now: datetime) -> list[dict[str, Any]]:
 
 DETAIL_RUN = "r01"  # the run whose detail page the tests read
 LOSS = [round(1.0 / (s + 1), 6) for s in range(30)]
+LONG_POINTS = 5000  # more than a chart draws: the server buckets them
 
 
 def detail_events(now: datetime) -> list[dict[str, Any]]:
@@ -80,6 +81,8 @@ def detail_events(now: datetime) -> list[dict[str, Any]]:
         {**base, "type": "tag", "key": "team", "value": "vision", "ts": _iso(t)}]
     evs += [{**base, "type": "metric", "name": "loss", "value": v, "step": s,
              "ts": _iso(t + timedelta(seconds=s))} for s, v in enumerate(LOSS)]
+    evs += [{**base, "type": "metric", "name": "long", "value": float(s % 97), "step": s,
+             "ts": _iso(t)} for s in range(LONG_POINTS)]
     evs += [{**base, "type": "log", "level": LEVELS[i % 3], "message": f"line {i}",
              "ts": _iso(t + timedelta(seconds=i))} for i in range(7)]
     evs += [{**base, "type": "result", "test": f"test_{i}", "outcome": o,

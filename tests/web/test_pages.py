@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect
 from web.browser import Console, new_page
 from web.lake import (
     DETAIL_RUN,
+    LONG_POINTS,
     LOSS,
     OUTCOMES,
     STATUSES,
@@ -156,6 +157,8 @@ def test_run_detail(lake: Lake, browser: Browser, console: Console, screenshots:
     expect(loss.locator("[data-field=last]")).to_have_text(f"{LOSS[-1]:.6g}")
     expect(loss.locator("[data-field=count]")).to_have_text(str(len(LOSS)))
     expect(page.locator("[data-testid=chart] canvas").first).to_be_visible()
+    expect(page.locator("figure[data-testid=chart] figcaption", has_text="long")).to_have_text(
+        f"long — {LONG_POINTS} points in 2000 buckets")
     expect(page.get_by_test_id("delete-run")).to_be_visible()  # auth off: all may delete
     expect(page.get_by_test_id("logs-table").locator("tbody tr")).to_have_count(7)
     expect(page.get_by_test_id("result-counts")).to_contain_text(

@@ -169,38 +169,23 @@ function chart(title, xs, series, opts = {}) {
   return box;
 }
 
-// Points beyond MAX_CHART_POINTS become buckets: the last value as the line, min and
-// max as a band (the server-side option is on the issue's list; this keeps a chart's
-// cost bounded meanwhile).
-function downsample(xs, ys) {
-  if (xs.length <= MAX_CHART_POINTS) return { xs, last: ys, lo: null, hi: null };
-  const n = Math.ceil(xs.length / MAX_CHART_POINTS);
-  const out = { xs: [], last: [], lo: [], hi: [] };
-  for (let i = 0; i < xs.length; i += n) {
-    const chunk = ys.slice(i, i + n);
-    out.xs.push(xs[Math.min(i + n, xs.length) - 1]);
-    out.last.push(chunk[chunk.length - 1]);
-    out.lo.push(Math.min(...chunk));
-    out.hi.push(Math.max(...chunk));
-  }
-  return out;
-}
-
+// A chart reads its metric downsampled by the server (…/metrics/buckets): per bucket of
+// consecutive points the last value is the line and min–max a band (W&B-style), so it
+// draws at most MAX_CHART_POINTS points per series whatever the run's length.
 async function metricChart(component, runId, name) {
-  const page = await api(`/api/${enc(component)}/db/run/${enc(runId)}/metrics?name=${enc(name)}&limit=1000`);
-  const pts = page.items;
-  const byStep = pts.every((p) => p.step !== null);
-  const xs = pts.map((p, i) => (byStep ? p.step : Date.parse(p.ts) / 1000 || i));
-  const d = downsample(xs, pts.map((p) => p.value));
-  const series = [{ label: name, values: d.last }];
+  const m = await api(`/api/${enc(component)}/db/run/${enc(runId)}/metrics/buckets?name=${enc(name)}&buckets=${MAX_CHART_POINTS}`);
+  const bs = m.buckets;
+  const byStep = bs.every((b) => b.step !== null);
+  const xs = bs.map((b) => (byStep ? b.step : Date.parse(b.ts) / 1000));
+  const series = [{ label: name, values: bs.map((b) => b.last) }];
   let bands;
-  if (d.lo) {
-    series.push({ label: "min", values: d.lo, stroke: "#9bb7d4" }, { label: "max", values: d.hi, stroke: "#9bb7d4" });
+  if (bs.some((b) => b.count > 1)) {
+    series.push({ label: "min", values: bs.map((b) => b.min), stroke: "#9bb7d4" }, { label: "max", values: bs.map((b) => b.max), stroke: "#9bb7d4" });
     bands = [{ series: [3, 2], fill: "rgba(11,92,173,0.1)" }];
   }
-  const unit = pts.length && pts[0].unit ? ` (${pts[0].unit})` : "";
-  const more = page.total > pts.length ? ` — first ${pts.length} of ${page.total} points` : "";
-  return chart(name + unit + more, d.xs, series, { time: !byStep, xLabel: byStep ? "step" : "time", bands });
+  const unit = m.unit ? ` (${m.unit})` : "";
+  const note = m.points > bs.length ? ` — ${m.points} points in ${bs.length} buckets` : "";
+  return chart(name + unit + note, xs, series, { time: !byStep, xLabel: byStep ? "step" : "time", bands });
 }
 
 // -- pages ----------------------------------------------------------------------------
