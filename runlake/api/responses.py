@@ -389,3 +389,16 @@ class MetricBuckets(msgspec.Struct):
     unit: str | None
     points: int
     buckets: list[MetricBucket]
+
+
+class ModelHardwareCell(msgspec.Struct):
+    """Runs of one (model, hardware); success_rate = completed / (completed + failed)."""
+
+    model: str | None
+    hardware: str | None
+    runs: int
+    by_status: ByStatus
+    success_rate: float | None
+
+
+ModelHardwarePage = Page[ModelHardwareCell]

@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from runlake.api import admin, export, ingest, jobs, metric_buckets, ops, reads
+from runlake.api import admin, export, ingest, jobs, metric_buckets, model_hardware, ops, reads
 from runlake.api import params as p
 from runlake.api import responses as R
 from runlake.api.params import check_path, parse_query
@@ -163,6 +163,10 @@ _DECLARED: tuple[Route, ...] = (
           "A run's metric downsampled: per bucket of points, min, max and last value",
           "reads", response=R.MetricBuckets, query=p.RunMetricBucketsQuery,
           errors=(400, 404, 409, 422, 503), role="read"),
+    Route("GET", "/api/{component}/db/models/hardware", model_hardware.model_hardware_stats,
+          "Runs and success rate per (model, hardware)", "reads",
+          response=R.ModelHardwarePage, query=p.LongPage, errors=(400, 404, 409, 422, 503),
+          role="read"),
 )
 
 

@@ -187,8 +187,13 @@ def test_models_batches_performance_search_compare_model(
     runs = alpha(lake)
     page = open_page(browser, console, lake.url + "/models?component=alpha&metric=tps&days=30")
     for (model, hw), p50 in tps_p50(lake.runs).items():
-        cell = page.locator(f"td[data-model={model}][data-hardware={hw}]")
+        cell = page.locator(f"[data-testid=heatmap] td[data-model={model}][data-hardware={hw}]")
         expect(cell).to_have_text(f"{p50:g}")
+    for (model, hw) in tps_p50(lake.runs):
+        mine = [r for r in runs if (r.model, r.hardware) == (model, hw)]
+        cell = page.locator(
+            f"[data-testid=success-heatmap] td[data-model={model}][data-hardware={hw}]")
+        expect(cell).to_have_text(f"{success_rate(mine)} of {len(mine)}")
     for model in ("m1", "m2"):
         expect(page.locator(f"tr[data-model={model}] [data-field=success_rate]")).to_have_text(
             success_rate([r for r in runs if r.model == model]))

@@ -388,6 +388,9 @@ PAGES.models = async function () {
     el("td", { class: "num", text: s.runs }), el("td", { class: "num", "data-field": "success_rate", text: fmtRate(s.success_rate) }),
     el("td", { class: "num", text: fmtNum(s.duration_p50_s) }), el("td", { class: "num", text: fmtNum(s.duration_p95_s) }))));
   const out = [componentPicker(names, component)];
+  const cells = await api(`/api/${enc(component)}/db/models/hardware?limit=1000`);
+  out.push(section("Success rate per model × hardware", cells.items.length ? heatTable(cells.items.map((c) => ({
+    model: c.model, hardware: c.hardware, value: c.success_rate, text: `${fmtRate(c.success_rate)} of ${c.runs}` })), "success-heatmap") : el("p", { text: "No runs." })));
   const metric = QS.get("metric");
   const days = QS.get("days") || "30";
   out.push(section("Metric p50 per model × hardware", urlForm([el("div", { class: "inline" }, el("input", { type: "hidden", name: "component", value: component }),
@@ -399,18 +402,24 @@ PAGES.models = async function () {
 
 async function heatmap(component, metric, days) {
   const perf = await api(`/api/${enc(component)}/db/performance?metric=${enc(metric)}&days=${enc(days)}&limit=1000`);
-  const ms = [...new Set(perf.items.map((i) => i.model ?? "—"))].sort();
-  const hs = [...new Set(perf.items.map((i) => i.hardware ?? "—"))].sort();
   if (!perf.items.length) return el("p", { text: `No ${metric} points in the last ${days} days.` });
-  const cell = new Map(perf.items.map((i) => [`${i.model ?? "—"}\u0000${i.hardware ?? "—"}`, i]));
-  const values = perf.items.map((i) => i.p50);
+  return heatTable(perf.items.map((i) => ({ model: i.model, hardware: i.hardware, value: i.p50, text: fmtNum(i.p50) })), "heatmap");
+}
+
+// A model × hardware grid; each cell's shade scales with its value within the grid's range.
+function heatTable(cells, testid) {
+  const name = (v) => v ?? "—";
+  const ms = [...new Set(cells.map((c) => name(c.model)))].sort();
+  const hs = [...new Set(cells.map((c) => name(c.hardware)))].sort();
+  const at = new Map(cells.map((c) => [`${name(c.model)}\u0000${name(c.hardware)}`, c]));
+  const values = cells.map((c) => c.value).filter((v) => v !== null);
   const lo = Math.min(...values), hi = Math.max(...values);
   return table(["model \\ hardware", ...hs], ms.map((m) => el("tr", {}, el("th", { scope: "row", text: m }), hs.map((h) => {
-    const i = cell.get(`${m}\u0000${h}`);
-    const td = el("td", { class: "cell num", "data-model": m, "data-hardware": h, text: i ? fmtNum(i.p50) : "—" });
-    if (i) td.style.background = `rgba(11,92,173,${(0.1 + 0.6 * (hi > lo ? (i.p50 - lo) / (hi - lo) : 0.5)).toFixed(2)})`;
+    const c = at.get(`${m}\u0000${h}`);
+    const td = el("td", { class: "cell num", "data-model": m, "data-hardware": h, text: c ? c.text : "" });
+    if (c && c.value !== null) td.style.background = `rgba(11,92,173,${(0.1 + 0.6 * (hi > lo ? (c.value - lo) / (hi - lo) : 0.5)).toFixed(2)})`;
     return td;
-  }))), { class: "heat", "data-testid": "heatmap" });
+  }))), { class: "heat", "data-testid": testid });
 }
 
 PAGES.model = async function () {
