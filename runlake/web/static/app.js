@@ -165,7 +165,9 @@ function chart(title, xs, series, opts = {}) {
     series: [{ label: opts.xLabel || "x" }, ...series.map((s) => ({ label: s.label, stroke: s.stroke || "#0b5cad", fill: s.fill, width: 1.5 }))],
     bands: opts.bands,
   };
+  const start = performance.now();
   new uPlot(spec, [xs, ...series.map((s) => s.values)], box);
+  performance.measure("runlake:chart", { start, end: performance.now() });  // bench/dashboard.py
   return box;
 }
 
@@ -522,6 +524,7 @@ async function render() {
     MAIN.replaceChildren(h1, el("p", { role: "alert", class: "error", text: e.message }));
   }
   MAIN.setAttribute("aria-busy", "false");
+  performance.mark("runlake:drawn");  // bench/dashboard.py reads when the page was drawn
 }
 window.runlakeRefresh = render;  // live.js redraws the page when the stream says it changed
 render();
