@@ -28,6 +28,11 @@ STATIC = HERE / "static"
 SHELL = (HERE / "templates" / "shell.html").read_text()
 SIGNIN = (HERE / "templates" / "signin.html").read_text()
 COOKIE_MAX_AGE = 7 * 24 * 3600  # a week; signing out or revoking the key ends it sooner
+# Routes the pages use only where the server has them (issues 17, 18, 20 add them):
+# the shell lists those present, so the script neither fetches OpenAPI nor probes (a
+# probe's 404 would show in the browser's console).
+OPTIONAL_ROUTES = ("/api/stream", "/api/{component}/db/facets", "/api/{component}/db/tests",
+                   "/api/{component}/db/test/{name}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Session(msgspec.Struct):
     role: str | None = None
     components: list[str] | None = None
     csrf: str | None = None
+    routes: list[str] = []  # the OPTIONAL_ROUTES this server has
 
 
 def add_pages(app: web.Application) -> None:
@@ -90,8 +96,14 @@ def _page_handler(page: Page) -> web.Handler:
             session = Session(True, key.name, key.role,
                               sorted(key.components) if key.components else None,
                               request.cookies.get(CSRF_COOKIE))
+        session.routes = optional_routes(request.app)
         return _html(_render(page, session))
     return handle
+
+
+def optional_routes(app: web.Application) -> list[str]:
+    served = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
+    return [path for path in OPTIONAL_ROUTES if path in served]
 
 
 def _render(page: Page, session: Session) -> str:

@@ -42,16 +42,11 @@ async function api(path, options = {}) {
   return body;
 }
 
-// The routes this server answers, from its OpenAPI document: later features (facets,
-// the live stream, test history) are used only where the server has them, without a
-// probing request that would 404.
-let routesPromise = null;
+// Later features (facets, the live stream, test history) are used only where the
+// server has their routes: the page's shell lists those it has (web/pages.py), so no
+// request probes for them and none 404s.
 function serverRoutes() {
-  if (!routesPromise) {
-    routesPromise = api("/api/openapi.json").then((doc) => new Set(Object.keys(doc.paths || {})))
-      .catch(() => new Set());
-  }
-  return routesPromise;
+  return Promise.resolve(new Set(SESSION.routes || []));
 }
 window.runlakeRoutes = serverRoutes;
 
