@@ -76,7 +76,9 @@ def add_pages(app: web.Application) -> None:
                app.router.add_post("/signin", sign_in),
                app.router.add_post("/signout", sign_out)]
     static = app.router.add_static("/static/", STATIC, append_version=False)
-    app[PAGE_ROUTES] = frozenset([*routes, *static])
+    # Every route of those resources: add_get's implicit HEAD routes are pages too.
+    resources = {r.resource for r in routes if r.resource is not None} | {static}
+    app[PAGE_ROUTES] = frozenset(route for res in resources for route in res)
 
 
 def signed_in_key(request: web.Request) -> ApiKey | None:

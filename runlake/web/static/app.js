@@ -306,7 +306,9 @@ PAGES.run = async function () {
   out.push(section("Params", params.length ? table(["name", "value"], params.map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: JSON.stringify(v) })))) : el("p", { class: "muted", text: "None." })));
   const tags = Object.entries(r.tags || {});
   if (tags.length) out.push(section("Tags", table(["key", "value"], tags.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: v }))))));
-  const events = await api(`${base}/events?limit=1000`);
+  // The sections' reads run at once: the page waits for the slowest, not their sum.
+  const [events, metrics, logs, results] = await Promise.all([api(`${base}/events?limit=1000`),
+    metricsSection(component, runId, r.metrics), logsSection(base), resultsSection(base, r.results)]);
   const statuses = events.items.filter((e) => e.type === "status");
   out.push(section("Status timeline", statuses.length ? el("ol", { class: "timeline" }, statuses.map((e) => el("li", {}, el("time", { text: fmtTime(e.ts) }), " ", statusCell(e.status), e.error ? " — " + e.error : ""))) : el("p", { class: "muted", text: "No status events." })));
   if (r.steps.length) {
@@ -315,9 +317,7 @@ PAGES.run = async function () {
       el("td", {}, s.progress === null ? "—" : el("progress", { value: s.progress, max: 1, "aria-label": `${s.step} progress`, text: fmtRate(s.progress) })),
       el("td", { text: s.message || "" }), el("td", { text: fmtTime(s.ts) }))))));
   }
-  out.push(await metricsSection(component, runId, r.metrics));
-  out.push(await logsSection(base));
-  out.push(await resultsSection(base, r.results));
+  out.push(metrics, logs, results);
   if (r.artifacts.length) {
     out.push(section("Artifacts", table(["name", "uri", "size (bytes)", "type"], r.artifacts.map((a) => el("tr", {},
       el("td", { text: a.name }), el("td", { text: a.uri || "—" }), el("td", { class: "num", text: fmtNum(a.size_bytes) }), el("td", { text: a.media_type || "—" }))))));
