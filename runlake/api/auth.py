@@ -77,7 +77,9 @@ def csrf_ok(request: web.Request, token: str | None) -> bool:
     """Double submit: `token` (a header or form field) equals the CSRF cookie. A
     cross-site page can make the browser send the cookie but cannot read it."""
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    return bool(cookie) and token is not None and hmac.compare_digest(cookie, token)
+    # As bytes: compare_digest raises on str holding non-ASCII (a header may).
+    return bool(cookie) and token is not None and hmac.compare_digest(
+        cookie.encode(errors="surrogateescape"), token.encode(errors="surrogateescape"))
 
 
 @web.middleware

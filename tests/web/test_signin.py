@@ -114,6 +114,9 @@ def test_admin_deletes_a_run_and_it_disappears(lake: Lake, browser: Browser,
     forged = page.request.delete(lake.url + "/api/alpha/db/run/r03",
                                  headers={"X-CSRF-Token": "forged"})
     assert forged.status == 403
+    not_ascii = page.request.delete(lake.url + "/api/alpha/db/run/r03",
+                                    headers={"X-CSRF-Token": "tökén"})
+    assert not_ascii.status == 403, not_ascii.text()
     assert page.request.get(lake.url + "/api/alpha/db/run/r03").status == 200
     shot = screenshots / "run-admin.png"
     page.screenshot(path=str(shot))
