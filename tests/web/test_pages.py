@@ -163,7 +163,10 @@ def test_run_detail(lake: Lake, browser: Browser, console: Console, screenshots:
     expect(page.get_by_test_id("logs-table").locator("tbody tr")).to_have_count(7)
     expect(page.get_by_test_id("result-counts")).to_contain_text(
         f"passed {OUTCOMES.count('passed')}")
-    expect(page.locator("ol.timeline li")).to_have_count(2)  # running, then its end
+    expect(page.locator("ol.timeline li span")).to_have_text(["created", "running", run.status])
+    page.locator("summary", has_text="events (the first 100)").click()  # read when opened
+    expect(page.get_by_test_id("raw-events")).to_contain_text(
+        '"type":"run","component":"alpha","run_id":"r01"')
     shot(page, screenshots, "run")
 
     page.get_by_label("Level").select_option("error")

@@ -307,10 +307,16 @@ PAGES.run = async function () {
   const tags = Object.entries(r.tags || {});
   if (tags.length) out.push(section("Tags", table(["key", "value"], tags.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: v }))))));
   // The sections' reads run at once: the page waits for the slowest, not their sum.
-  const [events, metrics, logs, results] = await Promise.all([api(`${base}/events?limit=1000`),
+  // The sections' reads run at once: the page waits for the slowest, not their sum.
+  const [metrics, logs, results] = await Promise.all([
     metricsSection(component, runId, r.metrics), logsSection(base), resultsSection(base, r.results)]);
-  const statuses = events.items.filter((e) => e.type === "status");
-  out.push(section("Status timeline", statuses.length ? el("ol", { class: "timeline" }, statuses.map((e) => el("li", {}, el("time", { text: fmtTime(e.ts) }), " ", statusCell(e.status), e.error ? " — " + e.error : ""))) : el("p", { class: "muted", text: "No status events." })));
+  // From the run's own timestamps: the raw events (below, read when opened) hold every
+  // status event, but reading them costs a scan of the run's span of the log.
+  const timeline = [["created", r.created_at, null]];
+  if (r.started_at) timeline.push(["running", r.started_at, null]);
+  if (r.finished_at) timeline.push([r.status, r.finished_at, r.error]);
+  out.push(section("Status timeline", el("ol", { class: "timeline" }, timeline.map(([s, t, err]) =>
+    el("li", {}, el("time", { text: fmtTime(t) }), " ", statusCell(s), err ? " — " + err : "")))));
   if (r.steps.length) {
     out.push(section("Steps", table(["step", "status", "progress", "message", "at"], r.steps.map((s) => el("tr", {},
       el("td", { text: s.step }), el("td", { text: s.status }),
@@ -322,9 +328,26 @@ PAGES.run = async function () {
     out.push(section("Artifacts", table(["name", "uri", "size (bytes)", "type"], r.artifacts.map((a) => el("tr", {},
       el("td", { text: a.name }), el("td", { text: a.uri || "—" }), el("td", { class: "num", text: fmtNum(a.size_bytes) }), el("td", { text: a.media_type || "—" }))))));
   }
-  out.push(section("Raw events", el("details", {}, el("summary", { text: `${events.total} events` }), el("pre", { text: events.items.map((e) => JSON.stringify(e)).join("\n") }))));
+  out.push(section("Raw events", rawEvents(base, r.events)));
   return out;
 };
+
+// The run's raw events, first page, read from the log when the reader opens them.
+function rawEvents(base, count) {
+  const pre = el("pre", { "data-testid": "raw-events", text: "Loading…" });
+  const details = el("details", {}, el("summary", { text: `${count} events (the first 100)` }), pre);
+  details.addEventListener("toggle", async () => {
+    if (!details.open || pre.dataset.loaded) return;
+    pre.dataset.loaded = "1";
+    try {
+      const page = await api(`${base}/events?limit=100`);
+      pre.textContent = page.items.map((e) => JSON.stringify(e)).join("\n");
+    } catch (e) {
+      pre.textContent = e.message;
+    }
+  });
+  return details;
+}
 
 async function metricsSection(component, runId, metrics) {
   if (!metrics.length) return section("Metrics", el("p", { class: "muted", text: "No metrics." }));
