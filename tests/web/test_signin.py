@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import msgspec
@@ -152,3 +153,29 @@ def test_component_limited_key_sees_only_its_component(lake: Lake, browser: Brow
     expect(page.locator("section h2")).to_have_text([f"beta ({len(beta)})"])
     assert page.request.get(lake.url + "/api/alpha/db/runs").status == 403
     page.context.close()
+
+
+def test_signin_refuses_open_redirects_and_cross_site_forms(lake: Lake) -> None:
+    """Over plain HTTP (no browser): `next` stays on this server, a form from another
+    origin signs no one in, and sign-out needs the CSRF token."""
+    async def post(path: str, form: dict[str, str], headers: dict[str, str] | None = None,
+                   cookies: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+        async with lake.server.client.session.post(
+                lake.url + path, data=form, headers=headers or {}, cookies=cookies,
+                allow_redirects=False) as resp:
+            return resp.status, dict(resp.headers), resp.cookies
+
+    key = lake.keys["reader"]
+    for evil in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "runs"):
+        status, headers, cookies = lake.server.run(post("/signin", {"key": key, "next": evil}))
+        assert status == 303 and headers["Location"] == "/", (evil, headers)
+        assert cookies["runlake_key"].value == key and cookies["runlake_key"]["httponly"]
+    status, _, cookies = lake.server.run(post(
+        "/signin", {"key": key, "next": "/runs"}, {"Origin": "http://evil.example"}))
+    assert status == 403 and "runlake_key" not in cookies
+    signed_in = {"runlake_key": key, "runlake_csrf": "t0ken"}
+    status, _, cookies = lake.server.run(post("/signout", {"csrf": "wrong"}, cookies=signed_in))
+    assert status == 403 and "runlake_key" not in cookies  # not cleared
+    status, headers, cookies = lake.server.run(post("/signout", {"csrf": "t0ken"},
+                                                    cookies=signed_in))
+    assert status == 303 and cookies["runlake_key"].value == ""  # cleared
