@@ -21,9 +21,14 @@ $(VENV)/.installed-test: pyproject.toml clients/python/pyproject.toml | $(BIN)/p
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
+	@echo "runlake dashboard: http://$${RUNLAKE_HOST:-127.0.0.1}:$${RUNLAKE_PORT:-8080}/ (the API is under /api/)"
 	$(BIN)/runlake serve --data $(DATA)
 
+# tests/web drive Debian's chromium (no browser download); CI runs as root on a fresh machine.
+CHROMIUM ?= /usr/bin/chromium
+
 test: $(VENV)/.installed-test
+	test -x $(CHROMIUM) || (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "runlake"
 LAYERS = {"errors": 0, "settings": 0, "progress": 0, "events": 1, "views": 2, "ingest": 3,
-          "api": 4, "cli": 5, "demo": 5, "__main__": 5, "__init__": 0}
+          "api": 4, "web": 4, "cli": 5, "demo": 5, "__main__": 5, "__init__": 0}
 
 
 def module_name(path: Path) -> str:

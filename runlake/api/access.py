@@ -14,6 +14,11 @@ log = logging.getLogger("runlake.auth")
 API_KEY = web.RequestKey("api_key", ApiKey)  # the request's key, once authenticated
 REASONS = ("missing", "unknown", "forbidden")
 KEY_HEADER = "X-API-Key"
+# The dashboard's sign-in (docs/security.md "Dashboard"): the key in an HttpOnly cookie,
+# and a CSRF token that a cookie-authenticated non-GET request repeats in a header.
+KEY_COOKIE = "runlake_key"
+CSRF_COOKIE = "runlake_csrf"
+CSRF_HEADER = "X-CSRF-Token"
 
 
 class Auth:

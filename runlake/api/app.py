@@ -66,6 +66,10 @@ def make_app(settings: Settings, *, loopback: bool | None = None) -> web.Applica
     app.cleanup_ctx.append(keys_context)
     app.cleanup_ctx.append(data_folder_context)
     add_routes(app)
+    # The dashboard at / (docs/dashboard.md). Imported here, not at the top: runlake.web
+    # imports the api package, whose __init__ imports this module.
+    from runlake.web import add_pages
+    add_pages(app)
     if loopback is None:
         loopback = is_loopback(settings.host)
     app[AUTH] = Auth(KeyRing(settings.keys_path), loopback)

@@ -13,6 +13,7 @@ other bind every request needs a key, even when the last one was revoked.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -20,15 +21,16 @@ from collections.abc import Sequence
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from runlake.api.access import API_KEY, KEY_HEADER
+from runlake.api.access import API_KEY, CSRF_COOKIE, CSRF_HEADER, KEY_COOKIE, KEY_HEADER
 from runlake.api.keys import ApiKey
 from runlake.api.routing import RouteRole
-from runlake.api.state import AUTH, matched_route, routed
+from runlake.api.state import AUTH, PAGE_ROUTES, matched_route, routed
 from runlake.errors import Forbidden, Unauthorized
 from runlake.events import Event
 from runlake.events.schema import DeleteEvent
 
 HOW_TO_SEND = f"send it as {KEY_HEADER}: <key> or Authorization: Bearer <key>"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def route_role(request: web.Request) -> RouteRole | None:
@@ -38,6 +40,8 @@ def route_role(request: web.Request) -> RouteRole | None:
     """
     if (route := matched_route(request)) is not None:
         return route.role
+    if request.match_info.route in request.app.get(PAGE_ROUTES, ()):
+        return "open"  # dashboard pages hold no data: each reads it from the API
     return "admin" if routed(request) else None
 
 
@@ -50,13 +54,32 @@ def visible_components(request: web.Request) -> list[str] | None:
 
 
 def presented_key(request: web.Request) -> str | None:
-    """The key from `X-API-Key`, else from `Authorization: Bearer`."""
+    """The key from `X-API-Key`, else from `Authorization: Bearer`, else from the
+    dashboard's sign-in cookie."""
+    key = header_key(request)
+    return key if key is not None else cookie_key(request)
+
+
+def header_key(request: web.Request) -> str | None:
     key = request.headers.get(KEY_HEADER)
     if key is None:
         scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
         key = token if scheme.lower() == "bearer" else None
     key = key.strip() if key is not None else None
     return key or None
+
+
+def cookie_key(request: web.Request) -> str | None:
+    return request.cookies.get(KEY_COOKIE, "").strip() or None
+
+
+def csrf_ok(request: web.Request, token: str | None) -> bool:
+    """Double submit: `token` (a header or form field) equals the CSRF cookie. A
+    cross-site page can make the browser send the cookie but cannot read it."""
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    # As bytes: compare_digest raises on str holding non-ASCII (a header may).
+    return bool(cookie) and token is not None and hmac.compare_digest(
+        cookie.encode(errors="surrogateescape"), token.encode(errors="surrogateescape"))
 
 
 @web.middleware
@@ -69,7 +92,14 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if not auth.enabled:
         return await handler(request)
     # Unmatched routes need a key too: anonymous clients learn nothing of the URL map.
-    secret = presented_key(request)
+    secret = header_key(request)
+    if secret is None and (secret := cookie_key(request)) is not None \
+            and request.method not in SAFE_METHODS \
+            and not csrf_ok(request, request.headers.get(CSRF_HEADER)):
+        # SameSite=Strict already keeps the cookie off cross-site requests; this is the
+        # second lock, for browsers or proxies that do not honour it.
+        raise forbidden(request, f"a request signed in by cookie needs the {CSRF_HEADER} "
+                                 f"header, equal to the {CSRF_COOKIE} cookie")
     if secret is None:
         raise _unauthorized(request, "missing", f"this server needs an API key: {HOW_TO_SEND}")
     key = auth.keyring.find(secret)

@@ -386,3 +386,11 @@ class JobsQuery(Page):
 
 class JobLogsQuery(LongPage):
     """GET /api/jobs/{job_id}/logs: a page of the job's log lines, oldest first."""
+
+
+class RunMetricBucketsQuery(ReadQuery, kw_only=True):
+    """One metric of a run in at most `buckets` buckets (docs/dashboard.md)."""
+
+    name: Annotated[Text, Meta(description="metric name")]
+    buckets: Annotated[int, Meta(ge=1, le=2000, description="at most this many buckets of "
+                                                            "consecutive points")] = 1000

@@ -412,3 +412,41 @@ class GenerationStats(msgspec.Struct):
     failed_generations: int
     cancelled_generations: int
     success_rate: float | None
+
+# -- a run's metric downsampled for charts (docs/dashboard.md) --------------------
+
+
+class MetricBucket(msgspec.Struct):
+    """Consecutive points (by seq): their min and max, the last one's value, step (of
+    the last point that has one) and the latest ts."""
+
+    step: int | None
+    ts: Time
+    count: int
+    min: float
+    max: float
+    last: float
+    first_seq: int
+    last_seq: int
+
+
+class MetricBuckets(msgspec.Struct):
+    """`points` counts the metric's points, `unit` is the last one's."""
+
+    name: str
+    unit: str | None
+    points: int
+    buckets: list[MetricBucket]
+
+
+class ModelHardwareCell(msgspec.Struct):
+    """Runs of one (model, hardware); success_rate = completed / (completed + failed)."""
+
+    model: str | None
+    hardware: str | None
+    runs: int
+    by_status: ByStatus
+    success_rate: float | None
+
+
+ModelHardwarePage = Page[ModelHardwareCell]

@@ -18,7 +18,17 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from runlake.api import admin, export, ingest, jobs, ops, reads, runs
+from runlake.api import (
+    admin,
+    export,
+    ingest,
+    jobs,
+    metric_buckets,
+    model_hardware,
+    ops,
+    reads,
+    runs,
+)
 from runlake.api import params as p
 from runlake.api import responses as R
 from runlake.api.params import check_path, parse_query
@@ -165,6 +175,15 @@ _DECLARED: tuple[Route, ...] = (
           query=p.JobLogsQuery, errors=(400, 403, 404, 409, 422, 503), role="read"),
     Route("GET", "/api/stats", jobs.stats, "Job totals and top tools (job runner)", "jobs",
           response=R.JobStats, query=p.ReadQuery, errors=(400, 403, 409, 422, 503),
+          role="read"),
+    Route("GET", "/api/{component}/db/run/{run_id}/metrics/buckets",
+          metric_buckets.run_metric_buckets,
+          "A run's metric downsampled: per bucket of points, min, max and last value",
+          "reads", response=R.MetricBuckets, query=p.RunMetricBucketsQuery,
+          errors=(400, 404, 409, 422, 503), role="read"),
+    Route("GET", "/api/{component}/db/models/hardware", model_hardware.model_hardware_stats,
+          "Runs and success rate per (model, hardware)", "reads",
+          response=R.ModelHardwarePage, query=p.LongPage, errors=(400, 404, 409, 422, 503),
           role="read"),
 )
 

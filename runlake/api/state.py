@@ -27,6 +27,8 @@ DATABASE = web.AppKey("database", Database)
 FOLD = web.AppKey("fold", Fold)
 REBUILD = web.AppKey("rebuild", Rebuild)  # POST /api/db/replay
 INBOX = web.AppKey("inbox", Inbox)  # absent when settings.inbox is off
+# The dashboard's page and static routes (runlake/web): open, outside the route table.
+PAGE_ROUTES = web.AppKey("page_routes", frozenset[web.AbstractRoute])
 
 
 def routed(request: web.Request) -> bool:

@@ -1,0 +1,548 @@
+// runlake dashboard: each page reads the public JSON API and draws itself (docs/dashboard.md).
+// No framework and no build step; the DOM is built with textContent only (no innerHTML),
+// so nothing a run reports can inject markup.
+"use strict";
+
+const SESSION = JSON.parse(document.getElementById("session").textContent);
+const MAIN = document.getElementById("main");
+const PAGE = document.body.dataset.page;
+const QS = new URLSearchParams(location.search);
+const CAN_DELETE = !SESSION.auth || SESSION.role === "admin";
+const STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
+const LEVELS = ["debug", "info", "warning", "error", "critical"];
+const OUTCOMES = ["passed", "failed", "skipped", "error", "xfailed", "xpassed"];
+const RUN_COLUMNS = ["run_id", "status", "model", "hardware", "batch_id", "name", "created_at",
+  "started_at", "finished_at", "duration_s", "updated_at"];
+const DEFAULT_COLUMNS = ["run_id", "status", "model", "hardware", "created_at", "duration_s"];
+const SORTABLE = new Set(["created_at", "updated_at", "started_at", "finished_at", "duration_s",
+  "run_id", "status", "model", "hardware"]);
+const MAX_CHART_POINTS = 2000;  // per series (the issue's bound)
+const MAX_CHARTS = 6;  // charts drawn at once; the rest are listed and chosen by name
+const MAX_COMPARE = 10;
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+// One API call: the sign-in cookie goes along (same origin); state-changing calls carry
+// the CSRF token (docs/security.md "Dashboard").
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  if (options.method && options.method !== "GET" && SESSION.csrf) headers["X-CSRF-Token"] = SESSION.csrf;
+  const resp = await fetch(path, { ...options, headers, credentials: "same-origin" });
+  if (resp.status === 401 && SESSION.auth) {
+    location.assign("/signin?next=" + encodeURIComponent(location.pathname + location.search));
+    return new Promise(() => {});
+  }
+  const body = await resp.json().catch(() => null);
+  if (!resp.ok) throw new ApiError(resp.status, body);
+  return body;
+}
+
+// Later features (facets, the live stream, test history) are used only where the
+// server has their routes: the page's shell lists those it has (web/pages.py), so no
+// request probes for them and none 404s.
+function serverRoutes() {
+  return Promise.resolve(new Set(SESSION.routes || []));
+}
+window.runlakeRoutes = serverRoutes;
+
+// -- DOM helpers ----------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function section(title, ...children) {
+  const id = "s-" + title.toLowerCase().replace(/[^a-z0-9]+/g, "-");
+  return el("section", { "aria-labelledby": id }, el("h2", { id, text: title }), ...children);
+}
+
+function table(headers, rows, attrs = {}) {
+  return el("table", attrs,
+    el("thead", {}, el("tr", {}, headers.map((h) => (h instanceof Node ? h : el("th", { scope: "col", text: h }))))),
+    el("tbody", {}, rows));
+}
+
+function fmtNum(v, digits = 6) {
+  if (v === null || v === undefined) return "—";
+  return Number.isInteger(v) ? String(v) : Number(v.toPrecision(digits)).toString();
+}
+function fmtRate(v) { return v === null || v === undefined ? "—" : (100 * v).toFixed(1) + "%"; }
+function fmtTime(v) { return v ? v.replace("T", " ").replace(/\.\d+/, "").replace(/\+00:00$|Z$/, " UTC") : "—"; }
+function statusCell(s) { return el("span", { class: "status-" + s, text: s }); }
+function runHref(component, runId) { return `/run/${encodeURIComponent(component)}/${encodeURIComponent(runId)}`; }
+function enc(s) { return encodeURIComponent(s); }
+
+function urlWith(changes) {
+  const q = new URLSearchParams(location.search);
+  for (const [k, v] of Object.entries(changes)) {
+    q.delete(k);
+    if (Array.isArray(v)) v.forEach((x) => q.append(k, x));
+    else if (v !== null && v !== undefined && v !== "") q.set(k, v);
+  }
+  const s = q.toString();
+  return location.pathname + (s ? "?" + s : "");
+}
+
+function selectField(label, name, values, current, allLabel = "any") {
+  const id = "f-" + name;
+  return [el("label", { for: id, text: label }),
+    el("select", { id, name }, el("option", { value: "", text: allLabel }),
+      values.map((v) => el("option", { value: v, selected: v === current, text: v })))];
+}
+function inputField(label, name, current, type = "text") {
+  const id = "f-" + name;
+  return [el("label", { for: id, text: label }), el("input", { id, name, type, value: current || "" })];
+}
+
+// A form whose submission becomes the URL's query (shareable), `offset` reset.
+function urlForm(children, fixed = {}, cls = "stack") {
+  const form = el("form", { class: cls }, children);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const changes = { offset: null, ...fixed };
+    for (const [k, v] of new FormData(form).entries()) changes[k] = v;
+    location.assign(urlWith(changes));
+  });
+  return form;
+}
+
+function pager(page, offsetParam = "offset") {
+  const { offset, limit, total, items } = page;
+  const from = total ? offset + 1 : 0;
+  const to = offset + items.length;
+  const prev = offset > 0 ? el("a", { href: urlWith({ [offsetParam]: Math.max(0, offset - limit) || null }), rel: "prev", text: "← Previous" }) : null;
+  const next = to < total ? el("a", { href: urlWith({ [offsetParam]: offset + limit }), rel: "next", text: "Next →" }) : null;
+  return el("nav", { class: "pager", "aria-label": "Pages" }, prev,
+    el("span", { "data-testid": "page-info", text: `${from}–${to} of ${total}` }), next);
+}
+
+async function components() {
+  const overview = await api("/api/db/overview");
+  return Object.keys(overview.components).sort();
+}
+
+function chosenComponent(names) {
+  const c = QS.get("component");
+  return c && names.includes(c) ? c : names[0];
+}
+
+function componentPicker(names, current) {
+  return urlForm([el("div", { class: "inline" }, el("label", {}, "Component",
+    el("select", { name: "component", id: "f-component" }, names.map((n) => el("option", { value: n, selected: n === current, text: n })))),
+  el("button", { type: "submit", text: "Show" }))], {}, "picker");
+}
+
+// -- charts (uPlot) -------------------------------------------------------------------
+
+function chart(title, xs, series, opts = {}) {
+  const box = el("figure", { class: "chart", "data-testid": "chart" }, el("figcaption", { text: title }));
+  if (typeof uPlot === "undefined" || xs.length === 0) return box;
+  const width = Math.min(560, Math.max(320, (MAIN.clientWidth || 800) / 2 - 32));
+  const spec = {
+    width, height: 220, scales: { x: { time: !!opts.time } },
+    series: [{ label: opts.xLabel || "x" }, ...series.map((s) => ({ label: s.label, stroke: s.stroke || "#0b5cad", fill: s.fill, width: 1.5 }))],
+    bands: opts.bands,
+  };
+  const start = performance.now();
+  new uPlot(spec, [xs, ...series.map((s) => s.values)], box);
+  performance.measure("runlake:chart", { start, end: performance.now() });  // bench/dashboard.py
+  return box;
+}
+
+// A chart reads its metric downsampled by the server (…/metrics/buckets): per bucket of
+// consecutive points the last value is the line and min–max a band (W&B-style), so it
+// draws at most MAX_CHART_POINTS points per series whatever the run's length.
+async function metricChart(component, runId, name) {
+  const m = await api(`/api/${enc(component)}/db/run/${enc(runId)}/metrics/buckets?name=${enc(name)}&buckets=${MAX_CHART_POINTS}`);
+  const bs = m.buckets;
+  const byStep = bs.every((b) => b.step !== null);
+  const xs = bs.map((b) => (byStep ? b.step : Date.parse(b.ts) / 1000));
+  const series = [{ label: name, values: bs.map((b) => b.last) }];
+  let bands;
+  if (bs.some((b) => b.count > 1)) {
+    series.push({ label: "min", values: bs.map((b) => b.min), stroke: "#9bb7d4" }, { label: "max", values: bs.map((b) => b.max), stroke: "#9bb7d4" });
+    bands = [{ series: [3, 2], fill: "rgba(11,92,173,0.1)" }];
+  }
+  const unit = m.unit ? ` (${m.unit})` : "";
+  const note = m.points > bs.length ? ` — ${m.points} points in ${bs.length} buckets` : "";
+  return chart(name + unit + note, xs, series, { time: !byStep, xLabel: byStep ? "step" : "time", bands });
+}
+
+// -- pages ----------------------------------------------------------------------------
+
+const PAGES = {};
+
+PAGES.home = async function () {
+  const o = await api("/api/db/overview");
+  const t = o.total;
+  const out = [section("Totals",
+    el("div", { class: "cards" },
+      card("Runs", t.runs, "total-runs"), card("Success rate", fmtRate(t.success_rate), "total-success-rate"),
+      card("Events", t.events, "total-events"), card("Last activity", fmtTime(t.last_seen), "total-last-seen")),
+    el("h3", { text: "Runs by status" }),
+    table(STATUSES, [el("tr", { "data-testid": "total-by-status" }, STATUSES.map((s) => el("td", { class: "num", "data-status": s, text: t.by_status[s] || 0 })))]))];
+  const names = Object.keys(o.components).sort();
+  out.push(section("Components", names.length === 0 ? el("p", { text: "No runs yet." }) :
+    table(["Component", "Runs", ...STATUSES, "Success rate", "Events", "Last activity"], names.map((n) => {
+      const c = o.components[n];
+      return el("tr", { "data-component": n },
+        el("th", { scope: "row" }, el("a", { href: "/runs?component=" + enc(n), text: n })),
+        el("td", { class: "num", "data-field": "runs", text: c.runs }),
+        STATUSES.map((s) => el("td", { class: "num", "data-status": s, text: c.by_status[s] || 0 })),
+        el("td", { class: "num", "data-field": "success_rate", text: fmtRate(c.success_rate) }),
+        el("td", { class: "num", text: c.events }), el("td", { text: fmtTime(c.last_seen) }));
+    }))));
+  return out;
+};
+
+function card(label, value, testid) {
+  return el("div", { class: "card" }, el("div", { class: "muted", text: label }), el("div", { class: "value", "data-testid": testid, text: value }));
+}
+
+PAGES.runs = async function () {
+  const names = await components();
+  if (names.length === 0) return [el("p", { text: "No runs yet." })];
+  const component = chosenComponent(names);
+  const cols = (QS.get("cols") || DEFAULT_COLUMNS.join(",")).split(",").filter((c) => RUN_COLUMNS.includes(c));
+  const sort = QS.get("sort") || "-created_at";
+  const q = new URLSearchParams();
+  for (const k of ["status", "model", "hardware", "batch_id", "q", "sort", "limit", "offset", "min_seq", "since", "until"]) {
+    if (QS.get(k)) q.set(k, QS.get(k));
+  }
+  QS.getAll("tag").forEach((t) => q.append("tag", t));
+  const page = await api(`/api/${enc(component)}/db/runs?${q}`);
+  const sidebar = await runFilters(component, names);
+  const head = cols.map((c) => {
+    const dir = sort === c ? "ascending" : sort === "-" + c ? "descending" : null;
+    if (!SORTABLE.has(c)) return el("th", { scope: "col", text: c });
+    const nextSort = sort === c ? "-" + c : c;
+    return el("th", { scope: "col", "aria-sort": dir || "none" },
+      el("a", { href: urlWith({ sort: nextSort, offset: null }), "data-sort": c, text: c + (dir === "ascending" ? " ▲" : dir === "descending" ? " ▼" : "") }));
+  });
+  const rows = page.items.map((r) => el("tr", { "data-run": r.run_id }, cols.map((c) => {
+    if (c === "run_id") return el("td", {}, el("a", { href: runHref(r.component, r.run_id), text: r.run_id }));
+    if (c === "status") return el("td", {}, statusCell(r.status));
+    if (c.endsWith("_at")) return el("td", { text: fmtTime(r[c]) });
+    if (c === "duration_s") return el("td", { class: "num", text: fmtNum(r[c]) });
+    return el("td", { text: r[c] ?? "—" });
+  })));
+  const compare = el("a", { href: "/compare?" + page.items.slice(0, MAX_COMPARE).map((r) => "run=" + enc(r.component + "/" + r.run_id)).join("&"), text: "Compare this page's first runs" });
+  return [el("div", { class: "layout" }, el("aside", { class: "sidebar", "aria-label": "Filters" }, sidebar),
+    el("div", {}, urlForm([el("div", { class: "inline" }, el("label", { for: "f-q" }, "Search runs",
+      el("input", { id: "f-q", name: "q", type: "search", value: QS.get("q") || "", placeholder: "run id, name or model" })),
+    el("button", { type: "submit", text: "Search" }))], {}, "search"),
+    columnChooser(cols),
+    table(head, rows, { "data-testid": "runs-table", "aria-label": `Runs of ${component}` }),
+    pager(page), el("p", {}, compare)))];
+};
+
+// The filter sidebar: facet values (with counts) where the server has the facets route,
+// plain fields otherwise.
+async function runFilters(component, names) {
+  const routes = await serverRoutes();
+  const facets = {};
+  if (routes.has("/api/{component}/db/facets")) {
+    for (const field of ["model", "hardware", "batch_id"]) {
+      try {
+        const f = await api(`/api/${enc(component)}/db/facets?field=${field}`);
+        const values = f.values || f.items || [];
+        facets[field] = values.map((v) => (typeof v === "object" ? v.value : v)).filter((v) => v !== null);
+      } catch (e) { /* plain field instead */ }
+    }
+  }
+  const field = (label, name) => (facets[name] ? selectField(label, name, facets[name], QS.get(name)) : inputField(label, name, QS.get(name)));
+  return urlForm([el("h2", { text: "Filters" }),
+    el("label", { for: "f-component", text: "Component" }),
+    el("select", { id: "f-component", name: "component" }, names.map((n) => el("option", { value: n, selected: n === component, text: n }))),
+    selectField("Status", "status", STATUSES, QS.get("status")),
+    field("Model", "model"), field("Hardware", "hardware"), field("Batch", "batch_id"),
+    inputField("Tag (key:value)", "tag", QS.get("tag")),
+    el("button", { type: "submit", text: "Apply filters" })]);
+}
+
+function columnChooser(cols) {
+  const boxes = RUN_COLUMNS.map((c) => el("label", {}, el("input", { type: "checkbox", name: "col", value: c, checked: cols.includes(c) }), " " + c));
+  const form = el("form", {}, el("fieldset", {}, el("legend", { text: "Columns" }), boxes), el("button", { type: "submit", text: "Show columns" }));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const chosen = new FormData(form).getAll("col");
+    location.assign(urlWith({ cols: chosen.join(",") || null }));
+  });
+  return el("details", {}, el("summary", { text: "Columns" }), form);
+}
+
+PAGES.run = async function () {
+  const [, , component, runId] = location.pathname.split("/").map(decodeURIComponent);
+  const base = `/api/${enc(component)}/db/run/${enc(runId)}`;
+  const r = await api(base);
+  document.title = `${runId} · runlake`;
+  MAIN.querySelector("h1").textContent = `Run ${runId}`;
+  const out = [];
+  const attrs = [["component", component], ["status", r.status], ["model", r.model], ["hardware", r.hardware],
+    ["batch", r.batch_id], ["name", r.name], ["error", r.error], ["created", fmtTime(r.created_at)],
+    ["started", fmtTime(r.started_at)], ["finished", fmtTime(r.finished_at)], ["duration (s)", fmtNum(r.duration_s)], ["events", r.events]];
+  out.push(section("Attributes", el("dl", { class: "attrs" }, attrs.map(([k, v]) => [el("dt", { text: k }), el("dd", { "data-field": k, text: v ?? "—" })]))));
+  if (CAN_DELETE) {
+    out.push(el("p", {}, el("button", { type: "button", class: "danger", "data-testid": "delete-run", onclick: () => deleteRun(base, component) }, "Delete this run")));
+  }
+  const params = Object.entries(r.params || {});
+  out.push(section("Params", params.length ? table(["name", "value"], params.map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: JSON.stringify(v) })))) : el("p", { class: "muted", text: "None." })));
+  const tags = Object.entries(r.tags || {});
+  if (tags.length) out.push(section("Tags", table(["key", "value"], tags.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: v }))))));
+  // The sections' reads run at once: the page waits for the slowest, not their sum.
+  // The sections' reads run at once: the page waits for the slowest, not their sum.
+  const [metrics, logs, results] = await Promise.all([
+    metricsSection(component, runId, r.metrics), logsSection(base), resultsSection(base, r.results)]);
+  // From the run's own timestamps: the raw events (below, read when opened) hold every
+  // status event, but reading them costs a scan of the run's span of the log.
+  const timeline = [["created", r.created_at, null]];
+  if (r.started_at) timeline.push(["running", r.started_at, null]);
+  if (r.finished_at) timeline.push([r.status, r.finished_at, r.error]);
+  out.push(section("Status timeline", el("ol", { class: "timeline" }, timeline.map(([s, t, err]) =>
+    el("li", {}, el("time", { text: fmtTime(t) }), " ", statusCell(s), err ? " — " + err : "")))));
+  if (r.steps.length) {
+    out.push(section("Steps", table(["step", "status", "progress", "message", "at"], r.steps.map((s) => el("tr", {},
+      el("td", { text: s.step }), el("td", { text: s.status }),
+      el("td", {}, s.progress === null ? "—" : el("progress", { value: s.progress, max: 1, "aria-label": `${s.step} progress`, text: fmtRate(s.progress) })),
+      el("td", { text: s.message || "" }), el("td", { text: fmtTime(s.ts) }))))));
+  }
+  out.push(metrics, logs, results);
+  if (r.artifacts.length) {
+    out.push(section("Artifacts", table(["name", "uri", "size (bytes)", "type"], r.artifacts.map((a) => el("tr", {},
+      el("td", { text: a.name }), el("td", { text: a.uri || "—" }), el("td", { class: "num", text: fmtNum(a.size_bytes) }), el("td", { text: a.media_type || "—" }))))));
+  }
+  out.push(section("Raw events", rawEvents(base, r.events)));
+  return out;
+};
+
+// The run's raw events, first page, read from the log when the reader opens them.
+function rawEvents(base, count) {
+  const pre = el("pre", { "data-testid": "raw-events", text: "Loading…" });
+  const details = el("details", {}, el("summary", { text: `${count} events (the first 100)` }), pre);
+  details.addEventListener("toggle", async () => {
+    if (!details.open || pre.dataset.loaded) return;
+    pre.dataset.loaded = "1";
+    try {
+      const page = await api(`${base}/events?limit=100`);
+      pre.textContent = page.items.map((e) => JSON.stringify(e)).join("\n");
+    } catch (e) {
+      pre.textContent = e.message;
+    }
+  });
+  return details;
+}
+
+async function metricsSection(component, runId, metrics) {
+  if (!metrics.length) return section("Metrics", el("p", { class: "muted", text: "No metrics." }));
+  const chosen = QS.getAll("metric").filter((m) => metrics.some((x) => x.name === m));
+  const shown = chosen.length ? chosen : metrics.slice(0, MAX_CHARTS).map((m) => m.name);
+  const rows = metrics.map((m) => el("tr", { "data-metric": m.name },
+    el("td", {}, el("a", { href: urlWith({ metric: m.name }), text: m.name })), el("td", { text: m.unit || "" }),
+    ["count", "last", "mean", "min", "max"].map((k) => el("td", { class: "num", "data-field": k, text: fmtNum(m[k]) }))));
+  const filter = el("input", { id: "metric-filter", type: "search", placeholder: "filter by name" });
+  const tbl = table(["name", "unit", "count", "last", "mean", "min", "max"], rows, { "data-testid": "metrics-table" });
+  filter.addEventListener("input", () => {
+    const needle = filter.value.toLowerCase();
+    for (const tr of tbl.tBodies[0].rows) tr.hidden = !tr.dataset.metric.toLowerCase().includes(needle);
+  });
+  const charts = await Promise.all(shown.slice(0, MAX_CHARTS).map((m) => metricChart(component, runId, m)));
+  return section("Metrics", el("label", { for: "metric-filter", text: `Find a metric (${metrics.length})` }), filter, tbl,
+    el("div", { class: "charts" }, charts));
+}
+
+async function logsSection(base) {
+  const q = new URLSearchParams({ limit: "100" });
+  if (QS.get("log_level")) q.set("level", QS.get("log_level"));
+  if (QS.get("log_offset")) q.set("offset", QS.get("log_offset"));
+  const page = await api(`${base}/logs?${q}`);
+  return section("Logs", urlForm([el("div", { class: "inline" }, selectField("Level", "log_level", LEVELS, QS.get("log_level")), el("button", { type: "submit", text: "Filter logs" }))], { log_offset: null }, "inline"),
+    table(["time", "level", "message"], page.items.map((l) => el("tr", {}, el("td", { text: fmtTime(l.ts) }), el("td", { text: l.level }), el("td", { text: l.message }))), { "data-testid": "logs-table" }),
+    pager(page, "log_offset"));
+}
+
+async function resultsSection(base, counts) {
+  if (!counts.total) return section("Results", el("p", { class: "muted", text: "No test results." }));
+  const q = new URLSearchParams({ limit: "100" });
+  if (QS.get("outcome")) q.set("outcome", QS.get("outcome"));
+  if (QS.get("result_offset")) q.set("offset", QS.get("result_offset"));
+  const page = await api(`${base}/results?${q}`);
+  return section("Results",
+    el("p", { "data-testid": "result-counts", text: OUTCOMES.map((o) => `${o} ${counts[o]}`).join(" · ") }),
+    urlForm([el("div", { class: "inline" }, selectField("Outcome", "outcome", OUTCOMES, QS.get("outcome")), el("button", { type: "submit", text: "Filter results" }))], { result_offset: null }, "inline"),
+    table(["test", "outcome", "duration (s)", "message"], page.items.map((t) => el("tr", {}, el("td", { text: t.test }), el("td", { text: t.outcome }), el("td", { class: "num", text: fmtNum(t.duration_s) }), el("td", { text: t.message || "" }))), { "data-testid": "results-table" }),
+    pager(page, "result_offset"));
+}
+
+async function deleteRun(base, component) {
+  if (!confirm("Delete this run? Its events stay in the log; the run leaves every view.")) return;
+  const done = await api(base, { method: "DELETE" });
+  // min_seq: the runs page waits for the fold to pass the delete, so the run is gone.
+  location.assign(`/runs?component=${enc(component)}&min_seq=${done.last_seq}`);
+}
+
+PAGES.models = async function () {
+  const names = await components();
+  if (names.length === 0) return [el("p", { text: "No runs yet." })];
+  const component = chosenComponent(names);
+  const [models, hardware] = await Promise.all([
+    api(`/api/${enc(component)}/db/models/stats?limit=1000`), api(`/api/${enc(component)}/db/hardware/stats?limit=1000`)]);
+  const statsTable = (label, key, page) => table([label, "runs", "success rate", "p50 duration (s)", "p95 duration (s)"], page.items.map((s) => el("tr", { ["data-" + key]: s[key] ?? "" },
+    el("td", {}, key === "model" && s.model ? el("a", { href: "/model/" + s.model.split("/").map(enc).join("/"), text: s.model }) : (s[key] ?? "—")),
+    el("td", { class: "num", text: s.runs }), el("td", { class: "num", "data-field": "success_rate", text: fmtRate(s.success_rate) }),
+    el("td", { class: "num", text: fmtNum(s.duration_p50_s) }), el("td", { class: "num", text: fmtNum(s.duration_p95_s) }))));
+  const out = [componentPicker(names, component)];
+  const cells = await api(`/api/${enc(component)}/db/models/hardware?limit=1000`);
+  out.push(section("Success rate per model × hardware", cells.items.length ? heatTable(cells.items.map((c) => ({
+    model: c.model, hardware: c.hardware, value: c.success_rate, text: `${fmtRate(c.success_rate)} of ${c.runs}` })), "success-heatmap") : el("p", { text: "No runs." })));
+  const metric = QS.get("metric");
+  const days = QS.get("days") || "30";
+  out.push(section("Metric p50 per model × hardware", urlForm([el("div", { class: "inline" }, el("input", { type: "hidden", name: "component", value: component }),
+    inputField("Metric", "metric", metric), inputField("Days", "days", days, "number"), el("button", { type: "submit", text: "Show heatmap" }))], {}, "inline"),
+  metric ? await heatmap(component, metric, days) : el("p", { class: "muted", text: "Choose a metric to see its p50 per model and hardware." })));
+  out.push(section("Per model", statsTable("model", "model", models)), section("Per hardware", statsTable("hardware", "hardware", hardware)));
+  return out;
+};
+
+async function heatmap(component, metric, days) {
+  const perf = await api(`/api/${enc(component)}/db/performance?metric=${enc(metric)}&days=${enc(days)}&limit=1000`);
+  if (!perf.items.length) return el("p", { text: `No ${metric} points in the last ${days} days.` });
+  return heatTable(perf.items.map((i) => ({ model: i.model, hardware: i.hardware, value: i.p50, text: fmtNum(i.p50) })), "heatmap");
+}
+
+// A model × hardware grid; each cell's shade scales with its value within the grid's range.
+function heatTable(cells, testid) {
+  const name = (v) => v ?? "—";
+  const ms = [...new Set(cells.map((c) => name(c.model)))].sort();
+  const hs = [...new Set(cells.map((c) => name(c.hardware)))].sort();
+  const at = new Map(cells.map((c) => [`${name(c.model)}\u0000${name(c.hardware)}`, c]));
+  const values = cells.map((c) => c.value).filter((v) => v !== null);
+  const lo = Math.min(...values), hi = Math.max(...values);
+  return table(["model \\ hardware", ...hs], ms.map((m) => el("tr", {}, el("th", { scope: "row", text: m }), hs.map((h) => {
+    const c = at.get(`${m}\u0000${h}`);
+    const td = el("td", { class: "cell num", "data-model": m, "data-hardware": h, text: c ? c.text : "" });
+    if (c && c.value !== null) td.style.background = `rgba(11,92,173,${(0.1 + 0.6 * (hi > lo ? (c.value - lo) / (hi - lo) : 0.5)).toFixed(2)})`;
+    return td;
+  }))), { class: "heat", "data-testid": testid });
+}
+
+PAGES.model = async function () {
+  const model = decodeURIComponent(location.pathname.slice("/model/".length));
+  MAIN.querySelector("h1").textContent = `Model ${model}`;
+  const m = await api("/api/db/model/" + model.split("/").map(enc).join("/"));
+  const out = [el("div", { class: "cards" }, card("Runs", m.total.runs, "model-runs"), card("Success rate", fmtRate(m.total.success_rate), "model-success-rate"))];
+  for (const [c, s] of Object.entries(m.components)) {
+    out.push(section(`Component ${c}`, el("p", { text: `${s.runs} runs, success rate ${fmtRate(s.success_rate)}, p50 duration ${fmtNum(s.duration_p50_s)} s` }),
+      table(["run", "status", "hardware", "created"], s.recent_runs.map((r) => el("tr", {}, el("td", {}, el("a", { href: runHref(r.component, r.run_id), text: r.run_id })), el("td", {}, statusCell(r.status)), el("td", { text: r.hardware ?? "—" }), el("td", { text: fmtTime(r.created_at) }))))));
+  }
+  return out;
+};
+
+PAGES.performance = async function () {
+  const names = await components();
+  if (names.length === 0) return [el("p", { text: "No runs yet." })];
+  const component = chosenComponent(names);
+  const q = new URLSearchParams({ days: QS.get("days") || "30", limit: "50" });
+  for (const k of ["metric", "model", "hardware", "offset"]) if (QS.get(k)) q.set(k, QS.get(k));
+  const perf = await api(`/api/${enc(component)}/db/performance?${q}`);
+  const form = urlForm([el("div", { class: "inline" }, el("label", {}, "Component", el("select", { name: "component" }, names.map((n) => el("option", { value: n, selected: n === component, text: n })))),
+    inputField("Metric", "metric", QS.get("metric")), inputField("Model", "model", QS.get("model")), inputField("Hardware", "hardware", QS.get("hardware")),
+    inputField("Days", "days", q.get("days"), "number"), el("button", { type: "submit", text: "Show" }))], {}, "inline");
+  const rows = perf.items.map((i) => el("tr", {}, el("td", { text: i.model ?? "—" }), el("td", { text: i.hardware ?? "—" }), el("td", { text: i.metric }),
+    el("td", { class: "num", text: i.count }), ["p50", "p95", "p99", "mean", "min", "max"].map((k) => el("td", { class: "num", "data-field": k, text: fmtNum(i[k]) }))));
+  const charts = perf.items.slice(0, MAX_CHARTS).filter((i) => i.trend.length).map((i) => chart(`${i.metric} · ${i.model ?? "—"} · ${i.hardware ?? "—"} (daily mean, min–max band)`,
+    i.trend.map((d) => Date.parse(d.day) / 1000), [{ label: "mean", values: i.trend.map((d) => d.mean) }, { label: "min", values: i.trend.map((d) => d.min), stroke: "#9bb7d4" }, { label: "max", values: i.trend.map((d) => d.max), stroke: "#9bb7d4" }],
+    { time: true, xLabel: "day", bands: [{ series: [3, 2], fill: "rgba(11,92,173,0.1)" }] }));
+  return [form, el("p", { text: `${perf.since} to ${perf.until}` }),
+    table(["model", "hardware", "metric", "points", "p50", "p95", "p99", "mean", "min", "max"], rows, { "data-testid": "performance-table" }),
+    pager(perf), el("div", { class: "charts" }, charts)];
+};
+
+PAGES.batches = async function () {
+  const names = await components();
+  if (names.length === 0) return [el("p", { text: "No runs yet." })];
+  const component = chosenComponent(names);
+  const q = new URLSearchParams({ limit: "50" });
+  if (QS.get("offset")) q.set("offset", QS.get("offset"));
+  const page = await api(`/api/${enc(component)}/db/batches?${q}`);
+  return [componentPicker(names, component),
+    table(["batch", "description", "runs", "finished", "expected", "progress", ...STATUSES, "last seen"], page.items.map((b) => el("tr", { "data-batch": b.batch_id },
+      el("td", {}, el("a", { href: `/runs?component=${enc(component)}&batch_id=${enc(b.batch_id)}`, text: b.batch_id })), el("td", { text: b.description || "" }),
+      el("td", { class: "num", text: b.runs }), el("td", { class: "num", "data-field": "finished", text: b.finished }), el("td", { class: "num", text: b.expected_count ?? "—" }),
+      el("td", {}, b.progress === null ? "—" : el("progress", { value: b.progress, max: 1, "aria-label": `${b.batch_id} progress`, text: fmtRate(b.progress) }), " ", el("span", { "data-field": "progress", text: b.progress === null ? "" : fmtRate(b.progress) })),
+      STATUSES.map((s) => el("td", { class: "num", text: b.by_status[s] || 0 })), el("td", { text: fmtTime(b.last_seen) }))), { "data-testid": "batches-table" }),
+    pager(page)];
+};
+
+PAGES.search = async function () {
+  const query = QS.get("query") || "";
+  const form = urlForm([el("div", { class: "inline" }, el("label", { for: "f-query" }, "Search every component",
+    el("input", { id: "f-query", name: "query", type: "search", value: query })), el("button", { type: "submit", text: "Search" }))], {}, "inline");
+  if (!query) return [form];
+  const res = await api("/api/db/search?query=" + enc(query));
+  const groups = Object.keys(res.results).sort();
+  return [form, groups.length ? groups.map((c) => section(`${c} (${res.result_counts[c]})`,
+    table(["run", "status", "model", "hardware", "name"], res.results[c].map((r) => el("tr", {}, el("td", {}, el("a", { href: runHref(r.component, r.run_id), text: r.run_id })),
+      el("td", {}, statusCell(r.status)), el("td", { text: r.model ?? "—" }), el("td", { text: r.hardware ?? "—" }), el("td", { text: r.name ?? "" })))))) : el("p", { text: "Nothing found." })];
+};
+
+PAGES.compare = async function () {
+  const refs = QS.getAll("run").slice(0, MAX_COMPARE).map((s) => { const i = s.indexOf("/"); return [s.slice(0, i), s.slice(i + 1)]; }).filter(([c, r]) => c && r);
+  const form = urlForm([el("div", { class: "inline" }, el("label", { for: "f-run" }, "Add a run (component/run_id)", el("input", { id: "f-run", name: "run", type: "text" })), el("button", { type: "submit", text: "Add" }))], { run: QS.getAll("run") }, "inline");
+  form.addEventListener("submit", (ev) => { ev.stopImmediatePropagation(); ev.preventDefault(); const v = form.querySelector("input").value.trim(); if (v) location.assign(urlWith({ run: [...QS.getAll("run"), v].slice(0, MAX_COMPARE) })); }, { capture: true });
+  if (!refs.length) return [form, el("p", { text: `Choose up to ${MAX_COMPARE} runs, e.g. from the runs page.` })];
+  const runs = await Promise.all(refs.map(([c, r]) => api(`/api/${enc(c)}/db/run/${enc(r)}`)));
+  const head = ["", ...runs.map((r) => el("th", { scope: "col" }, el("a", { href: runHref(r.component, r.run_id), text: `${r.component}/${r.run_id}` })))];
+  const keys = [...new Set(runs.flatMap((r) => Object.keys(r.params || {})))].sort();
+  const showAll = QS.get("all") === "1";
+  const paramRows = keys.map((k) => {
+    const vals = runs.map((r) => JSON.stringify((r.params || {})[k] ?? null));
+    const differs = new Set(vals).size > 1;
+    if (!differs && !showAll) return null;
+    return el("tr", { class: differs ? "diff" : null, "data-param": k }, el("th", { scope: "row", text: k }), vals.map((v) => el("td", { text: v })));
+  }).filter(Boolean);
+  const metricNames = [...new Set(runs.flatMap((r) => r.metrics.map((m) => m.name)))].sort();
+  const metricRows = metricNames.map((n) => el("tr", { "data-metric": n }, el("th", { scope: "row", text: n }), runs.map((r) => {
+    const m = r.metrics.find((x) => x.name === n);
+    return el("td", { class: "num", text: m ? fmtNum(m.last) : "—" });
+  })));
+  return [form, section("Attributes", table(head, ["status", "model", "hardware", "duration_s"].map((k) => el("tr", {}, el("th", { scope: "row", text: k }), runs.map((r) => el("td", { text: r[k] ?? "—" })))))),
+    section(showAll ? "Params" : "Params that differ", el("p", {}, el("a", { href: urlWith({ all: showAll ? null : "1" }), text: showAll ? "Show only differences" : "Show all params" })),
+      paramRows.length ? table(head, paramRows, { "data-testid": "params-diff" }) : el("p", { text: "No params differ." })),
+    section("Metrics (last value)", table(head, metricRows, { "data-testid": "compare-metrics" }))];
+};
+
+// -- boot -----------------------------------------------------------------------------
+
+async function render() {
+  const draw = PAGES[PAGE];
+  if (!draw) return;
+  try {
+    const parts = await draw();
+    const h1 = MAIN.querySelector("h1");
+    MAIN.replaceChildren(h1, ...parts.flat());
+  } catch (e) {
+    const h1 = MAIN.querySelector("h1");
+    MAIN.replaceChildren(h1, el("p", { role: "alert", class: "error", text: e.message }));
+  }
+  MAIN.setAttribute("aria-busy", "false");
+  performance.mark("runlake:drawn");  // bench/dashboard.py reads when the page was drawn
+}
+window.runlakeRefresh = render;  // live.js redraws the page when the stream says it changed
+render();
