@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -46,6 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "info", "logging level: debug, info, warning, error"),
     Setting("jobs_component", "jobs", "the component whose runs the job runner's routes "
             "(/api/jobs, /api/stats) answer as jobs"),
+    Setting("flaky_window", 30, "a test's last N results whose pass/fail transitions give "
+            "its flakiness score, 2-100 (docs/tests.md)"),
 )
 
 
@@ -68,6 +70,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     inbox_delete: bool = False
     log_level: str = "info"
     jobs_component: str = "jobs"
+    flaky_window: Annotated[int, msgspec.Meta(ge=2, le=100)] = 30
 
     @property
     def log_dir(self) -> Path:

@@ -86,6 +86,7 @@ BODIES = {
         "name": texts,
         "params": st.fixed_dictionaries({}, optional={
             "lr": st.sampled_from((0.1, 0.01)), "layers": st.lists(st.integers(0, 3), max_size=2),
+            "commit": st.sampled_from(("c1", "c2")),  # the per-test views read it (issue 20)
         }),
     }),
     "status": _body("status", {"run_id": run_ids, "status": st.sampled_from(RUN_STATUSES)},
@@ -105,7 +106,7 @@ BODIES = {
                                st.integers(-20, 10)),
         }, {"unit": st.sampled_from(("s", "ms"))}),
     ),
-    "tag": _body("tag", {"run_id": run_ids, "key": st.sampled_from(("k0", "k1")),
+    "tag": _body("tag", {"run_id": run_ids, "key": st.sampled_from(("k0", "k1", "commit")),
                          "value": st.sampled_from(("", "v1", "v2"))}, {}),
     "log": _body("log", {"run_id": run_ids, "level": st.sampled_from(("info", "error")),
                          "message": texts}, {}),
@@ -115,7 +116,7 @@ BODIES = {
     }),
     "result": _body("result", {
         "run_id": run_ids, "test": st.sampled_from(("t0", "t1")),
-        "outcome": st.sampled_from(("passed", "failed", "skipped")),
+        "outcome": st.sampled_from(("passed", "failed", "skipped", "error")),
     }, {"duration_s": st.sampled_from((0.0, 0.5, 2.25)), "message": texts,
         # Attempts (issue 20): absent means 1, so 1 and absent share a row.
         "attempt": st.sampled_from((1, 2)), "file": st.just("t.py"),
