@@ -139,5 +139,5 @@ def transition_score(recent: str, window: int) -> float | None:
 # The same in SQL for reads that filter or sort on it; `$window` bound by the caller.
 TRANSITIONS_SQL = """(CASE WHEN length(right(recent, {window})) < 2 THEN NULL ELSE
     len(list_filter(range(1, length(right(recent, {window}))),
-        i -> substr(right(recent, {window}), i, 1) <> substr(right(recent, {window}), i + 1, 1)))
+        lambda i: substr(right(recent, {window}), i, 1) <> substr(right(recent, {window}), i + 1, 1)))
     / (length(right(recent, {window})) - 1) END)"""
