@@ -15,8 +15,8 @@ from helpers.stats import quantile_cont
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 WINDOW = 4  # flaky_window for the server under test: shorter than some histories
 
-# Runs in order (r3 states its commit in params): (run_id, commit, {test: [(attempt outcome), ...]}); a list of more
-# than one outcome is a test retried within the run.
+# Runs in order (r3 states its commit in params): (run_id, commit, {test: [outcome of
+# each attempt]}); more than one outcome is a test retried within the run.
 HISTORY: list[tuple[str, str | None, dict[str, list[str]]]] = [
     ("r1", "c1", {"a": ["passed"], "b": ["failed", "passed"], "c": ["passed"],
                   "d": ["skipped"], "e/x.py::t[1]": ["passed"]}),
