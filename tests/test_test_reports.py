@@ -372,3 +372,21 @@ def test_watched_folder_takes_xml_and_reportlog(tmp_path: Path) -> None:
                 check_against_junit(results, junit_counts(xml))
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("0.012", 0.012), (".5", 0.5), ("12", 12.0), ("1,5", 1.5), ("1,234.5", 1234.5),
+    ("1.234,5", 1234.5), ("1 234.5", 1234.5), ("1,234,567", 1234567.0), (" 2.5 ", 2.5),
+    ("", None)])
+def test_junit_times_in_any_locale(text: str, seconds: float | None) -> None:
+    from runlake.ingest.junit import parse_time
+
+    assert parse_time(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["-1", "-0,5", "NaN", "inf", "1e3", "fast", "2000000000"])
+def test_junit_times_refused(text: str) -> None:
+    from runlake.ingest.junit import parse_time
+
+    with pytest.raises(ValueError):
+        parse_time(text)

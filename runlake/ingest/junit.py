@@ -38,6 +38,7 @@ MAX_SECONDS = 1e9
 _OUTCOME_CHILDREN = {"failure": "failed", "error": "error", "skipped": "skipped"}
 _BEFORE = {"flakyFailure": "failed", "flakyError": "error"}  # attempts before the main one
 _AFTER = {"rerunFailure": "failed", "rerunError": "error"}  # attempts after it
+_PLAIN = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 _NUMBER = re.compile(r"^[+-]?[0-9][0-9.,' \u00a0\u202f]*$")
 
 
@@ -64,6 +65,11 @@ def parse_time(text: str | None) -> float | None:
     if text is None or not text.strip():
         return None
     s = text.strip()
+    if _PLAIN.match(s):  # the common case: "0.012"
+        value = float(s)
+        if value > MAX_SECONDS:
+            raise ValueError(f"time {text!r} is more than {MAX_SECONDS:.0e} seconds")
+        return value
     if not _NUMBER.match(s):
         raise ValueError(f"time {text!r} is not a number of seconds")
     s = re.sub(r"[' \u00a0\u202f]", "", s)
