@@ -77,7 +77,7 @@ WITH r AS (
            arg_max(outcome, (ts, seq)) AS last_outcome, arg_max(run_id, (ts, seq)) AS last_run_id,
            max(ts) AS last_ts,
            arg_max(run_id, (ts, seq)) FILTER (WHERE outcome IN {FAILS}) AS last_failure_run_id,
-           arg_max(message, (ts, seq)) FILTER (WHERE outcome IN {FAILS}) AS last_failure_message,
+           arg_max_null(message, (ts, seq)) FILTER (WHERE outcome IN {FAILS}) AS last_failure_message,
            max(ts) FILTER (WHERE outcome IN {FAILS}) AS last_failure_ts,
            quantile_cont(duration_s, 0.5) AS duration_p50,
            quantile_cont(duration_s, 0.95) AS duration_p95,
