@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from runlake.errors import RunlakeError
 from runlake.settings import SETTINGS, Settings, resolve
@@ -46,8 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="validate event files and append them to the log")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE",
-                   help="*.ndjson, *.jsonl, *.json or *.parquet, optionally .gz")
+                   help="*.ndjson, *.jsonl, *.json or *.parquet, optionally .gz; or a JUnit "
+                        "XML or pytest report-log file (one run each, by content)")
     _add_setting_flags(p, ["data", "log_level"])
+    _add_report_flags(p)
     p.set_defaults(func=_ingest)
 
     p = sub.add_parser("replay", help="rebuild the database from the log and swap it in")
@@ -144,7 +147,7 @@ def _ingest(args: argparse.Namespace, settings: Settings) -> int:
         progress = Progress("ingest", None)
         for path in args.files:
             try:
-                events = load_file(path)
+                events = load_file(path, attrs=_report_attributes(args))
             except RunlakeError as e:
                 failed += 1
                 print(f"runlake: {path}: {e.message}", file=sys.stderr)
@@ -294,3 +297,28 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             out.close()
     progress.finish()
     return 0
+
+
+def _add_report_flags(p: argparse.ArgumentParser) -> None:
+    """The run a test report (JUnit XML, report-log) becomes (docs/tests.md)."""
+    g = p.add_argument_group("test reports (JUnit XML, pytest report-log)")
+    g.add_argument("--component", default="test", help="the run's component (default: test)")
+    g.add_argument("--run-id", help="the run's id (default: derived from the file's content)")
+    for flag in ("--model", "--hardware", "--batch-id", "--name"):
+        g.add_argument(flag, help=f"the run's {flag[2:].replace('-', '_')}")
+    g.add_argument("--tag", action="append", default=[], metavar="KEY:VALUE",
+                   help="a tag on the run, repeatable (commit:abc123, branch:main)")
+
+
+def _report_attributes(args: argparse.Namespace) -> Any:
+    from runlake.ingest.reports import RunAttributes
+
+    tags = []
+    for t in args.tag:
+        key, sep, value = t.partition(":")
+        if not sep or not key:
+            raise SystemExit(f"runlake: --tag {t!r}: expected KEY:VALUE")
+        tags.append((key, value))
+    return RunAttributes(component=args.component, run_id=args.run_id, model=args.model,
+                         hardware=args.hardware, batch_id=args.batch_id, name=args.name,
+                         tags=tuple(tags))

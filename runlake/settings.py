@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -48,6 +48,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(/api/jobs, /api/stats) answer as jobs"),
     Setting("facet_budget_s", 0.5, "time a facet counts runs for; past it the answer "
             "covers the runs counted so far and says truncated"),
+    Setting("flaky_window", 30, "a test's last N results whose pass/fail transitions give "
+            "its flakiness score, 2-100 (docs/tests.md)"),
 )
 
 
@@ -71,6 +73,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     jobs_component: str = "jobs"
     facet_budget_s: float = 0.5
+    flaky_window: Annotated[int, msgspec.Meta(ge=2, le=100)] = 30
 
     @property
     def log_dir(self) -> Path:

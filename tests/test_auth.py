@@ -105,7 +105,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
 WHO = ("none", "unknown", "revoked", "ingest", "read", "admin", "other")
 ROLE_OF = {"ingest": "ingest", "read": "read", "admin": "admin", "other": "admin"}
 PARAMS = {"component": "alpha", "run_id": "r1", "batch_id": "b1", "model": "m1",
-          "job_id": "r1"}  # the jobs routes read alpha (jobs_component, in `lake`)
+          "job_id": "r1", "name": "t::a"}  # the jobs routes read alpha (jobs_component, in `lake`)
 # DELETEs target runs and batches that do not exist, so the matrix order does not
 # matter: a caller allowed to delete gets 404 (and nothing is appended).
 DELETE_PARAMS = {**PARAMS, "run_id": "gone", "batch_id": "gone"}
@@ -137,7 +137,14 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/{component}/db/search"): {"query": "needle"},
     ("POST", "/api/db/search"): {"query": "needle"},
     ("POST", "/api/{component}/db/export"): {},
+    ("POST", "/api/{component}/junit"):
+        b'<testsuite name="s"><testcase classname="m" name="t" time="0.1"/></testsuite>',
+    ("POST", "/api/{component}/reportlog"):
+        b'{"$report_type": "TestReport", "nodeid": "m.py::t", "when": "call", '
+        b'"outcome": "passed", "duration": 0.1}\n',
 }
+CONTENT_TYPES = {("POST", "/api/{component}/junit"): "application/xml",
+                 ("POST", "/api/{component}/reportlog"): "application/x-ndjson"}
 QUERIES = {"/api/{component}/db/search": "?query=needle", "/api/db/search": "?query=needle",
            "/api/db/{component}/search": "?query=needle",
            "/api/{component}/db/facets": "?field=model",
@@ -183,7 +190,9 @@ def test_route_matrix(lake: Lake, case: Case, who: str) -> None:
     key = key_for(lake.keys, who)
     for bearer in ((False,) if key is None else (False, True)):
         before = lake.log_state()
-        reply = lake.send(case.method, path, key, bearer=bearer, body=body)
+        reply = lake.send(case.method, path, key, bearer=bearer, body=body,
+                          content_type=CONTENT_TYPES.get((case.method, case.path),
+                                                         "application/json"))
         where = (case.id, who, "bearer" if bearer else "x-api-key", reply.body[:300])
         known = (case.method, case.path) in BODIES or case.method in ("GET", "DELETE")
         if want in (401, 403) or known:

@@ -86,6 +86,7 @@ BODIES = {
         "name": texts,
         "params": st.fixed_dictionaries({}, optional={
             "lr": st.sampled_from((0.1, 0.01)), "layers": st.lists(st.integers(0, 3), max_size=2),
+            "commit": st.sampled_from(("c1", "c2")),  # the per-test views read it (issue 20)
         }),
     }),
     "status": _body("status", {"run_id": run_ids, "status": st.sampled_from(RUN_STATUSES)},
@@ -105,7 +106,7 @@ BODIES = {
                                st.integers(-20, 10)),
         }, {"unit": st.sampled_from(("s", "ms"))}),
     ),
-    "tag": _body("tag", {"run_id": run_ids, "key": st.sampled_from(("k0", "k1")),
+    "tag": _body("tag", {"run_id": run_ids, "key": st.sampled_from(("k0", "k1", "commit")),
                          "value": st.sampled_from(("", "v1", "v2"))}, {}),
     "log": _body("log", {"run_id": run_ids, "level": st.sampled_from(("info", "error")),
                          "message": texts}, {}),
@@ -115,7 +116,7 @@ BODIES = {
     }),
     "result": _body("result", {
         "run_id": run_ids, "test": st.sampled_from(("t0", "t1")),
-        "outcome": st.sampled_from(("passed", "failed", "skipped")),
+        "outcome": st.sampled_from(("passed", "failed", "skipped", "error")),
     }, {"duration_s": st.sampled_from((0.0, 0.5, 2.25)), "message": texts,
         # Attempts (issue 20): absent means 1, so 1 and absent share a row.
         "attempt": st.sampled_from((1, 2)), "file": st.just("t.py"),
@@ -537,6 +538,63 @@ def assert_view(con: duckdb.DuckDBPyConnection, view: str, key: tuple[str, ...],
         assert not bad, f"{view} {k}: (view, recompute) differ: {bad}"
 
 
+def per_test_rows(con: duckdb.DuckDBPyConnection) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The per-test view (issue 20) recomputed in Python from the base tables `results`,
+    `tags` and `runs` (each checked against the simulation before this is called), by
+    docs/tests.md's definitions: independent of the view's SQL."""
+    results = con.execute("SELECT component, run_id, test, outcome, duration_s, message, ts, "
+                          "seq, attempt FROM results").fetchall()
+    commit = {(c, r): v for c, r, v in con.execute(
+        "SELECT component, run_id, value FROM tags WHERE key = 'commit'").fetchall()}
+    for c, r, params in con.execute("SELECT component, run_id, params FROM runs").fetchall():
+        if (c, r) not in commit and params is not None:
+            value = json.loads(params).get("commit")
+            if value is not None:
+                commit[c, r] = value
+    by_test: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    for row in results:
+        by_test[row[0], row[2]].append(row)
+    out = {}
+    fails = ("failed", "error")
+    for (comp, test), rows in by_test.items():
+        rows.sort(key=lambda r: (r[6], r[7]))  # (ts, seq)
+        per_run: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+        for r in rows:
+            per_run[r[1]].append(r)
+        finals = [max(rs, key=lambda r: r[8])[3] for rs in per_run.values()]
+        counts = {o: finals.count(o) for o in
+                  ("passed", "failed", "error", "skipped", "xfailed", "xpassed")}
+        decided = counts["passed"] + counts["failed"] + counts["error"]
+        mixed = {rid: (any(r[3] == "passed" for r in rs), any(r[3] in fails for r in rs))
+                 for rid, rs in per_run.items()}
+        on_commit: dict[str, list[bool]] = defaultdict(lambda: [False, False])
+        for rid, (p, f) in mixed.items():
+            if (comp, rid) in commit:
+                flags = on_commit[commit[comp, rid]]
+                flags[0] |= p
+                flags[1] |= f
+        failures = [r for r in rows if r[3] in fails]
+        durations = [r[4] for r in rows if r[4] is not None]
+        states = "".join("P" if r[3] == "passed" else "F" for r in rows
+                         if r[3] == "passed" or r[3] in fails)
+        out[comp, test] = {
+            "runs": len(per_run), "attempts": len(rows), **counts,
+            "pass_rate": counts["passed"] / decided if decided else None,
+            "last_outcome": rows[-1][3], "last_run_id": rows[-1][1], "last_ts": rows[-1][6],
+            "last_failure_run_id": failures[-1][1] if failures else None,
+            "last_failure_message": failures[-1][5] if failures else None,
+            "last_failure_ts": max(r[6] for r in failures) if failures else None,
+            "duration_p50": quantile_cont(durations, 0.5) if durations else None,
+            "duration_p95": quantile_cont(durations, 0.95) if durations else None,
+            "first_seen": rows[0][6], "last_seen": rows[-1][6],
+            "retried_runs": sum(len(rs) > 1 for rs in per_run.values()),
+            "flaky_runs": sum(p and f for p, f in mixed.values()),
+            "flaky_commits": sum(p and f for p, f in on_commit.values()),
+            "recent": states[-100:],
+        }
+    return out
+
+
 def representative(bucket: int) -> float:
     """metric_daily.REPRESENTATIVE, in Python."""
     if bucket == 0:
@@ -615,6 +673,7 @@ def assert_matches_recompute(con: duckdb.DuckDBPyConnection, stream: Stream) -> 
         assert sorted(got, key=repr) == sorted(want, key=repr), (
             f"base table {table}: only in the table {[r for r in got if r not in want]}, "
             f"only in the recompute {[r for r in want if r not in got]}")
+    assert_view(con, "test_stats", ("component", "test"), per_test_rows(con))
 
 
 # ---------------------------------------------------------------- the property

@@ -432,3 +432,29 @@ def test_metric_round_trips_for_any_valid_values(
     (from_ndjson,) = decode_events(data + b"\n", ndjson=True)
     assert from_ndjson == event
     assert msgspec.convert(msgspec.to_builtins(event), AnyEvent) == event
+
+
+WHOLE = [  # (event, the integer field given as a float with a zero fraction)
+    ({"type": "metric", "run_id": "r", "name": "loss", "value": 1.5, "step": 3.0}, "step"),
+    ({"type": "result", "run_id": "r", "test": "t", "outcome": "passed", "attempt": 2.0},
+     "attempt"),
+    ({"type": "artifact", "run_id": "r", "name": "a", "size_bytes": 1024.0}, "size_bytes"),
+    ({"type": "batch", "batch_id": "b", "expected_count": 5.0}, "expected_count"),
+]
+
+
+@pytest.mark.parametrize(("event", "field"), WHOLE, ids=[f for _, f in WHOLE])
+@pytest.mark.parametrize("shape", ["object", "array", "ndjson"])
+def test_a_whole_number_float_is_an_integer(event: Wire, field: str, shape: str) -> None:
+    """JSON Schema (and so the OpenAPI document) counts 3.0 as an integer: an integer
+    field takes it as 3, in every body shape; 3.5 stays refused, naming the field."""
+    event = {"component": "c", **event}
+    body = {"object": json.dumps(event), "array": json.dumps([event, event]),
+            "ndjson": json.dumps(event) + "\n" + json.dumps(event)}[shape].encode()
+    events = decode_events(body, ndjson=shape == "ndjson")
+    got = getattr(events[0], field)
+    assert got == int(event[field]) and type(got) is int
+    fraction = {**event, field: event[field] + 0.5}
+    with pytest.raises(InvalidEvents) as info:
+        decode_events(json.dumps(fraction).encode())
+    assert info.value.problems[0].field == field

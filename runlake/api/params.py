@@ -360,6 +360,7 @@ PATH_PARAMS: dict[str, tuple[Any, str]] = {
     "batch_id": (Annotated[str, Meta(min_length=1, max_length=256)], "the batch id"),
     "model": (Annotated[str, Meta(min_length=1, max_length=256)], "the model name"),
     "job_id": (Annotated[str, Meta(min_length=1, max_length=256)], "the job id (its run id)"),
+    "name": (Annotated[str, Meta(min_length=1, max_length=1024)], "the test's name"),
 }
 
 
@@ -394,3 +395,45 @@ class RunMetricBucketsQuery(ReadQuery, kw_only=True):
     name: Annotated[Text, Meta(description="metric name")]
     buckets: Annotated[int, Meta(ge=1, le=2000, description="at most this many buckets of "
                                                             "consecutive points")] = 1000
+
+
+class ReportQuery(NoQuery):
+    """A test report's run (issue 20, docs/tests.md): each attribute optional; the run
+    id defaults to one derived from the report's content."""
+
+    run_id: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    model: Text | None = None
+    hardware: Text | None = None
+    batch_id: Text | None = None
+    name: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
+    tag: Annotated[list[TagFilter], Meta(
+        max_length=MAX_TAG_FILTERS,
+        description="key:value, a tag on the run, repeatable (commit:abc123, branch:main)")] = []
+
+    def tags(self) -> list[tuple[str, str]]:
+        return [(k, v) for k, _, v in (t.partition(":") for t in self.tag)]
+
+
+TestSort = Literal[
+    "flakiness", "-flakiness", "failure_rate", "-failure_rate", "duration", "-duration",
+    "last_seen", "-last_seen", "test", "-test"]
+
+
+class TestsQuery(Page):
+    """GET /api/{component}/db/tests (issue 20): `-` sorts descending."""
+
+    flaky: Annotated[Literal["true", "false"], Meta(
+        description="true: only tests flaky by definition (a); false: only those not")
+    ] | None = None
+    failing: Annotated[Literal["true", "false"], Meta(
+        description="true: only tests whose last result failed or errored; false: the others")
+    ] | None = None
+    q: Annotated[Text, Meta(description="substring of the test name")] | None = None
+    sort: TestSort = "-last_seen"
+
+
+class TestQuery(ReadQuery):
+    """GET /api/{component}/db/test/{name}: `history` is how many of its latest results
+    (every attempt) the strip shows."""
+
+    history: Annotated[int, Meta(ge=1, le=MAX_LIMIT)] = 30

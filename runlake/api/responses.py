@@ -450,3 +450,80 @@ class ModelHardwareCell(msgspec.Struct):
 
 
 ModelHardwarePage = Page[ModelHardwareCell]
+
+
+# -- test history (issue 20, docs/tests.md) ------------------------------------
+
+
+class TestOutcomes(msgspec.Struct):
+    """Runs by the test's outcome in each (its last attempt there)."""
+
+    passed: int
+    failed: int
+    error: int
+    skipped: int
+    xfailed: int
+    xpassed: int
+
+
+class TestFailure(msgspec.Struct):
+    run_id: str
+    message: str | None
+    ts: Time
+
+
+class FlakyWindow(msgspec.Struct):
+    """Flakiness (b) over the test's last `size` pass/fail results: `transitions`
+    between pass and fail among the `results` there, `score` = transitions /
+    (results - 1), null with fewer than 2."""
+
+    size: int
+    results: int
+    transitions: int
+    score: float | None
+
+
+class TestStats(msgspec.Struct):
+    component: str
+    test: str
+    runs: int
+    attempts: int
+    outcomes: TestOutcomes
+    pass_rate: float | None
+    failure_rate: float | None
+    last_outcome: Outcome
+    last_run_id: str
+    last_ts: Time
+    last_failure: TestFailure | None
+    duration_p50_s: float | None
+    duration_p95_s: float | None
+    first_seen: Time
+    last_seen: Time
+    retried_runs: int
+    flaky_runs: int
+    flaky_commits: int
+    flaky: bool
+    window: FlakyWindow
+
+
+class TestResult(msgspec.Struct):
+    """One attempt in a test's history strip, with its run's commit."""
+
+    run_id: str
+    attempt: int
+    outcome: Outcome
+    duration_s: float | None
+    message: str | None
+    worker: str | None
+    commit: str | None
+    ts: Time
+    seq: int
+
+
+class TestDetail(TestStats):
+    """A test's figures and its latest results, newest first."""
+
+    history: list[TestResult]
+
+
+TestPage = Page[TestStats]

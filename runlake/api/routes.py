@@ -27,7 +27,9 @@ from runlake.api import (
     model_hardware,
     ops,
     reads,
+    reports,
     runs,
+    test_history,
 )
 from runlake.api import params as p
 from runlake.api import responses as R
@@ -72,6 +74,12 @@ INGEST_ERRORS = (400, 413, 415)
 SEARCH_BODY = Body("Optional: the query as JSON instead of in the URL (not both)",
                    (("application/json", p.SearchBody),), required=False)
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+JUNIT_BODY = Body("A JUnit XML report (pytest, Surefire, Jenkins, go-junit-report): one run. "
+                  "All or nothing; the same report twice adds nothing.",
+                  tuple((m, str) for m in reports.XML_TYPES))
+REPORTLOG_BODY = Body("A pytest report-log (`pytest --report-log`): JSON lines, each with "
+                      "`$report_type`; one run. All or nothing; the same report twice adds "
+                      "nothing.", tuple((m, dict[str, Any]) for m in reports.REPORTLOG_TYPES))
 EXPORT_MEDIA = ("application/json", "application/vnd.apache.parquet")
 
 
@@ -185,6 +193,23 @@ _DECLARED: tuple[Route, ...] = (
           "Runs and success rate per (model, hardware)", "reads",
           response=R.ModelHardwarePage, query=p.LongPage, errors=(400, 404, 409, 422, 503),
           role="read"),
+    # Test history (issue 20, docs/tests.md).
+    Route("POST", "/api/{component}/junit", reports.post_junit,
+          "Import a JUnit XML report as one run (attributes in the query)", "ingest",
+          202, Accepted, body=JUNIT_BODY, query=p.ReportQuery, errors=INGEST_ERRORS,
+          role="ingest"),
+    Route("POST", "/api/{component}/reportlog", reports.post_reportlog,
+          "Import a pytest report-log (JSON lines) as one run (attributes in the query)",
+          "ingest", 202, Accepted, body=REPORTLOG_BODY, query=p.ReportQuery,
+          errors=INGEST_ERRORS, role="ingest"),
+    Route("GET", "/api/{component}/db/tests", test_history.list_tests,
+          "Tests with their figures and flakiness, filtered and sorted", "reads",
+          response=R.TestPage, query=p.TestsQuery, errors=(400, 404, 409, 422, 503),
+          role="read"),
+    Route("GET", "/api/{component}/db/test/{name}", test_history.get_test,
+          "One test's figures and its latest results (the history strip)", "reads",
+          response=R.TestDetail, query=p.TestQuery, errors=(400, 404, 409, 422, 503),
+          role="read"),
 )
 
 
@@ -202,6 +227,7 @@ GATEWAY_RESERVED = ("overview", "model", "search", "export", "replay")
 # and a gateway component is not one of the reserved names.
 _REGISTER_AS = {
     "/api/db/model/{model}": "/api/db/model/{model:.+}",
+    "/api/{component}/db/test/{name}": "/api/{component}/db/test/{name:.+}",  # a/b.py::t
     _GATEWAY: "/api/db/{component:(?!(?:" + "|".join(GATEWAY_RESERVED) + r")(?:/|$))[^/]+}/",
 }
 

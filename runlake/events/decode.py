@@ -111,7 +111,7 @@ def _decode_json(body: bytes, max_events: int, unit: str) -> Decoded:
         return [], [], [problem("event", None, None, _empty(unit))]
     if stripped[:1] != b"[":
         try:
-            return [_one.decode(body)], [0], []
+            return [_decode_one(body)], [0], []
         except msgspec.DecodeError as e:
             return [], [], [_problem(e, "event", 0, body, unit)]
     try:
@@ -134,7 +134,7 @@ def _decode_json(body: bytes, max_events: int, unit: str) -> Decoded:
     events, positions, problems = [], [], []
     for i, raw in enumerate(raws):
         try:
-            events.append(_one.decode(raw))
+            events.append(_decode_one(raw))
             positions.append(i)
         except msgspec.DecodeError as e:
             problems.append(_problem(e, "event", i, raw))
@@ -158,7 +158,7 @@ def _decode_ndjson(body: bytes, max_events: int, unit: str) -> Decoded:
     events: list[Event] = []
     positions: list[int] = []
     problems: list[Problem] = []
-    decode = _one.decode
+    decode = _decode_one
     for n, line in enumerate(body.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -172,6 +172,28 @@ def _decode_ndjson(body: bytes, max_events: int, unit: str) -> Decoded:
     if not events and not problems:
         problems.append(problem("line", None, None, _no_events(unit)))
     return events, positions, problems
+
+
+_generic = msgspec.json.Decoder()
+
+
+def _decode_one(raw: bytes) -> Event:
+    """One event. An integer field given a number with a zero fraction (`"step": 3.0`,
+    which JSON Schema counts as an integer and some encoders write) takes it as the
+    integer; this retry runs only after the strict decode failed, off the fast path."""
+    try:
+        return _one.decode(raw)
+    except msgspec.ValidationError as e:
+        if "got `float`" not in str(e):
+            raise
+        fields = _generic.decode(raw)
+        if not isinstance(fields, dict):
+            raise
+        whole = {k: int(v) for k, v in fields.items() if isinstance(v, float) and v.is_integer()}
+        try:
+            return _one.decode(msgspec.json.encode({**fields, **whole}))
+        except msgspec.DecodeError:
+            raise e from None
 
 
 def _problem(e: msgspec.DecodeError, where: str, pos: int | None, raw: bytes,

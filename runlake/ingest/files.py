@@ -52,8 +52,9 @@ from runlake.events.schema import (
     problem_of,
     ts_problem,
 )
+from runlake.ingest.reports import RunAttributes, load_report, sniff
 
-SUFFIXES = (".ndjson", ".jsonl", ".json", ".parquet")
+SUFFIXES = (".ndjson", ".jsonl", ".json", ".parquet", ".xml")
 MAX_FILE_EVENTS = 10_000_000
 MAX_FILE_BYTES = 1 << 30  # after gunzip
 
@@ -70,12 +71,13 @@ class FileChanged(Exception):
 
 
 def file_format(path: Path) -> str | None:
-    """'ndjson', 'json' or 'parquet' from the name (a .gz suffix allowed), else None."""
+    """'ndjson', 'json', 'parquet' or 'xml' (JUnit) from the name (a .gz suffix
+    allowed), else None."""
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
     for suffix, fmt in ((".ndjson", "ndjson"), (".jsonl", "ndjson"), (".json", "json"),
-                        (".parquet", "parquet")):
+                        (".parquet", "parquet"), (".xml", "xml")):
         if name.endswith(suffix):
             return fmt
     return None
@@ -142,20 +144,32 @@ def gunzip(data: bytes, name: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     return b"".join(out)
 
 
-def load_file(path: Path, max_events: int = MAX_FILE_EVENTS) -> list[Event]:
-    """Validated events of one file, or InvalidEvents naming each bad line and field."""
+def load_file(path: Path, max_events: int = MAX_FILE_EVENTS,
+              attrs: RunAttributes | None = None) -> list[Event]:
+    """Validated events of one file, or InvalidEvents naming each bad line and field.
+    A test report (JUnit XML, pytest report-log) is recognised by its content, whatever
+    its name; `attrs` describe the run it becomes."""
     fmt = file_format(path)
     if fmt is None:
-        raise InvalidEvents(f"{path.name}: unknown file type; expected one of {SUFFIXES} (+ .gz)")
-    return decode_file(read_bytes(path), fmt, path.name, max_events)
+        data = read_bytes(path)
+        if sniff(data) is None:
+            raise InvalidEvents(f"{path.name}: unknown file type; expected one of {SUFFIXES} "
+                                "(+ .gz), or a JUnit XML or pytest report-log file")
+        return decode_file(data, "report", path.name, max_events, attrs)
+    return decode_file(read_bytes(path), fmt, path.name, max_events, attrs)
 
 
-def decode_file(data: bytes, fmt: str, name: str, max_events: int = MAX_FILE_EVENTS) -> list[Event]:
+def decode_file(data: bytes, fmt: str, name: str, max_events: int = MAX_FILE_EVENTS,
+                attrs: RunAttributes | None = None) -> list[Event]:
     """Validated events of a file's content in format `fmt` (see `file_format`).
 
     Problems name `line` (1-based: NDJSON line, JSON line where the event starts,
-    Parquet row), plus `event` (0-based) for JSON arrays.
+    Parquet row), plus `event` (0-based) for JSON arrays. An XML file, and JSON
+    lines whose first holds `$report_type`, are test reports (issue 20).
     """
+    if fmt in ("xml", "report") or (fmt == "ndjson" and sniff(data) == "reportlog"):
+        return load_report(data, name, attrs or RunAttributes(), max_events,
+                           "junit" if fmt == "xml" else None)
     if fmt == "parquet":
         return load_parquet(data, name, max_events)
     events, problems = validate(data, ndjson=fmt == "ndjson", max_events=max_events,

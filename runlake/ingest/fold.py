@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from runlake.events.columns import LOG_SCHEMA
 from runlake.events.log import EventLog
 from runlake.views import VIEWS, tables
+from runlake.views import tests as test_stats
 from runlake.views.db import Database, folded_seq
 from runlake.views.metric_daily import BUCKET
 from runlake.views.metric_series import MetricSeries
@@ -50,6 +51,7 @@ _SCOPE_BEFORE = (
     SELECT DISTINCT component FROM batch_all""",
     """CREATE OR REPLACE TEMP TABLE dead_metrics (
         component VARCHAR, model VARCHAR, hardware VARCHAR, metric VARCHAR, day DATE)""",
+    test_stats.TOUCHED,
 )
 # Before a delete removes runs, remember which metric groups their points were in.
 _DEAD_METRICS = """

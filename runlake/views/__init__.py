@@ -4,7 +4,15 @@ VIEWS lists every view once, in dependency order: the fold refreshes them in
 this order, replay rebuilds them in this order, and the tests check each one.
 """
 
-from runlake.views import batch_stats, group_stats, metric_daily, metric_stats, overview, runs
+from runlake.views import (
+    batch_stats,
+    group_stats,
+    metric_daily,
+    metric_stats,
+    overview,
+    runs,
+    tests,
+)
 from runlake.views.view import View
 
 VIEWS: tuple[View, ...] = (
@@ -17,6 +25,7 @@ VIEWS: tuple[View, ...] = (
     metric_stats.HIST_ALL,  # from metric_hist
     metric_stats.VIEW,  # from metric_daily and metric_hist_all
     overview.VIEW,
+    tests.VIEW,  # from runs (a run's commit), tags and results
 )
 
 __all__ = ["VIEWS", "View"]

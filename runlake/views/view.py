@@ -37,7 +37,9 @@ class View:
     def refresh(self, con: duckdb.DuckDBPyConnection) -> None:
         """Recompute only the groups the current batch touched (then merge `add`)."""
         con.execute(f"CREATE OR REPLACE TEMP TABLE g AS {self.groups}")
-        if con.execute("SELECT count(*) FROM g").fetchone() != (0,):
+        # fetchall: a result left half-read (fetchone) blocks the connection's next
+        # register/unregister under DuckDB 2.0's streaming results.
+        if con.execute("SELECT count(*) FROM g").fetchall() != [(0,)]:
             con.execute(f"DELETE FROM {self.name} v USING g WHERE {self.match}")
             con.execute(f"INSERT INTO {self.name} "
                         f"{self.select.format(scope=self.scope, narrow=self.narrow)}")
