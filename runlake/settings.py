@@ -46,6 +46,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_level", "info", "logging level: debug, info, warning, error"),
     Setting("jobs_component", "jobs", "the component whose runs the job runner's routes "
             "(/api/jobs, /api/stats) answer as jobs"),
+    Setting("max_streams", 1000, "most live streams (/api/stream, /api/stream/ws) open at "
+            "once (503 above)"),
+    Setting("stream_queue", 10_000, "most messages queued for one stream client; a client "
+            "further behind gets too_slow and is closed"),
+    Setting("stream_heartbeat_s", 15.0, "seconds between heartbeat messages on an idle stream"),
+    Setting("stream_retry_ms", 3000, "the SSE retry: a stream client waits about this long "
+            "(jittered) before reconnecting"),
 )
 
 
@@ -68,6 +75,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     inbox_delete: bool = False
     log_level: str = "info"
     jobs_component: str = "jobs"
+    max_streams: int = 1000
+    stream_queue: int = 10_000
+    stream_heartbeat_s: float = 15.0
+    stream_retry_ms: int = 3000
 
     @property
     def log_dir(self) -> Path:

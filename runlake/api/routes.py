@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
-from runlake.api import admin, export, ingest, jobs, ops, reads
+from runlake.api import admin, export, ingest, jobs, ops, reads, stream
 from runlake.api import params as p
 from runlake.api import responses as R
 from runlake.api.params import check_path, parse_query
@@ -158,6 +158,15 @@ _DECLARED: tuple[Route, ...] = (
     Route("GET", "/api/stats", jobs.stats, "Job totals and top tools (job runner)", "jobs",
           response=R.JobStats, query=p.ReadQuery, errors=(400, 403, 409, 422, 503),
           role="read"),
+    # Live streams (docs/stream.md): never queued behind reads, never waiting for the fold.
+    Route("GET", "/api/stream", stream.sse_stream,
+          "Follow the log live (Server-Sent Events): events, caught_up, folded, heartbeat",
+          "stream", media_type="text/event-stream", query=stream.StreamQuery,
+          errors=(400, 403, 503), role="read", always_admitted=True, waits_for_min_seq=False),
+    Route("GET", "/api/stream/ws", stream.ws_stream,
+          "Follow the log live (WebSocket, JSON messages); the same stream as /api/stream",
+          "stream", status=101, query=stream.StreamQuery, errors=(400, 403, 503), role="read",
+          always_admitted=True, waits_for_min_seq=False),
 )
 
 
