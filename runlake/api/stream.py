@@ -258,8 +258,10 @@ async def _catch_up(request: web.Request, follower: Follower, after: int, sink: 
     hub = request.app[BROADCASTER]
     loop = asyncio.get_running_loop()
     position = after
-    while position < hub.published and not follower.closing:
-        end = min(hub.published, position + CATCH_UP_ROWS)
+    # To the log's end, not the pump's: a client that was just acknowledged an
+    # append sees it before caught_up. The pump's offers up to here are then skipped.
+    while position < hub.log.last_seq and not follower.closing:
+        end = min(hub.log.last_seq, position + CATCH_UP_ROWS)
         items = await loop.run_in_executor(None, encode_range, hub.log, position + 1, end)
         await sink.send([sink.event(it) for it in items if follower.filter.matches(it)])
         position = follower.written = end
