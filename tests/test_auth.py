@@ -138,7 +138,13 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/{component}/db/export"): {},
 }
 QUERIES = {"/api/{component}/db/search": "?query=needle", "/api/db/search": "?query=needle",
-           "/api/db/{component}/search": "?query=needle"}
+           "/api/db/{component}/search": "?query=needle",
+           # a live stream ends only when told: this one once caught up (docs/stream.md)
+           "/api/stream": "?after=0&until=caught_up",
+           "/api/stream/ws": "?after=0&until=caught_up"}
+# Routes the matrix's plain HTTP request cannot complete: the WebSocket stream needs an
+# Upgrade (tests/test_stream.py opens real ones), so an allowed caller gets its 400.
+NO_UPGRADE = {"/api/stream/ws"}
 
 
 def expected(case: Case, who: str) -> int:
@@ -153,6 +159,8 @@ def expected(case: Case, who: str) -> int:
     if who == "other" and ("{component}" in case.path or case.id == "POST /api/events"
                            or case.path.startswith(("/api/jobs", "/api/stats"))):
         return 403
+    if case.path in NO_UPGRADE:
+        return 400
     return 404 if case.method == "DELETE" else case.status
 
 
