@@ -17,13 +17,16 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
 from aiohttp import web
 
 from runlake.api.state import EVENT_LOG, FOLD, SETTINGS
 from runlake.events import EventLog
-from runlake.events.columns import row_to_event
+from runlake.events.columns import LOG_SCHEMA, WIRE_FIELDS
 from runlake.ingest.fold import ChangedRun
 
 log = logging.getLogger("runlake.stream")
@@ -32,26 +35,104 @@ PUMP_ROWS = 16_384  # events read and encoded in one executor step
 _json = msgspec.json.Encoder()
 
 
-@dataclass(slots=True)
-class Item:
-    """One durable event, encoded once for every follower."""
+class Chunk:
+    """Consecutive durable events, encoded once for every follower: a table of seq,
+    component, run_id, type, batch_id, sse (each event's SSE message, binary) and ws
+    (its WebSocket message). Followers filter it with Arrow
+    compute and send its SSE messages as one piece: no Python work per event."""
 
-    seq: int
-    component: str
-    run_id: str | None
-    type: str
-    batch_id: str | None
-    data: bytes  # the event as JSON, as the log holds it (with seq and received_at)
+    __slots__ = ("table", "_sse")
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._sse: bytes | None = None
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def sse(self) -> bytes:
+        """Every event's SSE message, in order, in one piece (built on first use)."""
+        if self._sse is None:
+            column = self.table.column("sse").combine_chunks()
+            if len(column) == 0:
+                self._sse = b""
+            else:  # a binary array's data buffer holds its values back to back
+                _, offsets, data = column.buffers()
+                at = memoryview(offsets).cast("i")  # int32 offsets into data
+                first, last = at[column.offset], at[column.offset + len(column)]
+                self._sse = data.slice(first, last - first).to_pybytes()
+        return self._sse
+
+    def ws(self) -> list[str]:
+        return self.table.column("ws").to_pylist()
+
+    def select(self, stream: StreamFilter, after: int = 0) -> Chunk:
+        """The events past seq `after` that `stream` shows (self when that is all)."""
+        mask = stream.mask(self.table)
+        if len(self) and after >= self.table.column("seq")[0].as_py():
+            past = pc.greater(self.table.column("seq"), after)
+            mask = past if mask is None else pc.and_(mask, past)
+        return self if mask is None else Chunk(self.table.filter(mask))
 
 
-def encode_range(event_log: EventLog, first: int, last: int) -> list[Item]:
-    """The log's events first..last as Items (blocking: run it off the loop)."""
-    items: list[Item] = []
-    for batch in event_log.read(first, last):
-        for row in batch.to_pylist():
-            items.append(Item(row["seq"], row["component"], row["run_id"], row["type"],
-                              row["batch_id"], _json.encode(row_to_event(row))))
-    return items
+def encode_range(event_log: EventLog, first: int, last: int) -> Chunk:
+    """The log's events first..last as one Chunk (blocking: run it off the loop)."""
+    # One table first: a tail of single-event commits reads as thousands of batches,
+    # and each encode step has a fixed cost.
+    rows = pa.Table.from_batches(list(event_log.read(first, last)), schema=LOG_SCHEMA)
+    return Chunk(encode_batch(rows.combine_chunks()))
+
+
+def encode_batch(batch: pa.Table | pa.RecordBatch) -> pa.Table:
+    """Log rows as a Chunk's table: each event in wire form plus `seq`, `received_at`
+    and its `id` (`@<seq>` when the client gave none), as `row_to_event` gives it,
+    built column by column per event type (row by row it cost more than the append)."""
+    n = batch.num_rows
+    seqs = batch.column("seq").to_pylist()
+    types = batch.column("type")
+    components = batch.column("component").to_pylist()
+    ids = batch.column("id").to_pylist()
+    times, received = _rfc3339(batch.column("ts")), _rfc3339(batch.column("received_at"))
+    events: list[dict[str, Any]] = [{}] * n
+    kinds = pc.unique(types).to_pylist()
+    for kind in kinds:
+        rows = pc.indices_nonzero(pc.equal(types, kind)) if len(kinds) > 1 else None
+        part = batch if rows is None else batch.take(rows)
+        fields = [(f, _values(part.column(c), c)) for f, c in WIRE_FIELDS[kind]]
+        for j, i in enumerate(range(n) if rows is None else rows.to_pylist()):
+            seq = seqs[i]
+            event: dict[str, Any] = {"seq": seq, "type": kind, "component": components[i]}
+            for f, values in fields:
+                if (v := values[j]) is not None:
+                    event[f] = v
+            event["id"] = ids[i] if ids[i] is not None else f"@{seq}"
+            event["ts"] = times[i]
+            event["received_at"] = received[i]
+            events[i] = event
+    # One call for all: JSON text holds no raw newline, so the lines are the events.
+    encoded = _json.encode_lines(events).split(b"\n")[:n]
+    return pa.table({
+        "seq": batch.column("seq"), "component": batch.column("component"),
+        "run_id": batch.column("run_id"), "type": types, "batch_id": batch.column("batch_id"),
+        "sse": pa.array([b"id: %d\ndata: %s\n\n" % pair
+                         for pair in zip(seqs, encoded, strict=True)], pa.binary()),
+        "ws": pa.array([b'{"type":"event","event":%s}' % d for d in encoded],
+                       pa.binary()).cast(pa.string()),
+    })
+
+
+def _rfc3339(column: pa.Array) -> list[str]:
+    """UTC times as RFC 3339 text with microseconds: cast as naive (the values are
+    UTC), which is several times faster than strftime's time-zone path."""
+    text = pc.replace_substring(column.cast(pa.timestamp("us")).cast(pa.string()), " ", "T")
+    return pc.binary_join_element_wise(text, "Z", "").to_pylist()
+
+
+def _values(column: pa.Array, name: str) -> list[Any]:
+    values = column.to_pylist()
+    if name == "params":  # JSON text in the log: embedded as it is
+        return [None if v is None else msgspec.Raw(v) for v in values]
+    return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +144,20 @@ class StreamFilter:
     types: frozenset[str] | None = None
     batch_id: str | None = None
 
-    def matches(self, item: Item) -> bool:
-        return ((self.components is None or item.component in self.components)
-                and (self.run_id is None or item.run_id == self.run_id)
-                and (self.types is None or item.type in self.types)
-                and (self.batch_id is None or item.batch_id == self.batch_id))
+    def mask(self, table: pa.Table) -> Any:
+        """Which rows of a Chunk's table the stream shows; None: every one."""
+        conditions = []
+        for name, values in (("component", self.components), ("type", self.types)):
+            if values is not None:
+                conditions.append(pc.is_in(table.column(name),
+                                           value_set=pa.array(sorted(values), pa.string())))
+        for name, value in (("run_id", self.run_id), ("batch_id", self.batch_id)):
+            if value is not None:
+                conditions.append(pc.fill_null(pc.equal(table.column(name), value), False))
+        mask = None
+        for condition in conditions:
+            mask = condition if mask is None else pc.and_(mask, condition)
+        return mask
 
     def run_matches(self, run: ChangedRun) -> bool:
         component, run_id, _, batch_id = run
@@ -87,41 +177,50 @@ class Folded:
 class Follower:
     """One stream's queue. `seen`: every event up to it was offered (the matching
     ones queued); `written`: the resume position, every matching event up to it
-    has been handed to the client's connection."""
+    has been handed to the client's connection. `queued` counts messages."""
 
     def __init__(self, stream_filter: StreamFilter, limit: int, position: int) -> None:
         self.filter = stream_filter
         self.limit = limit
-        self.queue: deque[Item | Folded] = deque()
+        self.queue: deque[Chunk | Folded] = deque()
+        self.queued = 0
         self.seen = self.written = position
         self.overflowed = False
         self.closing: str | None = None  # why the stream must end (shutdown, key_revoked)
         self.wake = asyncio.Event()
 
-    def offer(self, items: list[Item], end: int) -> None:
-        if self.overflowed or self.closing:
+    def offer(self, chunk: Chunk, end: int) -> None:
+        """Queue what the stream shows of `chunk`, every event up to seq `end`."""
+        if self.overflowed or self.closing or end <= self.seen:
             return
-        if end <= self.seen:
-            return
-        matches, seen = self.filter.matches, self.seen
-        self.queue.extend(it for it in items if it.seq > seen and matches(it))
+        shown = chunk.select(self.filter, self.seen)
         self.seen = end
-        self._check()
+        if len(shown):
+            self.queue.append(shown)
+            self.queued += len(shown)
+            self._check()
 
     def offer_folded(self, seq: int, runs: list[ChangedRun]) -> None:
         if self.overflowed or self.closing:
             return
         self.queue.append(Folded(seq, [r for r in runs if self.filter.run_matches(r)]))
+        self.queued += 1
         self._check()
+
+    def take(self) -> list[Chunk | Folded]:
+        taken = list(self.queue)
+        self.queue.clear()
+        self.queued = 0
+        return taken
 
     def close(self, reason: str) -> None:
         self.closing = self.closing or reason
         self.wake.set()
 
     def _check(self) -> None:
-        if len(self.queue) > self.limit:  # the client is too far behind: stop feeding it
+        if self.queued > self.limit:  # the client is too far behind: stop feeding it
             self.overflowed = True
-            self.queue.clear()
+            self.take()
         self.wake.set()
 
 
@@ -209,7 +308,7 @@ class Broadcaster:
                     break
                 end = min(last, self.published + PUMP_ROWS)
                 try:
-                    items = await self._loop.run_in_executor(
+                    chunk = await self._loop.run_in_executor(
                         None, encode_range, self.log, self.published + 1, end)
                 except Exception:  # keep serving; the followers resume from the log
                     log.exception("reading seq %d..%d for streams failed", self.published + 1,
@@ -220,7 +319,7 @@ class Broadcaster:
                     self.published = end
                     continue
                 for follower in self.followers:
-                    follower.offer(items, end)
+                    follower.offer(chunk, end)
                 self.published = end
             self._release_folds()
 

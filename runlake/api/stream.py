@@ -25,7 +25,14 @@ from msgspec import Meta
 
 from runlake.api.access import API_KEY
 from runlake.api.auth import forbidden, presented_key, visible_components
-from runlake.api.broadcast import BROADCASTER, Folded, Follower, Item, StreamFilter, encode_range
+from runlake.api.broadcast import (
+    BROADCASTER,
+    Chunk,
+    Folded,
+    Follower,
+    StreamFilter,
+    encode_range,
+)
 from runlake.api.params import NoQuery, Text, bad_param
 from runlake.api.state import AUTH, EVENT_LOG, SETTINGS
 from runlake.errors import BadRequest, Overloaded
@@ -69,13 +76,13 @@ _json = msgspec.json.Encoder()
 class Sink:
     """How a stream's messages reach its client: SSE frames or WebSocket messages."""
 
-    async def send(self, messages: list[bytes]) -> None:
+    async def send(self, messages: list[Any]) -> None:
         raise NotImplementedError
 
-    def event(self, item: Item) -> bytes:
+    def events(self, chunk: Chunk) -> list[Any]:
         raise NotImplementedError
 
-    def control(self, kind: str, body: dict[str, Any], position: int | None = None) -> bytes:
+    def control(self, kind: str, body: dict[str, Any], position: int | None = None) -> Any:
         raise NotImplementedError
 
     async def finish(self) -> None:
@@ -90,8 +97,8 @@ class SseSink(Sink):
         if messages:
             await self.response.write(b"".join(messages))  # waits while the client is behind
 
-    def event(self, item: Item) -> bytes:
-        return b"id: %d\ndata: %s\n\n" % (item.seq, item.data)
+    def events(self, chunk: Chunk) -> list[bytes]:
+        return [chunk.sse()]
 
     def control(self, kind: str, body: dict[str, Any], position: int | None = None) -> bytes:
         head = b"" if position is None else b"id: %d\n" % position
@@ -107,15 +114,15 @@ class WsSink(Sink):
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
 
-    async def send(self, messages: list[bytes]) -> None:
+    async def send(self, messages: list[str]) -> None:
         for message in messages:
-            await self.ws.send_str(message.decode())  # waits while the client is behind
+            await self.ws.send_str(message)  # waits while the client is behind
 
-    def event(self, item: Item) -> bytes:
-        return b'{"type":"event","event":%s}' % item.data
+    def events(self, chunk: Chunk) -> list[str]:
+        return chunk.ws()
 
-    def control(self, kind: str, body: dict[str, Any], position: int | None = None) -> bytes:
-        return _json.encode({"type": kind, **body})
+    def control(self, kind: str, body: dict[str, Any], position: int | None = None) -> str:
+        return _json.encode({"type": kind, **body}).decode()
 
     async def finish(self) -> None:
         with contextlib.suppress(ConnectionError):
@@ -262,8 +269,10 @@ async def _catch_up(request: web.Request, follower: Follower, after: int, sink: 
     # append sees it before caught_up. The pump's offers up to here are then skipped.
     while position < hub.log.last_seq and not follower.closing:
         end = min(hub.log.last_seq, position + CATCH_UP_ROWS)
-        items = await loop.run_in_executor(None, encode_range, hub.log, position + 1, end)
-        await sink.send([sink.event(it) for it in items if follower.filter.matches(it)])
+        chunk = await loop.run_in_executor(None, encode_range, hub.log, position + 1, end)
+        shown = chunk.select(follower.filter)
+        if len(shown):
+            await sink.send(sink.events(shown))
         position = follower.written = end
     if follower.closing:
         await _closing(follower, sink)
@@ -289,10 +298,14 @@ async def _live(request: web.Request, follower: Follower, sink: Sink) -> None:
             await _closing(follower, sink)
             return
         if follower.queue:
-            seen, batch = follower.seen, list(follower.queue)
-            follower.queue.clear()
-            await sink.send([sink.event(m) if isinstance(m, Item) else _folded(sink, m)
-                             for m in batch])
+            seen, batch = follower.seen, follower.take()
+            out: list[Any] = []
+            for m in batch:
+                if isinstance(m, Chunk):
+                    out += sink.events(m)
+                else:
+                    out.append(_folded(sink, m))
+            await sink.send(out)
             if not follower.overflowed:
                 follower.written = seen  # every match up to seen was in the batch
             continue
@@ -313,7 +326,7 @@ async def _live(request: web.Request, follower: Follower, sink: Sink) -> None:
             await asyncio.wait_for(follower.wake.wait(), min(beat_at, key_at) - now)
 
 
-def _folded(sink: Sink, message: Folded) -> bytes:
+def _folded(sink: Sink, message: Folded) -> Any:
     runs = [{"component": c, "run_id": r, "status": s} for c, r, s, _ in message.runs]
     return sink.control("folded", {"seq": message.seq, "runs": runs})
 
