@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -376,4 +377,50 @@ def test_bad_input_is_a_clear_400(tmp_path: Path) -> None:
             allowed = (await client.get("/api/stream?type=bogus")).json()["error"]["details"]
             assert "metric" in allowed[0]["allowed"]
             assert client.app[BROADCASTER].streams == set()  # type: ignore[index]
+    run(main())
+
+
+ONE_OF_EACH: list[dict[str, Any]] = [
+    {"type": "batch", "component": "c", "batch_id": "b1", "description": "d",
+     "expected_count": 2, "id": "ev-1"},
+    {"type": "run", "component": "c", "run_id": "r1", "model": "m", "hardware": "h",
+     "batch_id": "b1", "name": "n", "params": {"lr": 0.1, "layers": [1, 2]}},
+    {"type": "status", "component": "c", "run_id": "r1", "status": "failed", "error": "boom\n!"},
+    {"type": "step", "component": "c", "run_id": "r1", "step": "train", "status": "running",
+     "progress": 0.5, "message": "half"},
+    {"type": "metric", "component": "c", "run_id": "r1", "name": "loss", "value": 0.25,
+     "unit": "1", "step": 3, "ts": "2026-01-02T03:04:05.123456Z"},
+    {"type": "tag", "component": "c", "run_id": "r1", "key": "k", "value": "välue \"q\""},
+    {"type": "log", "component": "c", "run_id": "r1", "level": "warning", "message": "m"},
+    {"type": "artifact", "component": "c", "run_id": "r1", "name": "a.txt", "uri": "s3://x",
+     "size_bytes": 10, "media_type": "text/plain"},
+    {"type": "result", "component": "c", "run_id": "r1", "test": "t::a", "outcome": "passed",
+     "duration_s": 0.5, "message": "ok"},
+    {"type": "delete", "component": "c", "run_id": "gone"},
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_event_type_arrives_as_posted(tmp_path: Path, kind: str) -> None:
+    """Every field as posted, plus seq, id (@seq when none was given), ts, received_at."""
+    async def main() -> None:
+        async with make_server(tmp_path) as client:
+            seqs = await post(client, ONE_OF_EACH)
+            async with stream(client, kind, "?after=0&until=caught_up") as messages:
+                got = [m.data for m in await read_until(messages, lambda m: False)
+                       if m.kind == "event"]
+        assert [e["seq"] for e in got] == seqs
+        for sent, seq, event in zip(ONE_OF_EACH, seqs, got, strict=True):
+            extra = {"seq", "id", "ts", "received_at"}
+            assert set(event) == set(sent) | extra, event
+            for name, value in sent.items():
+                if name != "ts":
+                    assert event[name] == value, (name, event)
+            assert event["id"] == sent.get("id", f"@{seq}")
+            received = datetime.fromisoformat(event["received_at"])
+            if "ts" in sent:
+                assert datetime.fromisoformat(event["ts"]) == datetime.fromisoformat(sent["ts"])
+            else:  # defaults to the time the server received it
+                assert event["ts"] == event["received_at"]
+            assert received.tzinfo is not None and event["ts"].endswith("Z")
     run(main())
