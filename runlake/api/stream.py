@@ -306,8 +306,9 @@ async def _live(request: web.Request, follower: Follower, sink: Sink) -> None:
                 else:
                     out.append(_folded(sink, m))
             await sink.send(out)
-            if not follower.overflowed:
-                follower.written = seen  # every match up to seen was in the batch
+            # Every match up to seen was in the batch, now in the connection's buffer
+            # even when the send waited for the client and the queue overflowed meanwhile.
+            follower.written = seen
             continue
         now = time.monotonic()
         if now >= beat_at:
