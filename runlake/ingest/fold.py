@@ -334,9 +334,9 @@ class Fold:
             self.events_folded += table.num_rows
             self.batches_folded += 1
             done += table.num_rows
-            self._wake(self.folded_seq)
-            if self.listeners:
+            if self.listeners:  # before the wake: waiters then see the state they expect
                 self._tell(self.folded_seq, table)
+            self._wake(self.folded_seq)
         self._caught_up_at = time.monotonic()
         return done
 
