@@ -27,7 +27,7 @@ from aiohttp import web
 from runlake.api.state import EVENT_LOG, FOLD, SETTINGS
 from runlake.events import EventLog
 from runlake.events.columns import LOG_SCHEMA, WIRE_FIELDS
-from runlake.ingest.fold import ChangedRun
+from runlake.ingest.fold import ChangedRun, Fold
 
 log = logging.getLogger("runlake.stream")
 
@@ -227,8 +227,8 @@ class Follower:
 class Broadcaster:
     """The pump and the followers of one server (module docstring)."""
 
-    def __init__(self, event_log: EventLog, max_streams: int) -> None:
-        self.log = event_log
+    def __init__(self, event_log: EventLog, fold: Fold, max_streams: int) -> None:
+        self.log, self.fold = event_log, fold
         self.max_streams = max_streams
         self.published = event_log.last_seq  # every event up to it was offered
         self.streams: set[Follower] = set()  # every open stream, catching up or live
@@ -280,10 +280,21 @@ class Broadcaster:
         assert follower.written >= self.published, "follow only once caught up"
         follower.seen = follower.written
         self.followers.add(follower)
+        self._listen_to_fold()
 
     def forget(self, follower: Follower) -> None:
         self.followers.discard(follower)
+        self._listen_to_fold()
         self.streams.discard(follower)
+
+    def _listen_to_fold(self) -> None:
+        """Be the fold's listener only while a stream is live: the fold asks DuckDB
+        which runs a batch changed only for its listeners."""
+        listening = self.on_fold in self.fold.listeners
+        if self.followers and not listening:
+            self.fold.listeners.append(self.on_fold)
+        elif not self.followers and listening:
+            self.fold.listeners.remove(self.on_fold)
 
     def _folded(self, seq: int, runs: list[ChangedRun]) -> None:
         self._folds.append(Folded(seq, runs))
@@ -316,6 +327,7 @@ class Broadcaster:
                     for follower in list(self.followers):
                         follower.close("error")
                     self.followers.clear()
+                    self._listen_to_fold()
                     self.published = end
                     continue
                 for follower in self.followers:
@@ -329,16 +341,15 @@ BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 
 async def stream_context(app: web.Application) -> AsyncIterator[None]:
     """The hub, from once the data folder is open until it closes (app.py)."""
-    hub = Broadcaster(app[EVENT_LOG], app[SETTINGS].max_streams)
-    fold = app[FOLD]
+    hub = Broadcaster(app[EVENT_LOG], app[FOLD], app[SETTINGS].max_streams)
     app[BROADCASTER] = hub
     app[EVENT_LOG].listeners.append(hub.on_commit)
-    fold.listeners.append(hub.on_fold)
     hub.start()
     try:
         yield
     finally:
-        fold.listeners.remove(hub.on_fold)
+        hub.followers.clear()
+        hub._listen_to_fold()
         app[EVENT_LOG].listeners.remove(hub.on_commit)
         await hub.stop()
 
