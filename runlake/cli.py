@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(p, ["data", "log_level"])
     p.set_defaults(func=_demo)
 
+    _add_tail_parser(sub)
     return parser
 
 
@@ -322,3 +323,43 @@ def _report_attributes(args: argparse.Namespace) -> Any:
     return RunAttributes(component=args.component, run_id=args.run_id, model=args.model,
                          hardware=args.hardware, batch_id=args.batch_id, name=args.name,
                          tags=tuple(tags))
+
+
+def _add_tail_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("tail", help="print a server's events as they arrive (docs/stream.md)")
+    p.add_argument("--url", default=os.environ.get("RUNLAKE_URL", "http://127.0.0.1:8080"),
+                   help="the server (env RUNLAKE_URL, default http://127.0.0.1:8080)")
+    p.add_argument("--key", default=os.environ.get("RUNLAKE_API_KEY"),
+                   help="API key with the read role, when the server has keys "
+                   "(env RUNLAKE_API_KEY)")
+    p.add_argument("--component", dest="components", action="append", default=[],
+                   metavar="C", help="only this component (repeatable)")
+    p.add_argument("--run-id", help="only this run")
+    p.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
+                   help="only this event type (repeatable)")
+    p.add_argument("--batch-id", help="only events carrying this batch_id")
+    p.add_argument("--after", help="start after this seq, or 'end' (default: 0, or 'end' "
+                   "with --follow)")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep following (reconnecting as needed) instead of stopping "
+                   "once caught up")
+    p.add_argument("--ndjson", action="store_true",
+                   help="print each event as JSON (default: one readable line)")
+    _add_setting_flags(p, ["log_level"])
+    p.set_defaults(func=_tail)
+
+
+def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    from runlake.api.stream_client import TailError, TailOptions, tail
+
+    if args.after is not None and args.after != "end" and not args.after.isdigit():
+        print(f"runlake tail: --after must be a seq or 'end', not {args.after!r}",
+              file=sys.stderr)
+        return 2
+    options = TailOptions(args.url, args.key, args.components, args.run_id, args.types,
+                          args.batch_id, args.after, args.follow, args.ndjson)
+    try:
+        return asyncio.run(tail(options))
+    except TailError as e:
+        print(f"runlake tail: {e}", file=sys.stderr)
+        return 1

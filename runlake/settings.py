@@ -50,6 +50,13 @@ SETTINGS: tuple[Setting, ...] = (
             "covers the runs counted so far and says truncated"),
     Setting("flaky_window", 30, "a test's last N results whose pass/fail transitions give "
             "its flakiness score, 2-100 (docs/tests.md)"),
+    Setting("max_streams", 1000, "most live streams (/api/stream, /api/stream/ws) open at "
+            "once (503 above)"),
+    Setting("stream_queue", 10_000, "most messages queued for one stream client; a client "
+            "further behind gets too_slow and is closed"),
+    Setting("stream_heartbeat_s", 15.0, "seconds between heartbeat messages on an idle stream"),
+    Setting("stream_retry_ms", 3000, "the SSE retry: a stream client waits about this long "
+            "(jittered) before reconnecting"),
 )
 
 
@@ -74,6 +81,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jobs_component: str = "jobs"
     facet_budget_s: float = 0.5
     flaky_window: Annotated[int, msgspec.Meta(ge=2, le=100)] = 30
+    max_streams: int = 1000
+    stream_queue: int = 10_000
+    stream_heartbeat_s: float = 15.0
+    stream_retry_ms: int = 3000
 
     @property
     def log_dir(self) -> Path:

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from runlake.api.access import Auth
 from runlake.api.auth import authenticate, is_loopback
+from runlake.api.broadcast import close_streams, stream_context
 from runlake.api.keys import KeyRing
 from runlake.api.limits import concurrency_limit, read_body_in_time
 from runlake.api.metrics import HttpMetrics
@@ -65,6 +66,8 @@ def make_app(settings: Settings, *, loopback: bool | None = None) -> web.Applica
     app[HTTP_METRICS] = HttpMetrics()
     app.cleanup_ctx.append(keys_context)
     app.cleanup_ctx.append(data_folder_context)
+    app.cleanup_ctx.append(stream_context)  # live streams (docs/stream.md)
+    app.on_shutdown.append(close_streams)
     add_routes(app)
     # The dashboard at / (docs/dashboard.md). Imported here, not at the top: runlake.web
     # imports the api package, whose __init__ imports this module.

@@ -29,6 +29,7 @@ from runlake.api import (
     reads,
     reports,
     runs,
+    stream,
     test_history,
 )
 from runlake.api import params as p
@@ -210,6 +211,15 @@ _DECLARED: tuple[Route, ...] = (
           "One test's figures and its latest results (the history strip)", "reads",
           response=R.TestDetail, query=p.TestQuery, errors=(400, 404, 409, 422, 503),
           role="read"),
+    # Live streams (docs/stream.md): never queued behind reads, never waiting for the fold.
+    Route("GET", "/api/stream", stream.sse_stream,
+          "Follow the log live (Server-Sent Events): events, caught_up, folded, heartbeat",
+          "stream", media_type="text/event-stream", query=stream.StreamQuery,
+          errors=(400, 403, 503), role="read", always_admitted=True, waits_for_min_seq=False),
+    Route("GET", "/api/stream/ws", stream.ws_stream,
+          "Follow the log live (WebSocket, JSON messages); the same stream as /api/stream",
+          "stream", status=101, query=stream.StreamQuery, errors=(400, 403, 503), role="read",
+          always_admitted=True, waits_for_min_seq=False),
 )
 
 

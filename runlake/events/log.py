@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +110,9 @@ class EventLog:
         self.appended_events = 0
         self.group_commits = 0
         self._reported: set[int] = set()  # seqs of bad rows already logged
+        # Called on the writer thread with the new last seq after each durable commit
+        # (live streams, api/broadcast.py): each must only hand the number on, never block.
+        self.listeners: list[Callable[[int], None]] = []
 
     # -- lifetime ---------------------------------------------------------
 
@@ -355,6 +358,11 @@ class EventLog:
         self.group_commits += 1
         for fut, a, b in acks:
             fut.set_result((a, b))
+        for listener in list(self.listeners):
+            try:
+                listener(seq - 1)
+            except Exception:  # a listener's bug must not stop the log
+                log.exception("a log listener failed")
 
     def _roll_timeout(self) -> float | None:
         if not self._tail:

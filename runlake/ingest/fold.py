@@ -233,6 +233,26 @@ def fold_in_transaction(con: duckdb.DuckDBPyConnection, last: int, apply: Callab
     return result
 
 
+# (component, run_id, status, batch_id) of a run a batch changed; status None: deleted.
+ChangedRun = tuple[str, str, str | None, str | None]
+MAX_CHANGED_RUNS = 1000  # per batch told to listeners; a bigger batch names its first ones
+_CHANGED = """SELECT t.component, t.run_id, r.status, r.batch_id FROM changed t
+LEFT JOIN runs r ON r.component = t.component AND r.run_id = t.run_id
+ORDER BY t.component, t.run_id"""
+
+
+def changed_runs(con: duckdb.DuckDBPyConnection, table: pa.Table) -> list[ChangedRun]:
+    """The runs `table` (a committed batch) named, with their status now: at most
+    MAX_CHANGED_RUNS. A batch delete's runs are not named one by one."""
+    named = table.select(["component", "run_id"]).filter(pc.is_valid(table.column("run_id")))
+    pairs = named.group_by(["component", "run_id"]).aggregate([]).slice(0, MAX_CHANGED_RUNS)
+    con.register("changed", pairs)
+    try:
+        return [tuple(row) for row in con.execute(_CHANGED).fetchall()]  # type: ignore[misc]
+    finally:
+        con.unregister("changed")
+
+
 def log_tables(event_log: EventLog, after: int, upto: int | None,
                batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
     """The log's events past seq `after` up to `upto` (None: to its end, as it grows),
@@ -269,6 +289,10 @@ class Fold:
         self._thread: threading.Thread | None = None
         self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
         self._waiters_lock = threading.Lock()
+        # Called on the fold thread after each batch commits, with the new high-water
+        # mark and the runs the batch changed (live streams, api/broadcast.py); asked
+        # for only while someone listens, so no stream costs the fold nothing.
+        self.listeners: list[Callable[[int, list[ChangedRun]], None]] = []
 
     @property
     def running(self) -> bool:
@@ -312,6 +336,8 @@ class Fold:
             self.events_folded += table.num_rows
             self.batches_folded += 1
             done += table.num_rows
+            if self.listeners:  # before the wake: waiters then see the state they expect
+                self._tell(self.folded_seq, table)
             self._wake(self.folded_seq)
         self._caught_up_at = time.monotonic()
         return done
@@ -368,6 +394,14 @@ class Fold:
         finally:
             with self._waiters_lock:
                 self._waiters = [(s, f) for s, f in self._waiters if f is not fut]
+
+    def _tell(self, folded: int, table: pa.Table) -> None:
+        try:  # the batch has committed: nothing here may fail the fold
+            runs = changed_runs(self.db.connection, table)
+            for listener in list(self.listeners):
+                listener(folded, runs)
+        except Exception:
+            log.exception("telling fold listeners of seq %d failed", folded)
 
     def _wake(self, folded: int) -> None:
         with self._waiters_lock:

@@ -1,0 +1,362 @@
+"""The hub behind live streams (docs/stream.md): one reader of the log's new events,
+many followers, none of them able to slow ingest.
+
+The log's writer thread and the fold thread only hand a number (and the fold the
+runs its batch changed) to the event loop (`call_soon_threadsafe`); they never wait
+for a follower. On the loop, one pump task reads each stretch of newly durable
+events once, encodes each event to JSON once, and offers the encoded events to
+every follower's bounded queue. Each stream's own task (api/stream.py) writes its
+queue to its client; a follower whose queue is over `stream_queue` messages is
+marked overflowed and stops receiving (its task then sends `too_slow`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+from aiohttp import web
+
+from runlake.api.state import EVENT_LOG, FOLD, SETTINGS
+from runlake.events import EventLog
+from runlake.events.columns import LOG_SCHEMA, WIRE_FIELDS
+from runlake.ingest.fold import ChangedRun, Fold
+
+log = logging.getLogger("runlake.stream")
+
+PUMP_ROWS = 16_384  # events read and encoded in one executor step
+_json = msgspec.json.Encoder()
+
+
+class Chunk:
+    """Consecutive durable events, encoded once for every follower: a table of seq,
+    component, run_id, type, batch_id, sse (each event's SSE message, binary) and ws
+    (its WebSocket message). Followers filter it with Arrow
+    compute and send its SSE messages as one piece: no Python work per event."""
+
+    __slots__ = ("table", "_sse")
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._sse: bytes | None = None
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def sse(self) -> bytes:
+        """Every event's SSE message, in order, in one piece (built on first use)."""
+        if self._sse is None:
+            column = self.table.column("sse").combine_chunks()
+            if len(column) == 0:
+                self._sse = b""
+            else:  # a binary array's data buffer holds its values back to back
+                _, offsets, data = column.buffers()
+                at = memoryview(offsets).cast("i")  # int32 offsets into data
+                first, last = at[column.offset], at[column.offset + len(column)]
+                self._sse = data.slice(first, last - first).to_pybytes()
+        return self._sse
+
+    def ws(self) -> list[str]:
+        return self.table.column("ws").to_pylist()
+
+    def select(self, stream: StreamFilter, after: int = 0) -> Chunk:
+        """The events past seq `after` that `stream` shows (self when that is all)."""
+        mask = stream.mask(self.table)
+        if len(self) and after >= self.table.column("seq")[0].as_py():
+            past = pc.greater(self.table.column("seq"), after)
+            mask = past if mask is None else pc.and_(mask, past)
+        return self if mask is None else Chunk(self.table.filter(mask))
+
+
+def encode_range(event_log: EventLog, first: int, last: int) -> Chunk:
+    """The log's events first..last as one Chunk (blocking: run it off the loop)."""
+    # One table first: a tail of single-event commits reads as thousands of batches,
+    # and each encode step has a fixed cost.
+    rows = pa.Table.from_batches(list(event_log.read(first, last)), schema=LOG_SCHEMA)
+    return Chunk(encode_batch(rows.combine_chunks()))
+
+
+def encode_batch(batch: pa.Table | pa.RecordBatch) -> pa.Table:
+    """Log rows as a Chunk's table: each event in wire form plus `seq`, `received_at`
+    and its `id` (`@<seq>` when the client gave none), as `row_to_event` gives it,
+    built column by column per event type (row by row it cost more than the append)."""
+    n = batch.num_rows
+    seqs = batch.column("seq").to_pylist()
+    types = batch.column("type")
+    components = batch.column("component").to_pylist()
+    ids = batch.column("id").to_pylist()
+    times, received = _rfc3339(batch.column("ts")), _rfc3339(batch.column("received_at"))
+    events: list[dict[str, Any]] = [{}] * n
+    kinds = pc.unique(types).to_pylist()
+    for kind in kinds:
+        rows = pc.indices_nonzero(pc.equal(types, kind)) if len(kinds) > 1 else None
+        part = batch if rows is None else batch.take(rows)
+        fields = [(f, _values(part.column(c), c)) for f, c in WIRE_FIELDS[kind]]
+        for j, i in enumerate(range(n) if rows is None else rows.to_pylist()):
+            seq = seqs[i]
+            event: dict[str, Any] = {"seq": seq, "type": kind, "component": components[i]}
+            for f, values in fields:
+                if (v := values[j]) is not None:
+                    event[f] = v
+            event["id"] = ids[i] if ids[i] is not None else f"@{seq}"
+            event["ts"] = times[i]
+            event["received_at"] = received[i]
+            events[i] = event
+    # One call for all: JSON text holds no raw newline, so the lines are the events.
+    encoded = _json.encode_lines(events).split(b"\n")[:n]
+    return pa.table({
+        "seq": batch.column("seq"), "component": batch.column("component"),
+        "run_id": batch.column("run_id"), "type": types, "batch_id": batch.column("batch_id"),
+        "sse": pa.array([b"id: %d\ndata: %s\n\n" % pair
+                         for pair in zip(seqs, encoded, strict=True)], pa.binary()),
+        "ws": pa.array([b'{"type":"event","event":%s}' % d for d in encoded],
+                       pa.binary()).cast(pa.string()),
+    })
+
+
+def _rfc3339(column: pa.Array) -> list[str]:
+    """UTC times as RFC 3339 text with microseconds: cast as naive (the values are
+    UTC), which is several times faster than strftime's time-zone path."""
+    text = pc.replace_substring(column.cast(pa.timestamp("us")).cast(pa.string()), " ", "T")
+    return pc.binary_join_element_wise(text, "Z", "").to_pylist()
+
+
+def _values(column: pa.Array, name: str) -> list[Any]:
+    values = column.to_pylist()
+    if name == "params":  # JSON text in the log: embedded as it is
+        return [None if v is None else msgspec.Raw(v) for v in values]
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    """What one stream shows; None: no restriction on that field."""
+
+    components: frozenset[str] | None = None
+    run_id: str | None = None
+    types: frozenset[str] | None = None
+    batch_id: str | None = None
+
+    def mask(self, table: pa.Table) -> Any:
+        """Which rows of a Chunk's table the stream shows; None: every one."""
+        conditions = []
+        for name, values in (("component", self.components), ("type", self.types)):
+            if values is not None:
+                conditions.append(pc.is_in(table.column(name),
+                                           value_set=pa.array(sorted(values), pa.string())))
+        for name, value in (("run_id", self.run_id), ("batch_id", self.batch_id)):
+            if value is not None:
+                conditions.append(pc.fill_null(pc.equal(table.column(name), value), False))
+        mask = None
+        for condition in conditions:
+            mask = condition if mask is None else pc.and_(mask, condition)
+        return mask
+
+    def run_matches(self, run: ChangedRun) -> bool:
+        component, run_id, _, batch_id = run
+        return ((self.components is None or component in self.components)
+                and (self.run_id is None or run_id == self.run_id)
+                and (self.batch_id is None or batch_id == self.batch_id))
+
+
+@dataclass(slots=True)
+class Folded:
+    """A fold commit: the new high-water mark and the runs it changed (filtered)."""
+
+    seq: int
+    runs: list[ChangedRun]
+
+
+class Follower:
+    """One stream's queue. `seen`: every event up to it was offered (the matching
+    ones queued); `written`: the resume position, every matching event up to it
+    has been handed to the client's connection. `queued` counts messages."""
+
+    def __init__(self, stream_filter: StreamFilter, limit: int, position: int) -> None:
+        self.filter = stream_filter
+        self.limit = limit
+        self.queue: deque[Chunk | Folded] = deque()
+        self.queued = 0
+        self.seen = self.written = position
+        self.overflowed = False
+        self.closing: str | None = None  # why the stream must end (shutdown, key_revoked)
+        self.wake = asyncio.Event()
+
+    def offer(self, chunk: Chunk, end: int) -> None:
+        """Queue what the stream shows of `chunk`, every event up to seq `end`."""
+        if self.overflowed or self.closing or end <= self.seen:
+            return
+        shown = chunk.select(self.filter, self.seen)
+        self.seen = end
+        if len(shown):
+            self.queue.append(shown)
+            self.queued += len(shown)
+            self._check()
+
+    def offer_folded(self, seq: int, runs: list[ChangedRun]) -> None:
+        if self.overflowed or self.closing:
+            return
+        self.queue.append(Folded(seq, [r for r in runs if self.filter.run_matches(r)]))
+        self.queued += 1
+        self._check()
+
+    def take(self) -> list[Chunk | Folded]:
+        taken = list(self.queue)
+        self.queue.clear()
+        self.queued = 0
+        return taken
+
+    def close(self, reason: str) -> None:
+        self.closing = self.closing or reason
+        self.wake.set()
+
+    def _check(self) -> None:
+        if self.queued > self.limit:  # the client is too far behind: stop feeding it
+            self.overflowed = True
+            self.take()
+        self.wake.set()
+
+
+class Broadcaster:
+    """The pump and the followers of one server (module docstring)."""
+
+    def __init__(self, event_log: EventLog, fold: Fold, max_streams: int) -> None:
+        self.log, self.fold = event_log, fold
+        self.max_streams = max_streams
+        self.published = event_log.last_seq  # every event up to it was offered
+        self.streams: set[Follower] = set()  # every open stream, catching up or live
+        self.followers: set[Follower] = set()  # the live ones, offered new events
+        self.too_slow = 0  # streams dropped for falling behind
+        self.refused = 0  # streams refused at max_streams
+        self._loop = asyncio.get_running_loop()
+        self._pending = asyncio.Event()
+        self._signalled = False
+        self._folds: deque[Folded] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._pump(), name="runlake-stream-pump")
+
+    async def stop(self) -> None:
+        for follower in self.streams:
+            follower.close("shutdown")
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    # -- called on the log's writer thread and the fold thread: hand over, never wait --
+
+    def on_commit(self, last_seq: int) -> None:
+        if self._signalled:  # a wake-up is on its way; the pump reads last_seq then
+            return
+        self._signalled = True
+        try:
+            self._loop.call_soon_threadsafe(self._pending.set)
+        except RuntimeError:  # the loop has closed: nobody is streaming
+            pass
+
+    def on_fold(self, folded_seq: int, runs: list[ChangedRun]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._folded, folded_seq, runs)
+        except RuntimeError:
+            pass
+
+    # -- on the loop ------------------------------------------------------------
+
+    def follow(self, follower: Follower) -> None:
+        """Make a stream live from its position, which must be `published` or past it
+        (a client resuming from an acknowledged seq the pump has not reached yet)."""
+        assert follower.written >= self.published, "follow only once caught up"
+        follower.seen = follower.written
+        self.followers.add(follower)
+        self._listen_to_fold()
+
+    def forget(self, follower: Follower) -> None:
+        self.followers.discard(follower)
+        self._listen_to_fold()
+        self.streams.discard(follower)
+
+    def _listen_to_fold(self) -> None:
+        """Be the fold's listener only while a stream is live: the fold asks DuckDB
+        which runs a batch changed only for its listeners."""
+        listening = self.on_fold in self.fold.listeners
+        if self.followers and not listening:
+            self.fold.listeners.append(self.on_fold)
+        elif not self.followers and listening:
+            self.fold.listeners.remove(self.on_fold)
+
+    def _folded(self, seq: int, runs: list[ChangedRun]) -> None:
+        self._folds.append(Folded(seq, runs))
+        self._release_folds()
+
+    def _release_folds(self) -> None:
+        """Offer fold messages once the events they cover were offered: a client
+        sees `folded` after the events it names."""
+        while self._folds and self._folds[0].seq <= self.published:
+            folded = self._folds.popleft()
+            for follower in self.followers:
+                follower.offer_folded(folded.seq, folded.runs)
+
+    async def _pump(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            self._signalled = False
+            while self.published < (last := self.log.last_seq):
+                if not self.followers:  # nobody live to offer them to: skip the read
+                    self.published = last
+                    break
+                end = min(last, self.published + PUMP_ROWS)
+                try:
+                    chunk = await self._loop.run_in_executor(
+                        None, encode_range, self.log, self.published + 1, end)
+                except Exception:  # keep serving; the followers resume from the log
+                    log.exception("reading seq %d..%d for streams failed", self.published + 1,
+                                  end)
+                    for follower in list(self.followers):
+                        follower.close("error")
+                    self.followers.clear()
+                    self._listen_to_fold()
+                    self.published = end
+                    continue
+                for follower in self.followers:
+                    follower.offer(chunk, end)
+                self.published = end
+            self._release_folds()
+
+
+BROADCASTER = web.AppKey("broadcaster", Broadcaster)
+
+
+async def stream_context(app: web.Application) -> AsyncIterator[None]:
+    """The hub, from once the data folder is open until it closes (app.py)."""
+    hub = Broadcaster(app[EVENT_LOG], app[FOLD], app[SETTINGS].max_streams)
+    app[BROADCASTER] = hub
+    app[EVENT_LOG].listeners.append(hub.on_commit)
+    hub.start()
+    try:
+        yield
+    finally:
+        hub.followers.clear()
+        hub._listen_to_fold()
+        app[EVENT_LOG].listeners.remove(hub.on_commit)
+        await hub.stop()
+
+
+async def close_streams(app: web.Application) -> None:
+    """on_shutdown: before aiohttp waits for handlers, tell each stream to end, so
+    every client gets its resume position and shutdown is never held up."""
+    if (hub := app.get(BROADCASTER)) is not None:
+        for follower in hub.streams:
+            follower.close("shutdown")

@@ -1,0 +1,59 @@
+"""Stream clients for tests: SSE over aiohttp's client, parsed as a browser would
+(fields until a blank line), and WebSocket messages as the same dicts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import msgspec
+
+
+@dataclass
+class Message:
+    """One message: `kind` is `event` for events (SSE's unnamed messages)."""
+
+    kind: str
+    data: dict[str, Any]
+    id: int | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seq(self) -> int:
+        return int(self.data["seq"])
+
+
+async def sse_messages(resp: aiohttp.ClientResponse) -> AsyncIterator[Message]:
+    """The messages of an SSE response until it ends (`retry:`-only blocks skipped)."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n").rstrip("\r")
+        if line == "":
+            if data:
+                yield Message(fields.get("event", "event"), msgspec.json.decode("\n".join(data)),
+                              int(fields["id"]) if "id" in fields else None, dict(fields))
+            fields, data = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        else:
+            fields[name] = value
+
+
+async def ws_messages(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Message]:
+    async for msg in ws:
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            break
+        body = msgspec.json.decode(msg.data)
+        kind = body["type"]
+        if kind == "event":
+            yield Message("event", body["event"], body["event"]["seq"])
+        else:
+            yield Message(kind, body)
