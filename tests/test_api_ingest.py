@@ -244,7 +244,7 @@ def test_openapi_describes_every_route_in_the_table(make_server: MakeServer) -> 
     params = {p["name"]: p for p in doc["paths"]["/api/db/export"]["get"]["parameters"]}
     assert list(params) == list(ExportRequest.__struct_fields__) == [
         "what", "format", "since", "until", "filename", "min_seq"]
-    assert params["format"]["schema"] == {"enum": ["json", "ndjson", "parquet"],
-                                          "default": "ndjson"}
+    # No default: left out, the file name's extension or `what` decides (docs/compat.md).
+    assert params["format"]["schema"] == {"enum": ["json", "ndjson", "parquet"]}
     assert params["since"]["schema"] == {"type": "string", "format": "date-time"}
     assert params["min_seq"]["schema"] == {"type": "integer", "minimum": 0, "default": 0}

@@ -240,7 +240,9 @@ def test_run_detail(servers: tuple[str, str]) -> None:
             where = f"{c} {run['run_id']}"
             assert_same(a, b, RUN_KEYS, where)
             assert a["tags"] == b["tags"], where
-            assert a["results"] == b["results"], where
+            # retried/flaky (attempts, docs/tests.md) are runlake's own: the seed has none.
+            assert {k: v for k, v in a["results"].items()
+                    if k not in ("retried", "flaky")} == b["results"], where
 
             def steps(r: dict[str, Any]) -> list[tuple[Any, ...]]:
                 return sorted((s["step"], s["status"], s["progress"], s["message"], s["ts"])
