@@ -5,6 +5,7 @@ and nothing twice."""
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import urllib.request
@@ -72,6 +73,26 @@ def read_until(follow: Follow, done: Callable[[list[Any]], bool]) -> list[Any]:
         assert time.monotonic() < deadline, f"gave up after {len(got)} messages: {got[-5:]}"
         got.append(next(follow))
     return got
+
+
+def first(f: Follow) -> Any:
+    """`next(f)` in a thread, so a client that retries forever fails at the guard."""
+    out: list[Any] = []
+
+    def take() -> None:
+        try:
+            out.append(next(f))
+        except BaseException as e:
+            out.append(e)
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    thread.join(GUARD_S)
+    f.close()
+    assert out, "no message and no error"
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
 
 
 def events_of(messages: list[Any]) -> list[StreamEvent]:
@@ -153,11 +174,11 @@ def test_answers_a_retry_cannot_fix_raise_runlake_error(tmp_path: Path) -> None:
         client = Client(url, spool_dir=tmp_path / "spool")
         try:
             with pytest.raises(RunlakeError) as bad_type:
-                next(client.follow(after=0, type="nope"))
+                first(client.follow(after=0, type="nope"))
             assert bad_type.value.status == 400
             assert "type" in str(bad_type.value) and "metric" in str(bad_type.value)
             with pytest.raises(RunlakeError) as past:
-                next(client.follow(after=seqs[-1] + 1))
+                first(client.follow(after=seqs[-1] + 1))
             assert past.value.status == 400 and "after" in str(past.value)
             with pytest.raises(ValueError, match="after"):
                 client.follow(after=-1)
@@ -203,8 +224,20 @@ def test_resume_across_a_stop_and_a_kill_9_misses_nothing_and_repeats_nothing(
     url = server.url
     client = Client(url, spool_dir=tmp_path / "spool", backoff_s=0.05, max_backoff_s=0.5)
     f = client.follow(after=0, component="keep")
+    # A consumer thread keeps reading, so the client also meets the server while it is
+    # down (connection refused) and must back off and come back.
+    messages: queue.Queue[Any] = queue.Queue()
+
+    def consume() -> None:
+        try:
+            for m in f:
+                messages.put(m)
+        except BaseException as e:
+            messages.put(e)
+
     sent: list[str] = []
     seqs: list[int] = []
+    got: list[Any] = []
 
     def send(round_: str, n: int) -> None:
         events: list[dict[str, Any]] = []
@@ -217,29 +250,49 @@ def test_resume_across_a_stop_and_a_kill_9_misses_nothing_and_repeats_nothing(
         sent.extend(e["id"] for e in events[::2])
         seqs.extend(acked[::2])
 
-    def seen_all(got: list[Any]) -> bool:
-        return len(events_of(got)) >= len(sent) or any(
-            isinstance(m, StreamEvent) and m.id == sent[-1] for m in got)
+    def take_until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + GUARD_S
+        while not done():
+            m = messages.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert not isinstance(m, BaseException), m
+            got.append(m)
 
-    got: list[Any] = []
+    def seen_all() -> bool:
+        return any(isinstance(m, StreamEvent) and m.id == sent[-1] for m in got)
+
+    def refused_while_down(before: int) -> None:
+        """Poll until the client has failed to connect at least twice."""
+        deadline = time.monotonic() + GUARD_S
+        while f.reconnects < before + 2:
+            assert time.monotonic() < deadline, "the client never tried to reconnect"
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
     try:
         send("a", 50)
-        got += read_until(f, lambda g: seen_all(got + g))
+        take_until(seen_all)
+        before = f.reconnects
         server.stop()  # graceful: the stream gets `closed` with its resume position
+        refused_while_down(before)
         server = start_server_process(data, **flags)
-        send("b", 50)  # before the client is back: it gets these in its catch-up
-        got += read_until(f, lambda g: seen_all(got + g))
+        send("b", 50)
+        take_until(seen_all)
+        before = f.reconnects
         server.kill()  # kill -9: the connection just breaks
+        refused_while_down(before)
         server = start_server_process(data, **flags)
         send("c", 50)
-        got += read_until(f, lambda g: seen_all(got + g))
-        # a heartbeat or two more: anything repeated would come before them
-        got += read_until(f, lambda g: sum(isinstance(m, Heartbeat) for m in g) >= 2)
+        take_until(seen_all)
+        # two heartbeats more: anything repeated would come before them
+        beats = sum(isinstance(m, Heartbeat) for m in got)
+        take_until(lambda: sum(isinstance(m, Heartbeat) for m in got) >= beats + 2)
     finally:
         f.close()
+        thread.join(GUARD_S)
         client.close()
         server.stop()
+    assert not thread.is_alive()
     shown = events_of(got)
     assert [m.id for m in shown] == sent  # nothing missed, nothing twice, in order
     assert [m.seq for m in shown] == seqs
-    assert f.reconnects >= 2
