@@ -21,6 +21,8 @@ from runlake_client import Client, RunlakeError
 from runlake_client.models import CaughtUp, Folded, Heartbeat, StreamEvent
 from runlake_client.stream import Follow
 
+from runlake.api.broadcast import BROADCASTER
+
 GUARD_S = 120.0  # a guard against a hang, never a measurement
 
 
@@ -296,3 +298,32 @@ def test_resume_across_a_stop_and_a_kill_9_misses_nothing_and_repeats_nothing(
     shown = events_of(got)
     assert [m.id for m in shown] == sent  # nothing missed, nothing twice, in order
     assert [m.seq for m in shown] == seqs
+
+
+def test_too_slow_follower_resumes_where_the_server_dropped_it(tmp_path: Path) -> None:
+    with serve_in_thread(tmp_path, stream_queue=4) as server:
+        url = server.client.url
+        hub = server.client.app[BROADCASTER]  # type: ignore[index]
+        client = Client(url, spool_dir=tmp_path / "spool")
+        f = client.follow(after="end")
+        try:
+            assert isinstance(next(f), CaughtUp)
+            # Read nothing: the server's writes stall once the socket buffers fill, its
+            # queue for this follower overflows, and it sends too_slow and hangs up.
+            big = "x" * 16_000
+            ids: list[str] = []
+            for i in range(2000):
+                if hub.too_slow:
+                    break
+                batch = [{"type": "log", "component": "a", "run_id": "r", "level": "info",
+                          "message": big, "id": f"log-{i}-{j}"} for j in range(40)]
+                post(url, batch)
+                ids += [e["id"] for e in batch]
+                assert i < 1999, "never dropped"
+            got = read_until(f, lambda g: any(isinstance(m, StreamEvent) and m.id == ids[-1]
+                                              for m in g))
+            assert [m.id for m in events_of(got)] == ids  # nothing missed, nothing twice
+            assert f.reconnects >= 1
+        finally:
+            f.close()
+            client.close()
