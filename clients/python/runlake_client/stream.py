@@ -107,7 +107,7 @@ class Follow(Iterator[StreamMessage]):
                     yield message
                     if self._until is not None and isinstance(message, CaughtUp):
                         return
-                connected = True
+                # a stream that ended without a message counts as a failure: back off
                 if not self._stop.is_set():
                     log.info("runlake-client: the stream ended at %s; resuming", self.position)
             except _Ended as e:
