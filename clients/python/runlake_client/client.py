@@ -12,11 +12,11 @@ import traceback
 import urllib.parse
 import uuid
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from math import isfinite
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
@@ -24,6 +24,9 @@ from . import models
 from .config import Settings, from_env
 from .sender import Counts, Sender
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from .stream import Follow
 
 log = logging.getLogger("runlake_client")
 T = TypeVar("T")
@@ -249,13 +252,22 @@ class Client:
         body = self._get(f"/api/{c}/db/facets", {"field": field, "limit": limit, **filters})
         return msgspec.json.decode(body, type=models.Facets)
 
-    def follow(self, after: int | str | None = None, **filters: Any) -> Iterator[dict[str, Any]]:
-        """The live stream (`GET /api/stream`, SSE), resumed with `Last-Event-ID` after a
-        disconnect. Yields `{"event": kind or None, "id": …, "data": decoded}`. Untested
-        until the live-updates route lands."""
+    def follow(self, after: int | str | None = None, *,
+               component: str | Sequence[str] | None = None, run_id: str | None = None,
+               type: str | Sequence[str] | None = None, batch_id: str | None = None,
+               until: Literal["caught_up"] | None = None,
+               idle_timeout_s: float = 60.0) -> Follow:
+        """The live stream (`GET /api/stream`, docs/stream.md): events with seq > `after`
+        (`"end"` or None: only new ones), in seq order, as `models.StreamEvent`, plus
+        `CaughtUp`, `Folded` and `Heartbeat`. Filters: `component` (default: every
+        component, not the client's), `run_id`, `type`, `batch_id`. Resumes after any
+        disconnect with `Last-Event-ID`: nothing missed, nothing twice. `until="caught_up"`
+        stops after the `CaughtUp`. Raises `RunlakeError` only for an answer a retry
+        cannot fix (400, 401, 403, ...). `close()` it, or use `with`, to stop."""
         from .stream import follow
 
-        return follow(self.settings, after, filters)
+        return follow(self.settings, after, component=component, run_id=run_id, type=type,
+                      batch_id=batch_id, until=until, idle_timeout_s=idle_timeout_s)
 
 
 class _Lifecycle:

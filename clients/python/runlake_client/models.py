@@ -147,3 +147,47 @@ class Page(msgspec.Struct):
     items: list[msgspec.Raw]
     total: int | None = None
     next: str | None = None
+
+
+# -- the live stream (`client.follow`, docs/stream.md) -------------------------------
+
+
+class StreamEvent(msgspec.Struct):
+    """One event of the log; `event` holds all of it as the log holds it (wire fields
+    plus `seq`, `received_at`, `id`), the other fields are the ones filters use."""
+
+    seq: int
+    type: str
+    component: str
+    id: str
+    event: dict[str, Any]
+    run_id: str | None = None
+    batch_id: str | None = None
+
+
+class CaughtUp(msgspec.Struct):
+    """The catch-up read the log to `seq`; live events follow."""
+
+    seq: int
+
+
+class FoldedRun(msgspec.Struct):
+    component: str
+    run_id: str
+    status: str | None = None  # None: the run was deleted
+
+
+class Folded(msgspec.Struct):
+    """The fold committed up to `seq`: a read with `min_seq=seq` sees `runs` changed."""
+
+    seq: int
+    runs: list[FoldedRun] = []
+
+
+class Heartbeat(msgspec.Struct):
+    """The stream is idle at position `seq`."""
+
+    seq: int
+
+
+StreamMessage = StreamEvent | CaughtUp | Folded | Heartbeat
