@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -92,7 +93,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.client.url
 
 
-def test_flaky_and_failing_lists(url: str, browser: Browser, console: Console) -> None:
+def test_flaky_and_failing_lists(url: str, browser: Browser, console: Console,
+                                 screenshots: Path) -> None:
     page = new_page(browser, console)
     page.goto(url + "/tests?component=ci")
     expect(page.locator("main")).to_have_attribute("aria-busy", "false")
@@ -111,11 +113,12 @@ def test_flaky_and_failing_lists(url: str, browser: Browser, console: Console) -
             expect(row.locator("[data-field=flaky_commits]")).to_have_text(
                 str(f["flaky_commits"]))
             expect(row.locator("[data-field=flakiness]")).to_have_text(rate(f["score"]))
+    page.screenshot(path=str(screenshots / "tests.png"), full_page=True)
     page.context.close()
 
 
-def test_a_tests_page_and_its_history_strip(url: str, browser: Browser,
-                                            console: Console) -> None:
+def test_a_tests_page_and_its_history_strip(url: str, browser: Browser, console: Console,
+                                            screenshots: Path) -> None:
     page = new_page(browser, console)
     page.goto(url + "/run/ci/run4")
     expect(page.locator("main")).to_have_attribute("aria-busy", "false")
@@ -136,6 +139,7 @@ def test_a_tests_page_and_its_history_strip(url: str, browser: Browser,
     shown = cells.evaluate_all(
         "ls => ls.map(l => [l.dataset.run, Number(l.dataset.attempt), l.dataset.outcome])")
     assert [tuple(x) for x in shown] == attempts("t_flaky")  # oldest first
+    page.screenshot(path=str(screenshots / "test.png"), full_page=True)
 
     # The last N only: the strip follows ?history=.
     page.get_by_label("Results shown").fill("3")
