@@ -130,3 +130,18 @@ def test_run_detail_follows_a_running_run(lake: Lake, browser: Browser,
     expect(page.locator("dd[data-field=status]")).to_have_text("completed", timeout=LIVE)
     expect(page.locator("tr[data-metric=late] [data-field=last]")).to_have_text("42")
     page.context.close()
+
+
+def test_batches_page_follows_progress(lake: Lake, browser: Browser, console: Console) -> None:
+    page = open_live(browser, console, lake.url + "/batches?component=alpha")
+    finished = page.locator("tr[data-batch=b1] [data-field=finished]")
+    before = int(finished.inner_text())
+    t = now_utc() + timedelta(seconds=30)
+    base = {"component": "alpha", "run_id": "late-in-b1"}
+    lake.post([{**base, "type": "run", "batch_id": "b1", "ts": _iso(t)},
+               {**base, "type": "status", "status": "completed", "ts": _iso(t)}])
+    expect(finished).to_have_text(str(before + 1), timeout=LIVE)
+    expected = 5  # the batch event's expected_count (web/lake.py)
+    expect(page.locator("tr[data-batch=b1] [data-field=progress]")).to_have_text(
+        f"{100 * (before + 1) / expected:.1f}%")
+    page.context.close()
