@@ -55,6 +55,8 @@ PAGES: tuple[Page, ...] = (
     Page("/batches", "batches", "Batches"),
     Page("/search", "search", "Search"),
     Page("/compare", "compare", "Compare"),
+    Page("/tests", "tests", "Tests"),
+    Page("/test/{component}/{name:.+}", "test", "Test", in_nav=False),
 )
 
 

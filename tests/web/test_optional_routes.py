@@ -1,5 +1,5 @@
 """The shell names the optional routes (stream, facets, test history) a server has,
-so the page's script uses them without probing; none exist on this branch yet."""
+so the page's script uses them without probing (test_live.py checks the real server)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import pytest
@@ -80,6 +81,10 @@ def run_ids(page: Page) -> list[str]:
         "rows => rows.map(r => r.dataset.run)")
 
 
+def query(page: Page) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(page.url).query)
+
+
 def alpha(lake: Lake) -> list[Run]:
     return [r for r in lake.runs if r.component == "alpha"]
 
@@ -114,7 +119,17 @@ def test_runs_filter_sort_page_search_columns(lake: Lake, browser: Browser, cons
     page.get_by_role("link", name="Next →").click()
     expect(page.get_by_test_id("page-info")).to_have_text(f"6–10 of {len(runs)}")
     assert run_ids(page) == newest_first[5:10]
-    assert "offset=5" in page.url  # the page is in the URL: shareable
+    assert "next=" in page.url and "offset" not in page.url  # keyset, in the URL: shareable
+    page.get_by_role("link", name="Next →").click()
+    expect(page.get_by_test_id("page-info")).to_have_text(f"11–12 of {len(runs)}")
+    assert run_ids(page) == newest_first[10:]
+    expect(page.get_by_role("link", name="Next →")).to_have_count(0)  # next: null
+    page.get_by_role("link", name="← Previous").click()  # back by offset
+    expect(page.get_by_test_id("page-info")).to_have_text(f"6–10 of {len(runs)}")
+    assert run_ids(page) == newest_first[5:10] and "offset=5" in page.url
+    page.get_by_role("link", name="← Previous").click()
+    expect(page.get_by_test_id("page-info")).to_have_text(f"1–5 of {len(runs)}")
+    assert run_ids(page) == newest_first[:5]
 
     page.locator("a[data-sort=run_id]").click()  # ascending by run id, back to page 1
     expect(page.get_by_test_id("page-info")).to_have_text(f"1–5 of {len(runs)}")
@@ -123,12 +138,57 @@ def test_runs_filter_sort_page_search_columns(lake: Lake, browser: Browser, cons
     expect(page.locator("th[aria-sort=descending]")).to_have_count(1)
     assert run_ids(page) == sorted((r.run_id for r in runs), reverse=True)[:5]
 
-    page.get_by_label("Status", exact=True).select_option("failed")
+    page.get_by_role("link", name="Next →").click()  # a sort change leaves the keyset walk
+    page.locator("a[data-sort=model]").click()
+    expect(page.get_by_test_id("page-info")).to_have_text(f"1–5 of {len(runs)}")
+    assert "next=" not in page.url
+
+    # The status facet: each status with its runs; two ticked are OR'ed.
+    facet = page.locator("[data-facet=status]")
+    for s in STATUSES:
+        n = sum(r.status == s for r in runs)
+        expect(facet.locator(f"input[value={s}]")).to_have_count(1 if n else 0)
+        if n:
+            expect(facet.locator(f"label[for=f-status-{s}] [data-field=runs]")).to_have_text(
+                f"({n})")
+    facet.locator("input[value=failed]").check()
+    facet.locator("input[value=cancelled]").check()
     page.get_by_role("button", name="Apply filters").click()
-    expect(page.get_by_test_id("page-info")).to_contain_text(
-        f"of {sum(r.status == 'failed' for r in runs)}")
-    assert set(run_ids(page)) == {r.run_id for r in runs if r.status == "failed"}
-    assert "status=failed" in page.url
+    chosen = [r for r in runs if r.status in ("failed", "cancelled")]
+    expect(page.get_by_test_id("page-info")).to_contain_text(f"of {len(chosen)}")
+    assert set(run_ids(page)) == {r.run_id for r in chosen}
+    assert sorted(query(page)["status"]) == ["cancelled", "failed"]
+    # Other facets count under the status filter; the status facet keeps its values.
+    for model in ("m1", "m2"):
+        n = sum(r.model == model for r in chosen)
+        label = page.locator(f"[data-facet=model] label[for=f-model-{model}] [data-field=runs]")
+        expect(label).to_have_count(1 if n else 0)
+        if n:
+            expect(label).to_have_text(f"({n})")
+    expect(facet.locator("input:checked")).to_have_count(2)
+    expect(facet.locator("input")).to_have_count(len({r.status for r in runs}))
+
+    # Param and tag facets, added by key: values of a param OR'ed; AND with a tag.
+    goto(page, lake.url + "/runs?component=alpha")
+    page.get_by_label("Add a facet").fill("param:lr")
+    page.get_by_role("button", name="Add facet").click()
+    expect(page.locator("[data-facet='param:lr'] input")).to_have_count(
+        len({r.params["lr"] for r in runs}))
+    for v in ("0.1", "0.2"):
+        page.locator(f"[data-facet='param:lr'] input[value='{v}']").check()
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.get_by_test_id("page-info")).to_contain_text("of 2")
+    assert sorted(run_ids(page)) == sorted(r.run_id for r in runs if r.params["lr"] in (0.1, 0.2))
+    page.get_by_label("Add a facet").fill("tag:team")
+    page.get_by_role("button", name="Add facet").click()
+    team = page.locator("[data-facet='tag:team'] input[value='team:vision']")
+    expect(page.locator("[data-facet='tag:team'] label [data-field=runs]")).to_have_text("(1)")
+    team.check()
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.get_by_test_id("page-info")).to_have_text("1–1 of 1")
+    assert run_ids(page) == [DETAIL_RUN]  # the one run tagged team:vision (lr 0.1)
+    assert query(page)["tag"] == ["team:vision"]
+    assert sorted(query(page)["param.lr"]) == ["0.1", "0.2"]
 
     goto(page, lake.url + "/runs?component=alpha")
     page.get_by_label("Search runs").fill("r1")

@@ -6,6 +6,7 @@ component-limited key never sees another component; sign-out ends it."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,10 @@ def test_admin_deletes_a_run_and_it_disappears(lake: Lake, browser: Browser,
     alpha = [r for r in lake.runs if r.component == "alpha"]
     expect(page.get_by_test_id("page-info")).to_contain_text(f"of {len(alpha) - 1}")
     expect(page.locator("tr[data-run=r03]")).to_have_count(0)
+    # The facets count after the delete too (most runs first).
+    left = Counter(r.model for r in alpha if r.run_id != "r03")
+    expect(page.locator("[data-facet=model] label [data-field=runs]")).to_have_text(
+        [f"({n})" for _, n in sorted(left.items(), key=lambda kv: (-kv[1], kv[0]))])
     assert page.request.get(lake.url + "/api/alpha/db/run/r03").status == 404
     page.context.close()
 
@@ -139,6 +144,8 @@ def test_component_limited_key_sees_only_its_component(lake: Lake, browser: Brow
     page = sign_in(browser, console, lake, lake.keys["beta-reader"], "/")
     expect(page.locator("tr[data-component]")).to_have_count(1)
     expect(page.get_by_test_id("total-runs")).to_have_text(str(len(beta)))
+    # The live stream takes the sign-in cookie too (no console error, it follows).
+    expect(page.locator("body")).to_have_attribute("data-live", "on")
     counts = by_status(beta)
     expect(page.locator("[data-testid=total-by-status] [data-status=completed]")).to_have_text(
         str(counts["completed"]))

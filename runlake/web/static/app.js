@@ -19,6 +19,9 @@ const SORTABLE = new Set(["created_at", "updated_at", "started_at", "finished_at
 const MAX_CHART_POINTS = 2000;  // per series (the issue's bound)
 const MAX_CHARTS = 6;  // charts drawn at once; the rest are listed and chosen by name
 const MAX_COMPARE = 10;
+const ROUTES = new Set(SESSION.routes || []);  // the optional routes this server has
+const FACET_LIMIT = 20;  // values a facet lists (most runs first)
+const TOP_TESTS = 20;  // rows of each tests top list
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -116,7 +119,7 @@ function urlForm(children, fixed = {}, cls = "stack") {
   const form = el("form", { class: cls }, children);
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const changes = { offset: null, ...fixed };
+    const changes = { offset: null, next: null, ...fixed };
     for (const [k, v] of new FormData(form).entries()) changes[k] = v;
     location.assign(urlWith(changes));
   });
@@ -199,6 +202,10 @@ PAGES.home = async function () {
     el("h3", { text: "Runs by status" }),
     table(STATUSES, [el("tr", { "data-testid": "total-by-status" }, STATUSES.map((s) => el("td", { class: "num", "data-status": s, text: t.by_status[s] || 0 })))]))];
   const names = Object.keys(o.components).sort();
+  if (ROUTES.has("/api/stream")) {
+    out.push(section("Live: runs changing status", FEED));
+    window.runlakeLive = { folded: homeFolded };
+  }
   out.push(section("Components", names.length === 0 ? el("p", { text: "No runs yet." }) :
     table(["Component", "Runs", ...STATUSES, "Success rate", "Events", "Last activity"], names.map((n) => {
       const c = o.components[n];
@@ -212,6 +219,22 @@ PAGES.home = async function () {
   return out;
 };
 
+// The home page's feed of runs changing status, newest first; kept across redraws.
+const FEED = el("ol", { class: "feed", "data-testid": "live-feed", "aria-live": "polite" });
+const FEED_MAX = 20;
+function homeFolded(msg) {
+  const at = new Date().toISOString();
+  for (const r of msg.runs) {
+    const status = r.status ?? "deleted";
+    FEED.prepend(el("li", { "data-run": `${r.component}/${r.run_id}`, "data-status": status },
+      el("time", { text: fmtTime(at) }), " ",
+      r.status === null ? `${r.component}/${r.run_id}` : el("a", { href: runHref(r.component, r.run_id), text: `${r.component}/${r.run_id}` }),
+      " → ", statusCell(status)));
+  }
+  while (FEED.children.length > FEED_MAX) FEED.lastChild.remove();
+  return true;  // the totals change too
+}
+
 function card(label, value, testid) {
   return el("div", { class: "card" }, el("div", { class: "muted", text: label }), el("div", { class: "value", "data-testid": testid, text: value }));
 }
@@ -222,23 +245,25 @@ PAGES.runs = async function () {
   const component = chosenComponent(names);
   const cols = (QS.get("cols") || DEFAULT_COLUMNS.join(",")).split(",").filter((c) => RUN_COLUMNS.includes(c));
   const sort = QS.get("sort") || "-created_at";
-  const q = new URLSearchParams();
-  for (const k of ["status", "model", "hardware", "batch_id", "q", "sort", "limit", "offset", "min_seq", "since", "until"]) {
-    if (QS.get(k)) q.set(k, QS.get(k));
-  }
-  QS.getAll("tag").forEach((t) => q.append("tag", t));
-  const page = await api(`/api/${enc(component)}/db/runs?${q}`);
-  const sidebar = await runFilters(component, names);
+  const q = filterQuery();
+  for (const k of ["q", "sort", "limit", "min_seq", "since", "until"]) if (QS.get(k)) q.set(k, QS.get(k));
+  // Keyset paging: `next` (the API's token) forward; `offset` only for Prev (below).
+  if (QS.get("next")) q.set("next", QS.get("next"));
+  else if (QS.get("offset")) q.set("offset", QS.get("offset"));
+  // The list and the facets are read at once: the page waits for the slowest, not their sum.
+  const [page, sidebar] = await Promise.all([api(`/api/${enc(component)}/db/runs?${q}`), runFilters(component, names)]);
+  const firstPage = !QS.get("next") && !Number(QS.get("offset"));
+  window.runlakeLive = { filter: { component }, folded: (msg) => runsFolded(msg, component, firstPage) };
   const head = cols.map((c) => {
     const dir = sort === c ? "ascending" : sort === "-" + c ? "descending" : null;
     if (!SORTABLE.has(c)) return el("th", { scope: "col", text: c });
     const nextSort = sort === c ? "-" + c : c;
     return el("th", { scope: "col", "aria-sort": dir || "none" },
-      el("a", { href: urlWith({ sort: nextSort, offset: null }), "data-sort": c, text: c + (dir === "ascending" ? " ▲" : dir === "descending" ? " ▼" : "") }));
+      el("a", { href: urlWith({ sort: nextSort, offset: null, next: null }), "data-sort": c, text: c + (dir === "ascending" ? " ▲" : dir === "descending" ? " ▼" : "") }));
   });
-  const rows = page.items.map((r) => el("tr", { "data-run": r.run_id }, cols.map((c) => {
+  const rows = page.items.map((r) => el("tr", { "data-run": r.run_id, "data-status": r.status }, cols.map((c) => {
     if (c === "run_id") return el("td", {}, el("a", { href: runHref(r.component, r.run_id), text: r.run_id }));
-    if (c === "status") return el("td", {}, statusCell(r.status));
+    if (c === "status") return el("td", { "data-field": "status" }, statusCell(r.status));
     if (c.endsWith("_at")) return el("td", { text: fmtTime(r[c]) });
     if (c === "duration_s") return el("td", { class: "num", text: fmtNum(r[c]) });
     return el("td", { text: r[c] ?? "—" });
@@ -250,31 +275,125 @@ PAGES.runs = async function () {
     el("button", { type: "submit", text: "Search" }))], {}, "search"),
     columnChooser(cols),
     table(head, rows, { "data-testid": "runs-table", "aria-label": `Runs of ${component}` }),
-    pager(page), el("p", {}, compare)))];
+    runsPager(page), el("p", {}, compare)))];
 };
 
-// The filter sidebar: facet values (with counts) where the server has the facets route,
-// plain fields otherwise.
-async function runFilters(component, names) {
-  const routes = await serverRoutes();
-  const facets = {};
-  if (routes.has("/api/{component}/db/facets")) {
-    for (const field of ["model", "hardware", "batch_id"]) {
-      try {
-        const f = await api(`/api/${enc(component)}/db/facets?field=${field}`);
-        const values = f.values || f.items || [];
-        facets[field] = values.map((v) => (typeof v === "object" ? v.value : v)).filter((v) => v !== null);
-      } catch (e) { /* plain field instead */ }
-    }
+// The runs list's filters from the URL, multi-valued (docs/facets.md: OR within a field,
+// AND across fields); `except` leaves one field out (a facet counts without its own filter).
+const FILTER_KEYS = ["status", "model", "hardware", "batch_id"];
+function filterQuery(except = null) {
+  const q = new URLSearchParams();
+  for (const k of FILTER_KEYS) if (k !== except) QS.getAll(k).forEach((v) => q.append(k, v));
+  for (const [k, v] of QS.entries()) {
+    if (k.startsWith("param.") && "param:" + k.slice(6) !== except) q.append(k, v);
   }
-  const field = (label, name) => (facets[name] ? selectField(label, name, facets[name], QS.get(name)) : inputField(label, name, QS.get(name)));
-  return urlForm([el("h2", { text: "Filters" }),
-    el("label", { for: "f-component", text: "Component" }),
-    el("select", { id: "f-component", name: "component" }, names.map((n) => el("option", { value: n, selected: n === component, text: n }))),
-    selectField("Status", "status", STATUSES, QS.get("status")),
-    field("Model", "model"), field("Hardware", "hardware"), field("Batch", "batch_id"),
-    inputField("Tag (key:value)", "tag", QS.get("tag")),
-    el("button", { type: "submit", text: "Apply filters" })]);
+  QS.getAll("tag").forEach((t) => { if (except === null || "tag:" + t.split(":")[0] !== except) q.append("tag", t); });
+  return q;
+}
+
+// Next follows the API's keyset token (stable while runs arrive); Prev steps back by
+// offset (the page's `offset` counts the rows before it), so the URL holds one token at
+// most rather than a stack of them (docs/dashboard.md).
+function runsPager(page) {
+  const { offset, limit, total, items } = page;
+  const from = total && items.length ? offset + 1 : 0;
+  const to = offset + items.length;
+  const prev = offset > 0 ? el("a", { href: urlWith({ next: null, offset: offset - limit > 0 ? offset - limit : null }), rel: "prev", text: "← Previous" }) : null;
+  const next = page.next ? el("a", { href: urlWith({ next: page.next, offset: null }), rel: "next", text: "Next →" }) : null;
+  return el("nav", { class: "pager", "aria-label": "Pages" }, prev,
+    el("span", { "data-testid": "page-info", text: `${from}–${to} of ${total}` }), next);
+}
+
+// A `folded` message on the runs page: a shown run's status changes in its row; a run
+// not shown (a new one) redraws the first page, where it lands at the top.
+function runsFolded(msg, component, firstPage) {
+  let again = false;
+  for (const r of msg.runs) {
+    if (r.component !== component) continue;
+    const row = MAIN.querySelector(`tr[data-run="${CSS.escape(r.run_id)}"]`);
+    if (!row) { again = again || (firstPage && r.status !== null); continue; }
+    const status = r.status ?? "deleted";
+    row.dataset.status = status;
+    row.classList.toggle("deleted", r.status === null);
+    const cell = row.querySelector("td[data-field=status]");
+    if (cell) cell.replaceChildren(statusCell(status));
+  }
+  return again;
+}
+
+// The filter sidebar: a facet per field (values with their run counts, several may be
+// ticked) where the server has the facets route, plain fields otherwise. Tag and param
+// facets are added by key (`facet=tag:team`, `facet=param:lr` in the URL).
+const FACETS = [["status", "Status"], ["model", "Model"], ["hardware", "Hardware"], ["batch_id", "Batch"]];
+function facetKey(field) {  // the URL parameter a facet's values filter by
+  return field.startsWith("param:") ? "param." + field.slice(6) : field.startsWith("tag:") ? "tag" : field;
+}
+function facetChosen(field) {
+  if (field.startsWith("tag:")) {
+    const key = field.slice(4) + ":";
+    return QS.getAll("tag").filter((t) => t.startsWith(key)).map((t) => t.slice(key.length));
+  }
+  return QS.getAll(facetKey(field));
+}
+
+async function runFilters(component, names) {
+  const picker = [el("label", { for: "f-component", text: "Component" }),
+    el("select", { id: "f-component", name: "component" }, names.map((n) => el("option", { value: n, selected: n === component, text: n })))];
+  if (!ROUTES.has("/api/{component}/db/facets")) {
+    return urlForm([el("h2", { text: "Filters" }), picker,
+      selectField("Status", "status", STATUSES, QS.get("status")),
+      inputField("Model", "model", QS.get("model")), inputField("Hardware", "hardware", QS.get("hardware")),
+      inputField("Batch", "batch_id", QS.get("batch_id")), inputField("Tag (key:value)", "tag", QS.get("tag")),
+      el("button", { type: "submit", text: "Apply filters" })]);
+  }
+  const extra = QS.getAll("facet").filter((f) => /^(tag|param):[A-Za-z0-9_.:-]+$/.test(f));
+  const fields = [...FACETS, ...extra.map((f) => [f, f.startsWith("tag:") ? `Tag ${f.slice(4)}` : `Param ${f.slice(6)}`])];
+  // Each facet counts under every other filter, not its own: its other values stay offered.
+  const read = (field) => {
+    const q = filterQuery(field.startsWith("param:") || field.startsWith("tag:") || FILTER_KEYS.includes(field) ? field : null);
+    q.set("field", field);
+    q.set("limit", FACET_LIMIT);
+    if (QS.get("min_seq")) q.set("min_seq", QS.get("min_seq"));  // after a delete: counts without it
+    return api(`/api/${enc(component)}/db/facets?${q}`);
+  };
+  const results = await Promise.all(fields.map(([f]) => read(f)));
+  const groups = fields.map(([field, label], i) => facetGroup(field, label, results[i]));
+  const form = el("form", { class: "stack", "data-testid": "facets" }, el("h2", { text: "Filters" }), picker, groups,
+    el("button", { type: "submit", text: "Apply filters" }));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const data = new FormData(form);
+    const changes = { component: data.get("component"), offset: null, next: null, tag: [] };
+    for (const [field] of fields) if (!field.startsWith("tag:")) changes[facetKey(field)] = data.getAll(facetKey(field));
+    // Tags of keys without a facet here stay; those with one are the boxes ticked.
+    const faceted = extra.filter((f) => f.startsWith("tag:")).map((f) => f.slice(4) + ":");
+    changes.tag = [...QS.getAll("tag").filter((t) => !faceted.some((k) => t.startsWith(k))), ...data.getAll("tag")];
+    location.assign(urlWith(changes));
+  });
+  const add = el("form", { class: "inline add-facet" }, el("label", { for: "f-facet", text: "Add a facet (tag:key or param:path)" }),
+    el("input", { id: "f-facet", name: "facet", type: "text", placeholder: "tag:team" }), el("button", { type: "submit", text: "Add facet" }));
+  add.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = add.querySelector("input").value.trim();
+    if (v) location.assign(urlWith({ facet: [...new Set([...QS.getAll("facet"), v])] }));
+  });
+  return [form, add];
+}
+
+function facetGroup(field, label, facet) {
+  const key = facetKey(field);
+  const chosen = facetChosen(field);
+  const value = (v) => (field.startsWith("tag:") ? field.slice(4) + ":" + v : v);
+  const shown = facet.items.map((i) => i.value);
+  const items = [...facet.items, ...chosen.filter((v) => !shown.includes(v)).map((v) => ({ value: v, runs: 0 }))];
+  const id = (v) => "f-" + field.replace(/[^A-Za-z0-9]/g, "-") + "-" + String(v).replace(/[^A-Za-z0-9]/g, "_");
+  return el("fieldset", { class: "facet", "data-facet": field }, el("legend", { text: label }),
+    items.length === 0 ? el("p", { class: "muted", text: "no values" }) : null,
+    items.map((i) => el("div", { class: "facet-value" },
+      el("input", { type: "checkbox", id: id(i.value), name: key, value: value(i.value), checked: chosen.includes(i.value) }),
+      el("label", { for: id(i.value) }, i.value, " ", el("span", { class: "muted", "data-field": "runs", text: `(${i.runs})` })))),
+    facet.total_values > facet.items.length ? el("p", { class: "muted", text: `${facet.items.length} of ${facet.total_values} values` }) : null,
+    facet.truncated ? el("p", { class: "muted", text: "counts so far (time budget reached)" }) : null);
 }
 
 function columnChooser(cols) {
@@ -292,6 +411,8 @@ PAGES.run = async function () {
   const [, , component, runId] = location.pathname.split("/").map(decodeURIComponent);
   const base = `/api/${enc(component)}/db/run/${enc(runId)}`;
   const r = await api(base);
+  // Live while the run changes: a `folded` naming it redraws the page (at most once a second).
+  window.runlakeLive = { filter: { component, run_id: runId }, folded: (msg) => msg.runs.some((x) => x.component === component && x.run_id === runId) };
   document.title = `${runId} · runlake`;
   MAIN.querySelector("h1").textContent = `Run ${runId}`;
   const out = [];
@@ -309,7 +430,7 @@ PAGES.run = async function () {
   // The sections' reads run at once: the page waits for the slowest, not their sum.
   // The sections' reads run at once: the page waits for the slowest, not their sum.
   const [metrics, logs, results] = await Promise.all([
-    metricsSection(component, runId, r.metrics), logsSection(base), resultsSection(base, r.results)]);
+    metricsSection(component, runId, r.metrics), logsSection(base), resultsSection(base, r.results, component)]);
   // From the run's own timestamps: the raw events (below, read when opened) hold every
   // status event, but reading them costs a scan of the run's span of the log.
   const timeline = [["created", r.created_at, null]];
@@ -377,7 +498,7 @@ async function logsSection(base) {
     pager(page, "log_offset"));
 }
 
-async function resultsSection(base, counts) {
+async function resultsSection(base, counts, component) {
   if (!counts.total) return section("Results", el("p", { class: "muted", text: "No test results." }));
   const q = new URLSearchParams({ limit: "100" });
   if (QS.get("outcome")) q.set("outcome", QS.get("outcome"));
@@ -386,7 +507,7 @@ async function resultsSection(base, counts) {
   return section("Results",
     el("p", { "data-testid": "result-counts", text: OUTCOMES.map((o) => `${o} ${counts[o]}`).join(" · ") }),
     urlForm([el("div", { class: "inline" }, selectField("Outcome", "outcome", OUTCOMES, QS.get("outcome")), el("button", { type: "submit", text: "Filter results" }))], { result_offset: null }, "inline"),
-    table(["test", "outcome", "duration (s)", "message"], page.items.map((t) => el("tr", {}, el("td", { text: t.test }), el("td", { text: t.outcome }), el("td", { class: "num", text: fmtNum(t.duration_s) }), el("td", { text: t.message || "" }))), { "data-testid": "results-table" }),
+    table(["test", "outcome", "duration (s)", "message"], page.items.map((t) => el("tr", { "data-test": t.test }, el("td", {}, ROUTES.has("/api/{component}/db/test/{name}") ? el("a", { href: testHref(component, t.test), text: t.test }) : t.test), el("td", { text: t.outcome }), el("td", { class: "num", text: fmtNum(t.duration_s) }), el("td", { text: t.message || "" }))), { "data-testid": "results-table" }),
     pager(page, "result_offset"));
 }
 
@@ -528,11 +649,63 @@ PAGES.compare = async function () {
     section("Metrics (last value)", table(head, metricRows, { "data-testid": "compare-metrics" }))];
 };
 
+// -- tests (docs/tests.md) -----------------------------------------------------------
+
+function testHref(component, name) { return `/test/${enc(component)}/${name.split("/").map(enc).join("/")}`; }
+function testApi(component, name) { return `/api/${enc(component)}/db/test/${name.split("/").map(enc).join("/")}`; }
+
+PAGES.tests = async function () {
+  const names = await components();
+  if (names.length === 0) return [el("p", { text: "No runs yet." })];
+  const component = chosenComponent(names);
+  const base = `/api/${enc(component)}/db/tests?limit=${TOP_TESTS}`;
+  const [flaky, failing] = await Promise.all([api(`${base}&flaky=true&sort=-flakiness`), api(`${base}&failing=true&sort=-failure_rate`)]);
+  const list = (page, testid, empty) => (page.items.length === 0 ? el("p", { class: "muted", text: empty }) : [
+    table(["test", "runs", "pass rate", "flaky runs", "flaky commits", "flakiness (last results)", "last outcome", "last seen"], page.items.map((t) => el("tr", { "data-test": t.test },
+      el("td", {}, el("a", { href: testHref(component, t.test), text: t.test })), el("td", { class: "num", "data-field": "runs", text: t.runs }),
+      el("td", { class: "num", "data-field": "pass_rate", text: fmtRate(t.pass_rate) }), el("td", { class: "num", "data-field": "flaky_runs", text: t.flaky_runs }),
+      el("td", { class: "num", "data-field": "flaky_commits", text: t.flaky_commits }), el("td", { class: "num", "data-field": "flakiness", text: fmtRate(t.window.score) }),
+      el("td", { "data-field": "last_outcome" }, outcomeCell(t.last_outcome)), el("td", { text: fmtTime(t.last_seen) }))), { "data-testid": testid }),
+    el("p", { class: "muted", text: `${page.items.length} of ${page.total}` })]);
+  return [componentPicker(names, component),
+    section("Flaky tests", el("p", { class: "muted", text: "Passed and failed in the same run or on the same commit; by flakiness over their last results." }), list(flaky, "flaky-tests", "No flaky tests.")),
+    section("Failing tests", el("p", { class: "muted", text: "Last result failed or errored; by failure rate." }), list(failing, "failing-tests", "No failing tests."))];
+};
+
+function outcomeCell(o) { return el("span", { class: "outcome-" + o, text: o }); }
+
+PAGES.test = async function () {
+  const rest = location.pathname.slice("/test/".length);
+  const slash = rest.indexOf("/");
+  const component = decodeURIComponent(rest.slice(0, slash));
+  const name = rest.slice(slash + 1).split("/").map(decodeURIComponent).join("/");
+  const n = QS.get("history") || "30";
+  const t = await api(`${testApi(component, name)}?history=${enc(n)}`);
+  document.title = `${name} · runlake`;
+  MAIN.querySelector("h1").textContent = `Test ${name}`;
+  const short = { passed: "P", failed: "F", error: "E", skipped: "S", xfailed: "x", xpassed: "X" };
+  // Oldest left, newest right, as CI history strips read.
+  const strip = el("ol", { class: "strip", "data-testid": "history-strip", "aria-label": `Last ${t.history.length} results, oldest first` },
+    [...t.history].reverse().map((h) => el("li", { "data-run": h.run_id, "data-attempt": h.attempt, "data-outcome": h.outcome },
+      el("a", { href: runHref(component, h.run_id), class: "outcome-" + h.outcome, title: `${h.run_id} attempt ${h.attempt}: ${h.outcome}`, text: short[h.outcome] || "?" }))));
+  return [el("p", {}, "Component ", el("a", { href: "/tests?component=" + enc(component), text: component })),
+    el("div", { class: "cards" }, card("Runs", t.runs, "test-runs"), card("Pass rate", fmtRate(t.pass_rate), "test-pass-rate"),
+      card("Flaky runs", t.flaky_runs, "test-flaky-runs"), card("Flaky commits", t.flaky_commits, "test-flaky-commits"),
+      card("Flakiness (last results)", fmtRate(t.window.score), "test-flakiness"), card("Attempts", t.attempts, "test-attempts")),
+    section("History", urlForm([el("div", { class: "inline" }, inputField("Results shown", "history", n, "number"), el("button", { type: "submit", text: "Show" }))], {}, "inline"),
+      strip, table(["run", "attempt", "outcome", "duration (s)", "commit", "worker", "message", "at"], t.history.map((h) => el("tr", { "data-run": h.run_id, "data-attempt": h.attempt },
+        el("td", {}, el("a", { href: runHref(component, h.run_id), text: h.run_id })), el("td", { class: "num", text: h.attempt }), el("td", {}, outcomeCell(h.outcome)),
+        el("td", { class: "num", text: fmtNum(h.duration_s) }), el("td", { text: h.commit ?? "—" }), el("td", { text: h.worker ?? "—" }), el("td", { text: h.message || "" }), el("td", { text: fmtTime(h.ts) }))), { "data-testid": "history-table" })),
+    t.last_failure ? section("Last failure", el("p", {}, el("a", { href: runHref(component, t.last_failure.run_id), text: t.last_failure.run_id }), " at ", fmtTime(t.last_failure.ts)),
+      el("pre", { text: t.last_failure.message || "" })) : null].filter(Boolean);
+};
+
 // -- boot -----------------------------------------------------------------------------
 
 async function render() {
   const draw = PAGES[PAGE];
   if (!draw) return;
+  window.runlakeLive = {};  // the page's draw sets its own live hook
   try {
     const parts = await draw();
     const h1 = MAIN.querySelector("h1");
@@ -545,4 +718,4 @@ async function render() {
   performance.mark("runlake:drawn");  // bench/dashboard.py reads when the page was drawn
 }
 window.runlakeRefresh = render;  // live.js redraws the page when the stream says it changed
-render();
+render().then(() => window.runlakeLiveStart && window.runlakeLiveStart());

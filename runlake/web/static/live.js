@@ -1,14 +1,18 @@
-// Live updates: when the server has the stream (GET /api/stream, server-sent events), a
-// `folded` message redraws the page from the API, at most once a second. Servers without
-// it are detected from the OpenAPI document, so no request 404s and the console stays clean.
+// Live updates from GET /api/stream (server-sent events, docs/stream.md). After each fold
+// commit the server sends a `folded` message: {seq, runs: [{component, run_id, status}]}
+// (status null: the run was deleted). The page's hook (window.runlakeLive, set by app.js)
+// patches what it can in place — a run's status cell, the home page's feed — and says
+// whether the page must be read again; redraws are at most once a second. Servers without
+// the stream are known from the shell's route list, so nothing probes and 404s.
 "use strict";
 
-(async function live() {
+window.runlakeLiveStart = async function live() {
   if (!window.runlakeRoutes || !window.EventSource) return;
   const routes = await window.runlakeRoutes();
   if (!routes.has("/api/stream")) return;
   const page = document.body.dataset.page;
   if (["search", "compare"].includes(page)) return;  // results the user asked for: kept still
+  const hook = () => window.runlakeLive || {};
   let pending = null;
   let last = 0;
   const redraw = () => {
@@ -16,10 +20,20 @@
     last = Date.now();
     window.runlakeRefresh();
   };
-  const source = new EventSource("/api/stream", { withCredentials: true });
-  source.addEventListener("folded", () => {
-    if (pending) return;
+  // type=delete: the page needs the `folded` messages, not every event's frame (a
+  // delete is rare, and its run comes in `folded` with status null anyway).
+  const q = new URLSearchParams(hook().filter || {});
+  q.set("type", "delete");
+  const source = new EventSource("/api/stream?" + q, { withCredentials: true });
+  // Following from here on: the tests wait for this before they post.
+  source.addEventListener("caught_up", () => { document.body.dataset.live = "on"; });
+  source.addEventListener("folded", (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (!msg.runs || msg.runs.length === 0) return;
+    const h = hook();
+    const again = h.folded ? h.folded(msg) : true;
+    if (!again || pending) return;
     pending = setTimeout(redraw, Math.max(0, 1000 - (Date.now() - last)));
   });
-  source.onerror = () => {};  // the browser reconnects by itself
-})();
+  source.onerror = () => { document.body.dataset.live = "off"; };  // the browser reconnects
+};
