@@ -527,3 +527,18 @@ class TestDetail(TestStats):
 
 
 TestPage = Page[TestStats]
+
+
+# -- keyset pages of the tests and jobs lists (docs/facets.md "Paging") ---------
+
+
+class KeysetTestPage(Page[TestStats]):
+    """A page of tests; `next` is the token of the page after it (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetJobPage(Page[Job]):
+    """A page of jobs; `next` is the token of the page after it (null on the last)."""
+
+    next: str | None = None

@@ -174,7 +174,8 @@ _DECLARED: tuple[Route, ...] = (
           waits_for_min_seq=False, response_description=export.RESPONSE_DOC),
     # The old job runner's routes over the jobs_component's runs (docs/compat.md).
     Route("GET", "/api/jobs", jobs.list_jobs, "Jobs, newest first (job runner)", "jobs",
-          response=R.JobPage, query=p.JobsQuery, errors=(400, 403, 409, 422, 503), role="read"),
+          response=R.KeysetJobPage, query=p.JobsQuery, errors=(400, 403, 409, 422, 503),
+          role="read"),
     Route("GET", "/api/jobs/{job_id}", jobs.get_job,
           "One job with its parameters, output, return code and files (job runner)", "jobs",
           response=R.JobDetail, query=p.ReadQuery, errors=(400, 403, 404, 409, 422, 503),
@@ -205,7 +206,7 @@ _DECLARED: tuple[Route, ...] = (
           errors=INGEST_ERRORS, role="ingest"),
     Route("GET", "/api/{component}/db/tests", test_history.list_tests,
           "Tests with their figures and flakiness, filtered and sorted", "reads",
-          response=R.TestPage, query=p.TestsQuery, errors=(400, 404, 409, 422, 503),
+          response=R.KeysetTestPage, query=p.TestsQuery, errors=(400, 404, 409, 422, 503),
           role="read"),
     Route("GET", "/api/{component}/db/test/{name}", test_history.get_test,
           "One test's figures and its latest results (the history strip)", "reads",
