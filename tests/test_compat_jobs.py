@@ -274,7 +274,8 @@ def test_jobs_component_is_a_setting(tmp_path: Path) -> None:
 def test_no_jobs_yet(tmp_path: Path) -> None:
     with serve_in_thread(tmp_path) as server:
         lake = Lake(server, 0)
-        assert lake.ok("/api/jobs") == {"items": [], "limit": 50, "offset": 0, "total": 0}
+        assert lake.ok("/api/jobs") == {"items": [], "limit": 50, "offset": 0, "total": 0,
+                                      "next": None}
         assert lake.ok("/api/stats") == {"database": {
             "total_jobs": 0, "completed_jobs": 0, "failed_jobs": 0, "success_rate": 0.0,
             "top_tools": []}}
