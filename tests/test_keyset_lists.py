@@ -304,3 +304,77 @@ def test_bad_next_is_a_400_naming_next(make_server: Any) -> None:
                 assert word in error["message"], (path, query, error["message"])
             assert (await client.get(f"{TESTS}&limit=100")).json() == before  # nothing changed
     asyncio.run(main())
+
+
+# -- a run's metrics, logs and results: by seq ---------------------------------------
+
+
+def child_events(run_id: str, start: int, n: int) -> list[dict[str, Any]]:
+    """`n` metric points, log lines and results of one run, numbered from `start`;
+    their times go backwards, so only seq orders them as they were posted."""
+    out: list[dict[str, Any]] = []
+    for i in range(start, start + n):
+        base = {"component": "lab", "run_id": run_id, "ts": ts(-i)}
+        out += [{**base, "type": "metric", "name": "loss", "value": float(i), "step": i},
+                {**base, "type": "log", "level": "info", "message": f"line {i}"},
+                {**base, "type": "result", "test": f"t{i}", "outcome": "passed"}]
+    return out
+
+
+@pytest.mark.parametrize(("child", "key", "label"), [
+    ("metrics", "step", lambda e: e["step"] if e["type"] == "metric" else None),
+    ("logs", "message", lambda e: e["message"] if e["type"] == "log" else None),
+    ("results", "test", lambda e: e["test"] if e["type"] == "result" else None),
+])
+def test_run_children_next_by_seq_under_concurrent_ingest(
+        make_server: Any, child: str, key: str, label: Callable[[dict[str, Any]], Any]) -> None:
+    """Rows of the run posted between fetches come after the cursor: the walk sees every
+    row, old and new, once, in the order they were posted."""
+    sent = [{"type": "run", "component": "lab", "run_id": "r1", "ts": ts(0)},
+            *child_events("r1", 0, 20)]
+
+    async def main() -> list[Any]:
+        async with make_server() as client:
+            seq = await post(client, sent)
+
+            async def ingest(k: int) -> int:
+                new = child_events("r1", 100 + 10 * k, 3) if k < 4 else []
+                sent.extend(new)
+                return await post(client, new) if new else 0
+
+            return await page_through(client, f"/api/lab/db/run/r1/{child}", key, ingest, seq)
+
+    got = asyncio.run(main())
+    want = [v for v in map(label, sent) if v is not None]
+    assert len(want) > 20 + 3  # rows arrived between the fetches
+    assert got == want
+
+
+def test_run_children_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, [
+                {"type": "run", "component": "lab", "run_id": r, "ts": ts(0)}
+                for r in ("r1", "r2")] + child_events("r1", 0, 10) + child_events("r2", 0, 10))
+            base = "/api/lab/db/run/r1/logs?limit=3"
+            token = (await client.get(f"{base}&min_seq={seq}")).json()["next"]
+            assert token is not None
+            for path, word in [
+                (f"{base}&next=not-a-token", "not a token"),
+                (f"{base}&offset=3&next={token}", "offset"),
+                (f"{base}&level=info&next={token}", "filters"),
+                (f"/api/lab/db/run/r2/logs?limit=3&next={token}", "filters"),
+                (f"/api/lab/db/run/r1/results?limit=3&next={token}", "filters"),
+                (f"/api/lab/db/run/r1/metrics?limit=3&next={token}", "filters"),
+                (f"{base}&next={retoken(token, value='x')}", "not a token"),
+                (f"{base}&next={retoken(token, value=1.5)}", "not a token"),
+                (f"{base}&next={retoken(token, value=-1)}", "not a token"),
+                (f"{base}&next={retoken(token, value=True)}", "not a token"),
+                (f"/api/lab/db/runs?limit=3&next={token}", "sort"),
+            ]:
+                reply = await client.get(path)
+                assert reply.status == 400, (path, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", path
+                assert word in error["message"], (path, error["message"])
+    asyncio.run(main())

@@ -136,14 +136,20 @@ class FacetsQuery(RunFilters, kw_only=True):
 
 class RunMetricsQuery(LongPage):
     name: Annotated[Text, Meta(description="metric name")] | None = None
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
 
 
 class RunLogsQuery(LongPage):
     level: LogLevel | None = None
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
 
 
 class RunResultsQuery(LongPage):
     outcome: Outcome | None = None
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
 
 
 class PerformanceQuery(LongPage):
