@@ -123,7 +123,7 @@ def read_figures(events: int, reps: int, workdir: Path) -> list[tuple[str, float
     db = Database(workdir / "db.duckdb").open()
     try:
         cur = db.connection.cursor()
-        tests = tq.list_tests(cur, "test", window=30, limit=1)
+        tests, _ = tq.list_tests(cur, "test", window=30, limit=1)
         assert tests["items"], "the demo log has test results"
         name = tests["items"][0]["test"]
         n = reps * 20

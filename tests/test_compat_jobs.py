@@ -182,7 +182,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
 def test_jobs_newest_first_with_the_runners_keys(lake: Lake) -> None:
     newest_first = sorted(JOBS, key=lambda j: j.created, reverse=True)
     page = lake.ok("/api/jobs")
-    assert set(page) == PAGE_KEYS
+    assert set(page) == PAGE_KEYS | {"next"}  # keyset paging (docs/facets.md)
     assert (page["limit"], page["offset"], page["total"]) == (50, 0, len(JOBS))
     assert all(set(item) == JOB_KEYS for item in page["items"])
     assert [as_seen(i) for i in page["items"]] == [expected_job(j) for j in newest_first]
@@ -274,7 +274,8 @@ def test_jobs_component_is_a_setting(tmp_path: Path) -> None:
 def test_no_jobs_yet(tmp_path: Path) -> None:
     with serve_in_thread(tmp_path) as server:
         lake = Lake(server, 0)
-        assert lake.ok("/api/jobs") == {"items": [], "limit": 50, "offset": 0, "total": 0}
+        assert lake.ok("/api/jobs") == {"items": [], "limit": 50, "offset": 0, "total": 0,
+                                      "next": None}
         assert lake.ok("/api/stats") == {"database": {
             "total_jobs": 0, "completed_jobs": 0, "failed_jobs": 0, "success_rate": 0.0,
             "top_tools": []}}

@@ -1,11 +1,13 @@
 """Keyset paging tokens (docs/facets.md "Paging"): the one place `next` is made and read.
 
 A token is opaque to clients: base64url of a small JSON array holding where the page
-ended (the sort key's value and the run id of its last row), the sort, how many rows
-came before the next page (for `offset`), and a fingerprint of the filters it was made
-for. A page asked with a token starts strictly after that row, so runs that arrive
-between two fetches neither shift nor repeat what follows. A token that does not
-decode, or was made for another sort or other filters, is a 400 naming `next`.
+ended (the sort key's value, or the values of a list's several sort keys, and the
+tie-break key of its last row: a run id, a test name, a job id), the sort, how many
+rows came before the next page (for `offset`), and a fingerprint of the filters it was
+made for. A page asked with a token starts strictly after that row, so rows that
+arrive between two fetches neither shift nor repeat what follows. A token that does
+not decode, or was made for another sort or other filters, is a 400 naming `next`.
+Every list with `next` (runs, tests, jobs) makes and reads it here: `start` and `make`.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ VERSION = 1
 
 
 class Position(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
-    """Where a page ended: the next page starts strictly after (value, run_id)."""
+    """Where a page ended: the next page starts strictly after (value, key)."""
 
     version: int
     sort: str
-    value: str | float | None  # a time as RFC 3339 text
-    run_id: str
+    # a time as RFC 3339 text; a list: one per sort key, for lists sorted on several
+    value: str | float | list[str | float | None] | None
+    key: str  # the last row's tie-break key (run id, test name, job id)
     offset: int  # rows before the next page
     filters: str  # fingerprint of the filters (filters_key)
 
@@ -63,6 +66,28 @@ def decode(token: str, sort: str, filters: str) -> Position:
         raise _bad("was made for other filters; keep the filters (or start again "
                    "without next)")
     return position
+
+
+def start(token: str | None, offset: int, sort: str, filters: str) -> Position | None:
+    """The position a page asked with `token` starts after (None: no token), or a 400:
+    a token says where the page starts, so it does not go with an offset."""
+    if token is None:
+        return None
+    if offset:
+        raise _bad("cannot be given with offset: the token says where the page starts")
+    return decode(token, sort, filters)
+
+
+def make(more: bool, sort: str, value: Any, key: str, offset: int, filters: str
+         ) -> str | None:
+    """The `next` of a page that ended on the row with sort `value` and tie-break
+    `key`, `offset` rows in; None when no rows follow."""
+    return encode(Position(VERSION, sort, value, key, offset, filters)) if more else None
+
+
+def not_made_here() -> BadRequest:
+    """The 400 for a token that decodes but whose values cannot be its sort's."""
+    return _bad("is not a token this server made; pass the `next` of a page unchanged")
 
 
 def _bad(message: str) -> BadRequest:

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from runlake.api import cursor
 from runlake.api import params as p
 from runlake.api.auth import forbidden, visible_components
 from runlake.api.reads import db_read, found
 from runlake.api.responses import json_response
 from runlake.api.state import SETTINGS
 from runlake.views import jobs as q
+from runlake.views.keyset import sql_values
+
+# The jobs list has one order and no filters: a token pages the component it came from.
+_SORT = "-created_at"
 
 
 def _component(request: web.Request) -> str:
@@ -30,7 +35,20 @@ def _component(request: web.Request) -> str:
 
 async def list_jobs(request: web.Request, query: p.JobsQuery) -> web.Response:
     c, limit, offset = _component(request), query.limit, query.offset
-    return json_response(await db_read(request, lambda cur: q.list_jobs(cur, c, limit, offset)))
+    key = cursor.filters_key({"component": c})
+    position = cursor.start(query.next, offset, _SORT, key)
+    after_row = None
+    if position is not None:
+        try:
+            after_row = (sql_values(q.JOB_KEYS, position.value), position.key)
+        except ValueError:
+            raise cursor.not_made_here() from None
+        offset = position.offset
+    page, ended = await db_read(request, lambda cur: q.list_jobs(cur, c, limit, offset,
+                                                                 after_row))
+    page["next"] = None if ended is None else cursor.make(
+        True, _SORT, ended[0], ended[1], offset + len(page["items"]), key)
+    return json_response(page)
 
 
 async def get_job(request: web.Request, query: p.ReadQuery) -> web.Response:

@@ -136,14 +136,20 @@ class FacetsQuery(RunFilters, kw_only=True):
 
 class RunMetricsQuery(LongPage):
     name: Annotated[Text, Meta(description="metric name")] | None = None
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
 
 
 class RunLogsQuery(LongPage):
     level: LogLevel | None = None
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
 
 
 class RunResultsQuery(LongPage):
     outcome: Outcome | None = None
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
 
 
 class PerformanceQuery(LongPage):
@@ -384,6 +390,9 @@ def check_path(request: web.Request) -> None:
 class JobsQuery(Page):
     """GET /api/jobs: a page of jobs, newest first."""
 
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
+
 
 class JobLogsQuery(LongPage):
     """GET /api/jobs/{job_id}/logs: a page of the job's log lines, oldest first."""
@@ -430,6 +439,8 @@ class TestsQuery(Page):
     ] | None = None
     q: Annotated[Text, Meta(description="substring of the test name")] | None = None
     sort: TestSort = "-last_seen"
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
 
 
 class TestQuery(ReadQuery):

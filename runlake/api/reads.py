@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from aiohttp import web
 
+from runlake.api import cursor
 from runlake.api import params as p
 from runlake.api.auth import visible_components
 from runlake.api.params import bad_param, decode_body
@@ -96,11 +97,25 @@ async def get_run(request: web.Request, query: p.ReadQuery) -> web.Response:
 
 def _run_child(fn: Callable[..., dict[str, Any] | None], param: str
                ) -> Callable[[web.Request, Any], Any]:
-    async def handler(request: web.Request, query: p.LongPage) -> web.Response:
+    async def handler(request: web.Request, query: Any) -> web.Response:
         c, run_id = _path(request)
         value, limit, offset = getattr(query, param), query.limit, query.offset
-        result = await db_read(request, lambda cur: fn(cur, c, run_id, value, limit, offset))
-        return json_response(found(result, f"run {run_id!r} of component {c!r}"))
+        # Keyset by seq (docs/facets.md "Paging"): the token pages this run and filter.
+        key = cursor.filters_key({"component": c, "run_id": run_id, param: value})
+        position = cursor.start(query.next, offset, "seq", key)
+        after_seq = None
+        if position is not None:
+            if not isinstance(position.value, float | int) or isinstance(position.value, bool) \
+                    or position.value != int(position.value) or position.value < 0:
+                raise cursor.not_made_here()
+            after_seq, offset = int(position.value), position.offset
+        result = await db_read(request, lambda cur: fn(cur, c, run_id, value, limit, offset,
+                                                       after_seq))
+        page = found(result, f"run {run_id!r} of component {c!r}")
+        last = page.pop("next_seq")
+        page["next"] = None if last is None else cursor.make(
+            True, "seq", last, str(last), offset + len(page["items"]), key)
+        return json_response(page)
 
     return handler
 

@@ -527,3 +527,36 @@ class TestDetail(TestStats):
 
 
 TestPage = Page[TestStats]
+
+
+# -- keyset pages of the tests and jobs lists (docs/facets.md "Paging") ---------
+
+
+class KeysetTestPage(Page[TestStats]):
+    """A page of tests; `next` is the token of the page after it (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetJobPage(Page[Job]):
+    """A page of jobs; `next` is the token of the page after it (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetMetricPointPage(Page[MetricPoint]):
+    """A page of a run's metric points; `next` pages on by seq (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetLogLinePage(Page[LogLine]):
+    """A page of a run's log lines; `next` pages on by seq (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetResultPage(Page[Result]):
+    """A page of a run's test results; `next` pages on by seq (null on the last)."""
+
+    next: str | None = None

@@ -52,7 +52,7 @@ async def list_runs(request: web.Request, query: p.RunsQuery) -> web.Response:
         except ValueError:
             raise p.bad_param("next", "is not a token this server made; pass the `next` "
                                       "of a page unchanged") from None
-        after, offset = (position.value, position.run_id), position.offset
+        after, offset = (position.value, position.key), position.offset
     page, more = await db_read(request, lambda cur: list_run_page(
         cur, c, f, sort=query.sort, limit=query.limit, offset=offset, after=after))
     page["offset"] = offset

@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from runlake.api import cursor
 from runlake.api import params as p
 from runlake.api.reads import db_read, found
 from runlake.api.responses import json_response
 from runlake.api.state import SETTINGS
 from runlake.views import test_queries as tq
+from runlake.views.keyset import sql_values
+
+# The query fields that are not filters: a `next` token pages only the filters it
+# was made for (cursor.filters_key).
+_FILTERS = ("flaky", "failing", "q")
 
 _BOOL = {"true": True, "false": False, None: None}
 
@@ -17,9 +23,22 @@ _BOOL = {"true": True, "false": False, None: None}
 async def list_tests(request: web.Request, query: p.TestsQuery) -> web.Response:
     c = request.match_info["component"]
     window = request.app[SETTINGS].flaky_window
-    page = await db_read(request, lambda cur: tq.list_tests(
+    # The window is in the key: flakiness values from another window are not this order's.
+    key = cursor.filters_key({"component": c, "window": window,
+                              **{f: getattr(query, f) for f in _FILTERS}})
+    position = cursor.start(query.next, query.offset, query.sort, key)
+    after_row, offset = None, query.offset
+    if position is not None:
+        try:
+            after_row = (sql_values(tq.sort_keys(query.sort), position.value), position.key)
+        except ValueError:
+            raise cursor.not_made_here() from None
+        offset = position.offset
+    page, ended = await db_read(request, lambda cur: tq.list_tests(
         cur, c, window=window, flaky=_BOOL[query.flaky], failing=_BOOL[query.failing],
-        q=query.q, sort=query.sort, limit=query.limit, offset=query.offset))
+        q=query.q, sort=query.sort, limit=query.limit, offset=offset, after_row=after_row))
+    page["next"] = None if ended is None else cursor.make(
+        True, query.sort, ended[0], ended[1], offset + len(page["items"]), key)
     return json_response(page)
 
 

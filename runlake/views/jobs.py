@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from runlake.views.keyset import Key, after, order_by, token_values
 from runlake.views.queries import Cursor, _dicts, _one, _page, run_span
 
 # Output lines are log messages with these prefixes; the rest of the message is the line.
@@ -33,12 +34,30 @@ _OF_JOB = "component = ? AND run_id = ? AND seq BETWEEN ? AND ?"
 _NOT_OUTPUT = "NOT starts_with(message, ?) AND NOT starts_with(message, ?)"
 
 
-def list_jobs(cur: Cursor, component: str, limit: int, offset: int) -> dict[str, Any]:
-    """The component's jobs, newest first."""
+# Newest first, then by job id: the order pages by offset and by `next` (keyset.after).
+JOB_KEYS = [Key("created_at", True, "time")]
+
+
+def list_jobs(cur: Cursor, component: str, limit: int, offset: int,
+              after_row: tuple[list[Any], str] | None = None
+              ) -> tuple[dict[str, Any], tuple[list[Any], str] | None]:
+    """The component's jobs, newest first, and where the page ended (its last job's
+    sort values as a token holds them, and its id) when more follow, else None.
+    `after_row` (SQL-ready sort values and a job id, from a `next` token) starts the
+    page past that job instead of skipping `offset` rows."""
     total = _one(cur, "SELECT count(*) FROM runs WHERE component = ?", [component])
-    items = _dicts(cur, f"SELECT {_JOB} FROM runs WHERE component = ? "
-                   "ORDER BY created_at DESC, run_id LIMIT ? OFFSET ?", [component, limit, offset])
-    return _page(items, limit, offset, total)
+    cond, params, skip = "component = ?", [component], offset
+    if after_row is not None:
+        extra, extra_params = after(JOB_KEYS, after_row[0], "run_id", after_row[1])
+        cond, params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
+    items = _dicts(cur, f"SELECT {_JOB} FROM runs WHERE {cond} "
+                   f"ORDER BY {order_by(JOB_KEYS, 'run_id')} LIMIT ? OFFSET ?",
+                   [*params, limit + 1, skip])
+    ended = None
+    if len(items) > limit:
+        last = items[limit - 1]
+        ended = (token_values(JOB_KEYS, {"created_at": last["created_at"]}), last["job_id"])
+    return _page(items[:limit], limit, offset, total), ended
 
 
 def _stream(cur: Cursor, key: list[Any], prefix: str) -> str | None:

@@ -192,8 +192,12 @@ def run_span_and_fold(cur: Cursor, component: str, run_id: str
 
 
 def _run_children(cur: Cursor, table: str, cols: str, component: str, run_id: str,
-                  filt: tuple[str, str | None], limit: int, offset: int) -> dict[str, Any] | None:
-    """A page of the run's rows of `table` (None if there is no such run)."""
+                  filt: tuple[str, str | None], limit: int, offset: int,
+                  after_seq: int | None = None) -> dict[str, Any] | None:
+    """A page of the run's rows of `table` (None if there is no such run), oldest first
+    by seq. `after_seq` (from a `next` token) starts past that seq instead of skipping
+    `offset` rows; `next_seq` is the page's last seq when more rows follow, else None
+    (the handler makes it a token and drops it)."""
     span = run_span(cur, component, run_id)
     if span is None:
         return None
@@ -202,28 +206,36 @@ def _run_children(cur: Cursor, table: str, cols: str, component: str, run_id: st
         where += f" AND {filt[0]} = ?"
         params.append(filt[1])
     total = _one(cur, f"SELECT count(*) FROM {table} WHERE {where}", params)
-    items = _dicts(cur, f"SELECT {cols} FROM {table} WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
-                   [*params, limit, offset])
-    return _page(items, limit, offset, total)
+    page_where, page_params, skip = where, list(params), offset
+    if after_seq is not None:  # a row's seq never changes and new rows come after
+        page_where, page_params, skip = f"{where} AND seq > ?", [*params, after_seq], 0
+    items = _dicts(cur, f"SELECT {cols} FROM {table} WHERE {page_where} ORDER BY seq "
+                   "LIMIT ? OFFSET ?", [*page_params, limit + 1, skip])
+    page = _page(items[:limit], limit, offset, total)
+    page["next_seq"] = items[limit - 1]["seq"] if len(items) > limit else None
+    return page
 
 
 def run_metrics(cur: Cursor, component: str, run_id: str, name: str | None = None,
-                limit: int = 100, offset: int = 0) -> dict[str, Any] | None:
+                limit: int = 100, offset: int = 0, after_seq: int | None = None
+                ) -> dict[str, Any] | None:
     return _run_children(cur, "metrics", "name, value, unit, step, ts, seq", component, run_id,
-                         ("name", name), limit, offset)
+                         ("name", name), limit, offset, after_seq)
 
 
 def run_logs(cur: Cursor, component: str, run_id: str, level: str | None = None,
-             limit: int = 100, offset: int = 0) -> dict[str, Any] | None:
+             limit: int = 100, offset: int = 0, after_seq: int | None = None
+             ) -> dict[str, Any] | None:
     return _run_children(cur, "logs", "level, message, ts, seq", component, run_id,
-                         ("level", level), limit, offset)
+                         ("level", level), limit, offset, after_seq)
 
 
 def run_results(cur: Cursor, component: str, run_id: str, outcome: str | None = None,
-                limit: int = 100, offset: int = 0) -> dict[str, Any] | None:
+                limit: int = 100, offset: int = 0, after_seq: int | None = None
+                ) -> dict[str, Any] | None:
     return _run_children(cur, "results", "test, outcome, duration_s, message, ts, seq, "
                          "attempt, file, classname, worker",
-                         component, run_id, ("outcome", outcome), limit, offset)
+                         component, run_id, ("outcome", outcome), limit, offset, after_seq)
 
 
 # -- batches ------------------------------------------------------------------

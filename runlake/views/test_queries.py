@@ -6,18 +6,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from runlake.views.keyset import Key, Kind, after, order_by, token_values
 from runlake.views.queries import Cursor, _dicts, _like, _one, _page
 from runlake.views.tests import TRANSITIONS_SQL, transition_score
 
 # `-x`: descending. Flakiness is the transition score over the window, then how many
-# runs and commits were flaky (definition a); failure rate is 1 - pass_rate.
-TEST_SORTS = {
-    "flakiness": "flakiness {d} NULLS LAST, flaky_runs + flaky_commits {d}",
-    "failure_rate": "(1 - pass_rate) {d} NULLS LAST",
-    "duration": "duration_p95 {d} NULLS LAST",
-    "last_seen": "last_seen {d}",
-    "test": "test {d}",
+# runs and commits were flaky (definition a); failure rate is 1 - pass_rate. Each sort
+# is its keys (aliases of list_tests' query), every one NULLS LAST, then the test name:
+# the same order pages by offset and by `next` (keyset.after).
+TEST_SORTS: dict[str, list[tuple[str, Kind]]] = {
+    "flakiness": [("flakiness", "number"), ("flaky_n", "number")],
+    "failure_rate": [("failure_rate_", "number")],
+    "duration": [("duration_p95", "number")],
+    "last_seen": [("last_seen", "time")],
+    "test": [("test", "text")],
 }
+
+
+def sort_keys(sort: str) -> list[Key]:
+    """The keyset keys of a tests sort (params.TestSort, `-` for descending)."""
+    desc = sort.startswith("-")
+    return [Key(col, desc, kind) for col, kind in TEST_SORTS[sort.removeprefix("-")]]
+
+
 _COLUMNS = """component, test, runs, attempts, passed, failed, error, skipped, xfailed,
     xpassed, pass_rate, last_outcome, last_run_id, last_ts, last_failure_run_id,
     last_failure_message, last_failure_ts, duration_p50, duration_p95, first_seen,
@@ -27,7 +38,8 @@ _OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 
 def _item(row: dict[str, Any], window: int) -> dict[str, Any]:
     recent = row.pop("recent")
-    row.pop("flakiness", None)
+    for extra in ("flakiness", "flaky_n", "failure_rate_"):
+        row.pop(extra, None)
     row["outcomes"] = {o: row.pop(o) for o in _OUTCOMES}
     rate = row["pass_rate"]
     row["failure_rate"] = None if rate is None else 1.0 - rate
@@ -44,8 +56,13 @@ def _item(row: dict[str, Any], window: int) -> dict[str, Any]:
 
 def list_tests(cur: Cursor, component: str, *, window: int, flaky: bool | None = None,
                failing: bool | None = None, q: str | None = None, sort: str = "-last_seen",
-               limit: int = 50, offset: int = 0) -> dict[str, Any]:
-    """A page of the component's tests, filtered and sorted (params.TestsQuery)."""
+               limit: int = 50, offset: int = 0, after_row: tuple[list[Any], str] | None = None
+               ) -> tuple[dict[str, Any], tuple[list[Any], str] | None]:
+    """A page of the component's tests, filtered and sorted (params.TestsQuery), and
+    where it ended (the last row's sort values as a token holds them, and its name)
+    when more rows follow, else None. `after_row` (SQL-ready sort values and a test
+    name, from a `next` token) starts the page past that row instead of skipping
+    `offset` rows; `total` counts every match either way."""
     where, params = ["component = ?"], [component]
     if flaky is not None:
         where.append(("" if flaky else "NOT ") + "(flaky_runs + flaky_commits > 0)")
@@ -55,14 +72,24 @@ def list_tests(cur: Cursor, component: str, *, window: int, flaky: bool | None =
         where.append("test ILIKE ? ESCAPE '\\'")
         params.append(_like(q))
     cond = " AND ".join(where)
-    name = sort.removeprefix("-")
-    order = TEST_SORTS[name].format(d="DESC" if sort.startswith("-") else "ASC")
+    keys = sort_keys(sort)
     total = _one(cur, f"SELECT count(*) FROM test_stats WHERE {cond}", params)
     flakiness = TRANSITIONS_SQL.format(window=int(window))
-    rows = _dicts(cur, f"SELECT {_COLUMNS}, {flakiness} AS flakiness FROM test_stats "
-                  f"WHERE {cond} ORDER BY {order}, test LIMIT ? OFFSET ?",
-                  [*params, limit, offset])
-    return _page([_item(r, window) for r in rows], limit, offset, total)
+    page_cond, page_params, skip = "true", [], offset
+    if after_row is not None:
+        page_cond, page_params = after(keys, after_row[0], "test", after_row[1])
+        skip = 0
+    rows = _dicts(cur, f"""
+        SELECT * FROM (
+            SELECT {_COLUMNS}, {flakiness} AS flakiness,
+                   flaky_runs + flaky_commits AS flaky_n, 1 - pass_rate AS failure_rate_
+            FROM test_stats WHERE {cond})
+        WHERE {page_cond} ORDER BY {order_by(keys, "test")} LIMIT ? OFFSET ?""",
+                  [*params, *page_params, limit + 1, skip])
+    ended = None
+    if len(rows) > limit and limit:
+        ended = (token_values(keys, rows[limit - 1]), rows[limit - 1]["test"])
+    return _page([_item(r, window) for r in rows[:limit]], limit, offset, total), ended
 
 
 def get_test(cur: Cursor, component: str, test: str, *, window: int,

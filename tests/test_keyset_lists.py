@@ -1,0 +1,380 @@
+"""`next` on the tests list and the jobs list (issues 17 and 20, docs/facets.md
+"Paging"), against a real server: paging through a list while new rows are posted
+between page fetches gives every row that was there from the start exactly once, in
+the sort's order, which the test recomputes in plain Python from the events it sent;
+a bad or foreign token is a 400 naming `next`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from helpers.server import Client
+from helpers.stats import quantile_cont
+
+T0 = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
+WINDOW = 30  # the default flaky_window
+LIMIT = 7
+DURATIONS = [0.5, 2.0, 1.25, 8.0, 3.0]
+
+
+def ts(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+# -- the tests list ---------------------------------------------------------------
+
+
+def original_results(n: int = 30) -> list[dict[str, Any]]:
+    """Results of `n` tests over a few runs: ties on last_seen and on p95 (tests with
+    as many results share their durations), tests only ever skipped (no failure rate,
+    no flakiness: the nulls that sort last), passing, failing and alternating ones."""
+    out = []
+    for i in range(n):
+        name = f"pkg/test_{i:02d}.py::t"
+        for j in range(1 + i % 4):
+            kind = i % 5
+            if kind == 0:
+                outcome = "skipped"
+            elif kind == 1:
+                outcome = "passed"
+            elif kind == 2:
+                outcome = "failed"
+            else:
+                outcome = ("passed", "failed")[(j + kind) % 2]
+            out.append({"type": "result", "component": "test", "run_id": f"r{j}",
+                        "test": name, "outcome": outcome, "duration_s": DURATIONS[j],
+                        "ts": ts(10 * j + i % 3)})
+    return out
+
+
+def arrivals(k: int, rng: random.Random) -> list[dict[str, Any]]:
+    """New tests (names never seen) with times before, among and after the others'."""
+    return [{"type": "result", "component": "test", "run_id": f"new{k}",
+             "test": f"{rng.choice('amz')}new/test_{k}_{m}.py::t",
+             "outcome": rng.choice(["passed", "failed", "skipped"]),
+             "duration_s": rng.choice(DURATIONS + [0.1, 20.0]),
+             "ts": ts(rng.uniform(-20, 60))} for m in range(3)]
+
+
+def figures_of(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per test, the figures each sort orders by (docs/tests.md definitions)."""
+    out = {}
+    for name in {r["test"] for r in results}:
+        mine = [r for r in results if r["test"] == name]
+        mine.sort(key=lambda r: datetime.fromisoformat(r["ts"]))
+        decided = [r["outcome"] for r in mine if r["outcome"] != "skipped"]
+        states = ["P" if o == "passed" else "F" for o in decided][-WINDOW:]
+        flips = sum(a != b for a, b in zip(states, states[1:], strict=False))
+        out[name] = {
+            "last_seen": max(datetime.fromisoformat(r["ts"]) for r in mine),
+            "duration": quantile_cont([r["duration_s"] for r in mine], 0.95),
+            "failure_rate": (1 - decided.count("passed") / len(decided)) if decided else None,
+            "flakiness": flips / (len(states) - 1) if len(states) > 1 else None,
+            "test": name,
+        }
+    return out
+
+
+def expected_test_order(results: list[dict[str, Any]], sort: str) -> list[str]:
+    """Names in `sort`'s order: the value (nulls last either way), then the name."""
+    col, desc = sort.lstrip("-"), sort.startswith("-")
+    figures = figures_of(results)
+    present = sorted((f for f in figures.values() if f[col] is not None),
+                     key=lambda f: f["test"])
+    present.sort(key=lambda f: f[col], reverse=desc)  # stable: names stay ascending
+    nulls = sorted(f["test"] for f in figures.values() if f[col] is None)
+    return [f["test"] for f in present] + nulls
+
+
+async def page_through(client: Client, path: str, key: str,
+                       between: Callable[[int], Awaitable[int]] | None = None,
+                       seq: int = 0) -> list[str]:
+    """Every row's `key`, page by page through `next`, the first page once the fold
+    has `seq`; `between(k)` runs after page k and returns the seq the next fetch
+    waits for."""
+    sep = "&" if "?" in path else "?"
+    reply = await client.get(f"{path}{sep}limit={LIMIT}&min_seq={seq}")
+    assert reply.status == 200, reply.body[:300]
+    page = reply.json()
+    keys, k = [i[key] for i in page["items"]], 0
+    while page["next"] is not None:
+        assert len(page["items"]) == LIMIT
+        seq = 0 if between is None else await between(k)
+        k += 1
+        reply = await client.get(f"{path}{sep}limit={LIMIT}&min_seq={seq}&next={page['next']}")
+        assert reply.status == 200, reply.body[:300]
+        page = reply.json()
+        assert page["offset"] == k * LIMIT
+        keys += [i[key] for i in page["items"]]
+    return keys
+
+
+async def post(client: Client, events: list[dict[str, Any]]) -> int:
+    reply = await client.post_events(events)
+    assert reply.status == 202, reply.body[:300]
+    return int(reply.json()["last_seq"])
+
+
+@pytest.mark.parametrize("sort", ["-last_seen", "last_seen", "test", "-test", "-flakiness",
+                                  "flakiness", "-failure_rate", "failure_rate", "-duration"])
+def test_tests_next_stable_under_concurrent_ingest(make_server: Any, sort: str) -> None:
+    rng = random.Random(sort)
+    results = original_results()
+    originals = {r["test"] for r in results}
+    # the data holds what the sorts must get right: ties and nulls
+    figures = figures_of(results)
+    assert len({f["last_seen"] for f in figures.values()}) < len(figures)
+    assert any(f["flakiness"] is None for f in figures.values())
+    assert any(f["failure_rate"] is None for f in figures.values())
+
+    async def main() -> list[str]:
+        async with make_server() as client:
+            seq = await post(client, results)
+
+            async def ingest(k: int) -> int:
+                new = arrivals(k, rng)
+                results.extend(new)
+                return await post(client, new)
+
+            return await page_through(client, f"/api/test/db/tests?sort={sort}", "test", ingest,
+                                      seq)
+
+    names = asyncio.run(main())
+    assert len(results) > len(original_results()), "rows arrived between the fetches"
+    seen = Counter(names)
+    assert all(n == 1 for n in seen.values()), [t for t, n in seen.items() if n > 1]
+    assert originals <= set(seen)  # none skipped
+    assert names == [t for t in expected_test_order(results, sort) if t in seen]
+
+
+def test_offset_paging_of_tests_repeats_under_the_same_ingest(make_server: Any) -> None:
+    """Why `next` exists: offset paging over the newest first repeats rows when newer
+    tests arrive between the fetches."""
+    async def main() -> list[str]:
+        async with make_server() as client:
+            seq = await post(client, original_results())
+            names: list[str] = []
+            for k in range(3):
+                reply = await client.get(f"/api/test/db/tests?limit={LIMIT}&offset={LIMIT * k}"
+                                         f"&min_seq={seq}")
+                names += [i["test"] for i in reply.json()["items"]]
+                seq = await post(client, [{**e, "ts": ts(100 + k)}
+                                          for e in arrivals(k, random.Random(k))])
+            return names
+    names = asyncio.run(main())
+    assert len(names) > len(set(names))
+
+
+def test_tests_next_keeps_the_filters_and_ends_with_null(make_server: Any) -> None:
+    results = original_results()
+    figures = figures_of(results)
+    failing_now = sorted(t for t, f in figures.items() if f["failure_rate"] is not None
+                         and [r for r in results if r["test"] == t][-1]["outcome"] == "failed")
+
+    async def main() -> tuple[list[str], Any]:
+        async with make_server() as client:
+            seq = await post(client, results)
+            names = await page_through(client, "/api/test/db/tests?sort=test&failing=true",
+                                       "test", seq=seq)
+            exact = (await client.get(f"/api/test/db/tests?sort=test&failing=true"
+                                      f"&limit={len(failing_now)}")).json()
+            return names, exact
+    names, exact = asyncio.run(main())
+    assert len(failing_now) > LIMIT
+    assert names == failing_now
+    assert [i["test"] for i in exact["items"]] == failing_now and exact["next"] is None
+
+
+# -- the jobs list ------------------------------------------------------------------
+
+
+def job_events(prefix: str, n: int, rng: random.Random, minutes: tuple[int, int]
+               ) -> list[dict[str, Any]]:
+    """`n` jobs; created times on whole minutes so several jobs share one."""
+    return [{"type": "run", "component": "jobs", "run_id": f"{prefix}{i:02d}",
+             "name": rng.choice(["convert", "train", "eval"]),
+             "ts": ts(rng.randint(*minutes))} for i in range(n)]
+
+
+def expected_job_order(events: list[dict[str, Any]]) -> list[str]:
+    """Newest first, then by job id."""
+    by_id = {e["run_id"]: datetime.fromisoformat(e["ts"]) for e in events}
+    return [j for j, _ in sorted(sorted(by_id.items()), key=lambda x: x[1], reverse=True)]
+
+
+def test_jobs_next_stable_under_concurrent_ingest(make_server: Any) -> None:
+    rng = random.Random(17)
+    jobs = job_events("j", 30, rng, (0, 12))
+    assert len({e["ts"] for e in jobs}) < len(jobs)  # ties on created_at
+
+    async def main() -> list[str]:
+        async with make_server() as client:
+            seq = await post(client, jobs)
+
+            async def ingest(k: int) -> int:
+                new = job_events(f"n{k}-", 3, rng, (-5, 20))  # older, among and newer
+                jobs.extend(new)
+                return await post(client, new)
+
+            return await page_through(client, "/api/jobs", "job_id", ingest, seq)
+
+    ids = asyncio.run(main())
+    assert any(e["run_id"].startswith("n") for e in jobs)
+    seen = Counter(ids)
+    assert all(n == 1 for n in seen.values()), [j for j, n in seen.items() if n > 1]
+    assert {f"j{i:02d}" for i in range(30)} <= set(seen)
+    assert ids == [j for j in expected_job_order(jobs) if j in seen]
+
+
+# -- bad tokens ---------------------------------------------------------------------
+
+
+def retoken(token: str, **change: Any) -> str:
+    """`token` with fields changed: a client may send anything."""
+    raw = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    for i, name in enumerate(("version", "sort", "value", "key", "offset", "filters")):
+        raw[i] = change.get(name, raw[i])
+    return base64.urlsafe_b64encode(json.dumps(raw).encode()).decode().rstrip("=")
+
+
+TESTS = "/api/test/db/tests?limit=7"
+JOBS = "/api/jobs?limit=7"
+# (list, query with {tests}/{jobs}/{runs} tokens, a word the message must hold)
+BAD = [
+    (TESTS, "next=not-a-token", "not a token"),
+    (TESTS, "next=" + "A" * 40, "not a token"),
+    (TESTS, "sort=test&next={tests}", "sort"),
+    (TESTS, "flaky=true&next={tests}", "filters"),
+    (TESTS, "offset=7&next={tests}", "offset"),
+    (TESTS, "next={jobs}", "sort"),  # a foreign token: another list's
+    (TESTS, "next={runs}", "sort"),
+    (TESTS, "next={tests_value_text}", "not a token"),
+    (TESTS, "next={tests_value_short}", "not a token"),
+    (TESTS, "next={tests_value_naive}", "not a token"),
+    (TESTS, "sort=-flakiness&next={flaky_value_text}", "not a token"),
+    (TESTS, "next={tests_key_number}", "not a token"),
+    (JOBS, "next=not-a-token", "not a token"),
+    (JOBS, "offset=7&next={jobs}", "offset"),
+    (JOBS, "next={tests}", "sort"),
+    (JOBS, "next={jobs_value_number}", "not a token"),
+    (JOBS, "next={jobs_value_list}", "not a token"),
+    (JOBS, "next={jobs_other_component}", "filters"),
+]
+
+
+def test_bad_next_is_a_400_naming_next(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, original_results() + job_events(
+                "j", 10, random.Random(1), (0, 5)) + [
+                {"type": "run", "component": "lab", "run_id": f"x{i}", "ts": ts(i)}
+                for i in range(10)])
+            tokens = {}
+            for name, path in (("tests", TESTS), ("jobs", JOBS),
+                               ("runs", "/api/lab/db/runs?limit=7"),
+                               ("flaky", TESTS + "&sort=-flakiness")):
+                reply = await client.get(f"{path}&min_seq={seq}")
+                tokens[name] = reply.json()["next"]
+                assert tokens[name] is not None, name
+            t, j = tokens["tests"], tokens["jobs"]
+            tokens |= {
+                "tests_value_text": retoken(t, value="yesterday"),
+                "tests_value_short": retoken(t, value=[]),
+                "tests_value_naive": retoken(t, value=["2026-04-01T08:00:00"]),
+                "flaky_value_text": retoken(tokens["flaky"], value=["high", 0]),
+                "tests_key_number": retoken(t, key=7),
+                "jobs_value_number": retoken(j, value=[5]),
+                "jobs_value_list": retoken(j, value=[["x"]]),
+                "jobs_other_component": retoken(t, sort="-created_at"),
+            }
+            before = (await client.get(f"{TESTS}&limit=100")).json()
+            for path, query, word in BAD:
+                reply = await client.get(f"{path}&" + query.format(**tokens))
+                assert reply.status == 400, (path, query, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", (path, query)
+                assert word in error["message"], (path, query, error["message"])
+            assert (await client.get(f"{TESTS}&limit=100")).json() == before  # nothing changed
+    asyncio.run(main())
+
+
+# -- a run's metrics, logs and results: by seq ---------------------------------------
+
+
+def child_events(run_id: str, start: int, n: int) -> list[dict[str, Any]]:
+    """`n` metric points, log lines and results of one run, numbered from `start`;
+    their times go backwards, so only seq orders them as they were posted."""
+    out: list[dict[str, Any]] = []
+    for i in range(start, start + n):
+        base = {"component": "lab", "run_id": run_id, "ts": ts(-i)}
+        out += [{**base, "type": "metric", "name": "loss", "value": float(i), "step": i},
+                {**base, "type": "log", "level": "info", "message": f"line {i}"},
+                {**base, "type": "result", "test": f"t{i}", "outcome": "passed"}]
+    return out
+
+
+@pytest.mark.parametrize(("child", "key", "label"), [
+    ("metrics", "step", lambda e: e["step"] if e["type"] == "metric" else None),
+    ("logs", "message", lambda e: e["message"] if e["type"] == "log" else None),
+    ("results", "test", lambda e: e["test"] if e["type"] == "result" else None),
+])
+def test_run_children_next_by_seq_under_concurrent_ingest(
+        make_server: Any, child: str, key: str, label: Callable[[dict[str, Any]], Any]) -> None:
+    """Rows of the run posted between fetches come after the cursor: the walk sees every
+    row, old and new, once, in the order they were posted."""
+    sent = [{"type": "run", "component": "lab", "run_id": "r1", "ts": ts(0)},
+            *child_events("r1", 0, 20)]
+
+    async def main() -> list[Any]:
+        async with make_server() as client:
+            seq = await post(client, sent)
+
+            async def ingest(k: int) -> int:
+                new = child_events("r1", 100 + 10 * k, 3) if k < 4 else []
+                sent.extend(new)
+                return await post(client, new) if new else 0
+
+            return await page_through(client, f"/api/lab/db/run/r1/{child}", key, ingest, seq)
+
+    got = asyncio.run(main())
+    want = [v for v in map(label, sent) if v is not None]
+    assert len(want) > 20 + 3  # rows arrived between the fetches
+    assert got == want
+
+
+def test_run_children_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, [
+                {"type": "run", "component": "lab", "run_id": r, "ts": ts(0)}
+                for r in ("r1", "r2")] + child_events("r1", 0, 10) + child_events("r2", 0, 10))
+            base = "/api/lab/db/run/r1/logs?limit=3"
+            token = (await client.get(f"{base}&min_seq={seq}")).json()["next"]
+            assert token is not None
+            for path, word in [
+                (f"{base}&next=not-a-token", "not a token"),
+                (f"{base}&offset=3&next={token}", "offset"),
+                (f"{base}&level=info&next={token}", "filters"),
+                (f"/api/lab/db/run/r2/logs?limit=3&next={token}", "filters"),
+                (f"/api/lab/db/run/r1/results?limit=3&next={token}", "filters"),
+                (f"/api/lab/db/run/r1/metrics?limit=3&next={token}", "filters"),
+                (f"{base}&next={retoken(token, value='x')}", "not a token"),
+                (f"{base}&next={retoken(token, value=1.5)}", "not a token"),
+                (f"{base}&next={retoken(token, value=-1)}", "not a token"),
+                (f"{base}&next={retoken(token, value=True)}", "not a token"),
+                (f"/api/lab/db/runs?limit=3&next={token}", "sort"),
+            ]:
+                reply = await client.get(path)
+                assert reply.status == 400, (path, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", path
+                assert word in error["message"], (path, error["message"])
+    asyncio.run(main())
