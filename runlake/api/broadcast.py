@@ -4,8 +4,10 @@ many followers, none of them able to slow ingest.
 The log's writer thread and the fold thread only hand a number (and the fold the
 runs its batch changed) to the event loop (`call_soon_threadsafe`); they never wait
 for a follower. On the loop, one pump task reads each stretch of newly durable
-events once, encodes each event to JSON once, and offers the encoded events to
-every follower's bounded queue. Each stream's own task (api/stream.py) writes its
+events once, encodes each event to JSON once, and offers the encoded stretch to
+every follower's bounded queue: the stretch itself, or what the follower's filter
+shows of it, selected once per distinct filter (fan-out costs per follower per
+stretch, not per event). Each stream's own task (api/stream.py) writes its
 queue to its client; a follower whose queue is over `stream_queue` messages is
 marked overflowed and stops receiving (its task then sends `too_slow`).
 """
@@ -40,7 +42,8 @@ class Chunk:
     """Consecutive durable events, encoded once for every follower: a table of seq,
     component, run_id, type, batch_id, sse (each event's SSE message, binary) and ws
     (its WebSocket message). Followers filter it with Arrow
-    compute and send its SSE messages as one piece: no Python work per event."""
+    compute, once per filter class, and send its SSE messages as one piece: no Python
+    work per event and follower."""
 
     __slots__ = ("table", "_selected", "_sse", "_ws")
 
