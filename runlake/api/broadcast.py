@@ -104,83 +104,54 @@ def encode_range(event_log: EventLog, first: int, last: int) -> Chunk:
 
 def encode_batch(batch: pa.Table | pa.RecordBatch) -> pa.Table:
     """Log rows as a Chunk's table: each event in wire form plus `seq`, `received_at`
-    and its `id` (`@<seq>` when the client gave none), as `row_to_event` gives it.
-
-    Built column by column in Arrow, per event type: each field's values become JSON
-    text in one `msgspec` call, then Arrow joins the `,"field":value` pieces of each
-    row (a null value drops its piece). No Python runs per event, and the joins let
-    go of the GIL, which request decoding on the loop needs meanwhile."""
-    seq_text = batch.column("seq").cast(pa.string()).cast(_B)
+    and its `id` (`@<seq>` when the client gave none), as `row_to_event` gives it,
+    built column by column per event type (row by row it cost more than the append)."""
+    n = batch.num_rows
+    seqs = batch.column("seq").to_pylist()
     types = batch.column("type")
+    components = batch.column("component").to_pylist()
+    ids = batch.column("id").to_pylist()
+    times, received = _rfc3339(batch.column("ts")), _rfc3339(batch.column("received_at"))
+    events: list[dict[str, Any]] = [{}] * n
     kinds = pc.unique(types).to_pylist()
-    parts, order = [], []
     for kind in kinds:
         rows = pc.indices_nonzero(pc.equal(types, kind)) if len(kinds) > 1 else None
-        fields = WIRE_FIELDS[kind]
-        part = batch.select(["id", "component", "ts", "received_at", *(c for _, c in fields)])
-        part = part if rows is None else part.take(rows)
-        seqs = seq_text if rows is None else seq_text.take(rows)
-        kind_json = _json.encode(kind).decode()
-        pieces = [_lit('{"seq":'), seqs, _lit(f',"type":{kind_json},"component":'),
-                  _json_values(part.column("component"), "component")]
-        for f, c in fields:
-            pieces.append(pc.binary_join_element_wise(
-                _lit(f',"{f}":'), _json_values(part.column(c), c), _lit("")))
-        auto_id = _quoted(pc.binary_join_element_wise(_lit("@"), seqs, _lit("")))
-        pieces += [_lit(',"id":'), pc.coalesce(_json_values(part.column("id"), "id"), auto_id),
-                   _lit(',"ts":'), _json_values(part.column("ts"), "ts"),
-                   _lit(',"received_at":'), _json_values(part.column("received_at"), "ts"),
-                   _lit("}")]
-        parts.append(_join(*pieces))
-        order.append(pa.array(range(batch.num_rows), pa.uint64()) if rows is None else rows)
-    if len(parts) == 1:
-        encoded = parts[0]
-    else:  # back in seq order
-        encoded = pa.chunked_array(parts, _B).take(pc.sort_indices(
-            pa.chunked_array(order, pa.uint64())))
+        part = batch if rows is None else batch.take(rows)
+        fields = [(f, _values(part.column(c), c)) for f, c in WIRE_FIELDS[kind]]
+        for j, i in enumerate(range(n) if rows is None else rows.to_pylist()):
+            seq = seqs[i]
+            event: dict[str, Any] = {"seq": seq, "type": kind, "component": components[i]}
+            for f, values in fields:
+                if (v := values[j]) is not None:
+                    event[f] = v
+            event["id"] = ids[i] if ids[i] is not None else f"@{seq}"
+            event["ts"] = times[i]
+            event["received_at"] = received[i]
+            events[i] = event
+    # One call for all: JSON text holds no raw newline, so the lines are the events.
+    encoded = _json.encode_lines(events).split(b"\n")[:n]
     return pa.table({
         "seq": batch.column("seq"), "component": batch.column("component"),
         "run_id": batch.column("run_id"), "type": types, "batch_id": batch.column("batch_id"),
-        "sse": _join(_lit("id: "), seq_text, _lit("\ndata: "), encoded, _lit("\n\n")),
-        "ws": _join(_lit('{"type":"event","event":'), encoded, _lit("}")).cast(pa.string()),
+        "sse": pa.array([b"id: %d\ndata: %s\n\n" % pair
+                         for pair in zip(seqs, encoded, strict=True)], pa.binary()),
+        "ws": pa.array([b'{"type":"event","event":%s}' % d for d in encoded],
+                       pa.binary()).cast(pa.string()),
     })
 
 
-_B = pa.binary()
-
-
-def _lit(text: str) -> pa.Scalar:
-    return pa.scalar(text.encode(), _B)
-
-
-def _join(*parts: Any) -> Any:
-    """Concatenate row by row; a null part counts as empty (an absent field)."""
-    return pc.binary_join_element_wise(*parts, _lit(""), null_handling="replace",
-                                       null_replacement="")
-
-
-def _json_values(column: Any, name: str) -> Any:
-    """Each value as JSON text (binary), null where the value is null."""
-    if name == "params":  # JSON text in the log: embedded as it is
-        return column.cast(_B)
-    if pa.types.is_timestamp(column.type):
-        return _quoted(_rfc3339(column))
-    values = column.to_pylist()
-    # One call for all: JSON text holds no raw newline, so the lines are the values.
-    encoded = pa.array(_json.encode_lines(values).split(b"\n")[:len(values)], _B)
-    return encoded if column.null_count == 0 else pc.if_else(
-        pc.is_valid(column), encoded, pa.scalar(None, _B))
-
-
-def _quoted(text: Any) -> Any:
-    return pc.binary_join_element_wise(_lit('"'), text, _lit('"'), _lit(""))
-
-
-def _rfc3339(column: Any) -> Any:
+def _rfc3339(column: pa.Array) -> list[str]:
     """UTC times as RFC 3339 text with microseconds: cast as naive (the values are
     UTC), which is several times faster than strftime's time-zone path."""
     text = pc.replace_substring(column.cast(pa.timestamp("us")).cast(pa.string()), " ", "T")
-    return pc.binary_join_element_wise(text, "Z", "").cast(_B)
+    return pc.binary_join_element_wise(text, "Z", "").to_pylist()
+
+
+def _values(column: pa.Array, name: str) -> list[Any]:
+    values = column.to_pylist()
+    if name == "params":  # JSON text in the log: embedded as it is
+        return [None if v is None else msgspec.Raw(v) for v in values]
+    return values
 
 
 @dataclass(frozen=True, slots=True)
