@@ -1,4 +1,4 @@
-"""Benchmark: live streams (issues 18 and 18's fan-out target, docs/stream.md) against
+"""Benchmark: live streams (issue 18 and its fan-out target, docs/stream.md) against
 a real `runlake serve`.
 
     python bench/stream.py [--events 50000] [--followers 100] [--procs 4] [--rate 10000]
