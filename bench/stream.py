@@ -1,19 +1,31 @@
-"""Benchmark: live streams (issue 18, docs/stream.md) against a real `runlake serve`.
+"""Benchmark: live streams (issue 18 and its fan-out target, docs/stream.md) against
+a real `runlake serve`.
 
-    python bench/stream.py [--events 100000] [--followers 100] [--rate 10000]
-                           [--seconds 10] [--json PATH]
+    python bench/stream.py [--events 50000] [--followers 100] [--procs 4] [--rate 10000]
+                           [--seconds 10] [--baseline-src DIR] [--json PATH]
 
 One server subprocess; the ingester runs in this process, the followers (SSE clients,
-`after=end`) in a subprocess of their own, so their parsing does not slow the
-ingester's loop. Everything shares the machine's cores. Measured in one run:
+`after=end`) in `--procs` subprocesses of their own, so their parsing does not share the
+ingester's or one another's GIL. Everything shares the machine's cores. Measured in one
+run:
 
 - ingest events/s (NDJSON batches of 1 000 over 4 connections) with 0 followers, then
-  with N followers connected and reading: the ratio is the issue's target (>= 0.9);
-- events/s delivered to 1 and to N followers: the same ingest, from its first POST until
-  every follower has the last event (per follower, and summed over followers);
+  with 1, then N followers connected and reading: ingest with N / with 0 is the target
+  (>= 0.9). N followers twice: `parse` ones find every event's id (what a client does),
+  `cheap` ones only look for the last id in each read, so the difference is the
+  followers' own CPU, not the server's;
+- events/s delivered: the same ingest, from its first POST until every follower has the
+  last event;
+- the server's CPU per ingested event, user and system apart (system: socket writes),
+  and the followers' processes' CPU;
 - acknowledged -> delivered latency, p50/p99 over every (batch, follower) pair, with N
-  followers while the ingester posts a batch of 100 events every 10 ms (`--rate`);
+  followers while the ingester posts a batch of 100 events every 10 ms (`--rate`;
+  `--rate 0` skips it);
 - memory per follower: the server's RSS with N idle followers minus without, over N.
+
+`--baseline-src DIR` first runs the same phases against a server importing runlake from
+DIR (e.g. `git archive <commit> runlake | tar -x -C DIR`), so old and new code are
+measured in the same run on the same machine state.
 """
 
 from __future__ import annotations
@@ -44,8 +56,9 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
 async def _follow_one(session: aiohttp.ClientSession, url: str, ready: asyncio.Event,
-                      marks: list[tuple[int, float]]) -> None:
-    """Read the stream until cancelled: (highest id so far, time) per chunk."""
+                      marks: list[tuple[int, float]], cheap: bool) -> None:
+    """Read the stream until cancelled: (highest id so far, time) per read. A `cheap`
+    follower only looks at the end of each read for the last complete id."""
     async with session.get(f"{url}/api/stream?after=end") as resp:
         buf = b""
         async for chunk in resp.content.iter_any():
@@ -59,13 +72,19 @@ async def _follow_one(session: aiohttp.ClientSession, url: str, ready: asyncio.E
                 ready.set()
             if b"event: too_slow" in whole:
                 raise RuntimeError("dropped: too_slow")
+            if cheap:  # messages end in a blank line; an event's first line is its id
+                at = whole.rfind(b"\n\nid: ")
+                at = at + 2 if at >= 0 else (0 if whole.startswith(b"id: ") else -1)
+                if at >= 0:
+                    marks.append((int(whole[at + 4:whole.index(b"\n", at)]), now))
+                continue
             ids = ID.findall(whole)
             if ids:
                 marks.append((int(ids[-1]), now))
     raise RuntimeError("the stream ended early")
 
 
-async def follow_main(url: str, n: int) -> None:
+async def follow_main(url: str, n: int, cheap: bool) -> None:
     """Connect n followers, print `ready`, read the ingester's acks from stdin (one JSON
     line: [[last_seq, ack_time], ...]), wait until every follower has the last, print
     when each got it and every (batch, follower) latency as one JSON line."""
@@ -75,7 +94,7 @@ async def follow_main(url: str, n: int) -> None:
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn,
                                      timeout=aiohttp.ClientTimeout(total=None)) as session:
-        tasks = [asyncio.create_task(_follow_one(session, url, readies[i], marks[i]))
+        tasks = [asyncio.create_task(_follow_one(session, url, readies[i], marks[i], cheap))
                  for i in range(n)]
         for r in readies:
             await r.wait()
@@ -105,22 +124,33 @@ async def follow_main(url: str, n: int) -> None:
 
 
 class Followers:
-    def __init__(self, url: str, n: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--follow", url, str(n)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if line.strip() != "ready":
-            raise RuntimeError(f"followers did not start: {line!r}")
+    """n followers spread over `procs` processes (one asyncio loop each)."""
+
+    def __init__(self, url: str, n: int, procs: int, cheap: bool = False) -> None:
+        sizes = [n // procs + (i < n % procs) for i in range(min(procs, n))]
+        self.procs = [subprocess.Popen(
+            [sys.executable, __file__, "--follow", url, str(k), "cheap" if cheap else "parse"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for k in sizes]
+        for proc in self.procs:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"followers did not start: {line!r}")
 
     def finish(self, acks: list[tuple[int, float]]) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(acks) + "\n")
-        self.proc.stdin.flush()
-        result = json.loads(self.proc.stdout.readline())
-        self.proc.wait(60)
-        return result
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(acks) + "\n")
+            proc.stdin.flush()
+        out: dict[str, Any] = {"done": [], "latencies": [], "cpu": 0.0}
+        for proc in self.procs:
+            assert proc.stdout is not None
+            result = json.loads(proc.stdout.readline())
+            proc.wait(60)
+            out["done"] += result["done"]
+            out["latencies"] += result["latencies"]
+            out["cpu"] += result["cpu"]
+        return out
 
 
 async def ingest(url: str, batches: list[bytes], workers: int = 4) -> tuple[
@@ -166,81 +196,125 @@ def make_batches(events: int, size: int, seed: int) -> list[bytes]:
     return list(ndjson_batches(events // 30 + 1, seed=seed, batch_size=size))[: events // size]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {"events": args.events, "followers": args.followers}
-    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
-        # A queue deep enough that no follower is dropped: this measures delivery, and
-        # the followers' own parsing (one process for all) is slower than the server.
-        server: Server = start_runlake(Path(tmp) / "data", "--max-streams", "10000",
-                                       "--stream-queue", "100000000")
-        try:
-            batches = make_batches(args.events, 1000, 1)
-            cpu = server.cpu_seconds()
-            s, e, _ = asyncio.run(ingest(server.url, batches))
-            out["ingest_0"] = len(batches) * 1000 / (e - s)
-            out["server_cpu_us_per_event_0"] = (server.cpu_seconds() - cpu) / len(batches) / 1e-3
-            rss_0 = server.rss_mb()
+def _cpu(server: Server) -> tuple[float, float]:
+    t = server.ps.cpu_times()
+    return t.user, t.system
 
-            for n, key in ((1, "one"), (args.followers, "many")):
-                followers = Followers(server.url, n)
-                if n == args.followers:
+
+def run(args: argparse.Namespace, src: Path | None = None) -> dict[str, Any]:
+    """Every phase against one fresh server (importing runlake from `src` if given)."""
+    out: dict[str, Any] = {"events": args.events, "followers": args.followers}
+    env_before = os.environ.get("PYTHONPATH")
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp:
+        cwd = os.getcwd()
+        if src is not None:  # the server subprocess inherits both (http_api._start);
+            os.environ["PYTHONPATH"] = str(src)  # `python -m` puts its cwd first on sys.path
+            os.chdir(tmp)
+        try:
+            # A queue deep enough that no follower is dropped: this measures delivery.
+            server: Server = start_runlake(Path(tmp) / "data", "--max-streams", "10000",
+                                           "--stream-queue", "100000000")
+        finally:
+            os.chdir(cwd)
+            if env_before is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = env_before
+        try:
+            def phase(key: str, n: int, seed: int, cheap: bool = False) -> None:
+                followers = Followers(server.url, n, args.procs, cheap) if n else None
+                if key == "many":
                     out["rss_per_follower_kb"] = (server.rss_mb() - rss_0) * 1024 / n
-                batches = make_batches(args.events, 1000, 2 + n)
-                cpu = server.cpu_seconds()
+                batches = make_batches(args.events, 1000, seed)
+                user, system = _cpu(server)
                 s, e, acks = asyncio.run(ingest(server.url, batches))
-                result = followers.finish(acks)
-                out[f"server_cpu_us_per_event_{key}"] = ((server.cpu_seconds() - cpu)
-                                                         / len(batches) / 1e-3)
-                out[f"followers_cpu_s_{key}"] = result["cpu"]
                 events = len(batches) * 1000
                 out[f"ingest_{key}"] = events / (e - s)
-                out[f"delivered_{key}"] = events / (max(result["done"]) - s)
+                if followers is not None:
+                    result = followers.finish(acks)
+                    out[f"delivered_{key}"] = events / (max(result["done"]) - s)
+                    out[f"followers_cpu_s_{key}"] = result["cpu"]
+                user2, system2 = _cpu(server)
+                out[f"server_user_us_{key}"] = (user2 - user) / events * 1e6
+                out[f"server_sys_us_{key}"] = (system2 - system) / events * 1e6
 
-            followers = Followers(server.url, args.followers)
-            per_batch = 100
-            count = int(args.rate * args.seconds / per_batch)
-            batches = make_batches(count * per_batch, per_batch, 99)
-            acks = asyncio.run(paced(server.url, batches, per_batch / args.rate))
-            lat = followers.finish(acks)["latencies"]
-            out["latency_p50_ms"] = percentile(lat, 0.50) * 1000
-            out["latency_p99_ms"] = percentile(lat, 0.99) * 1000
-            out["paced_rate"] = args.rate
+            rss_0 = server.rss_mb()
+            phase("0", 0, 1)
+            phase("one", 1, 2)
+            phase("many", args.followers, 3)
+            phase("cheap", args.followers, 4, cheap=True)
+            if args.rate:
+                followers = Followers(server.url, args.followers, args.procs)
+                per_batch = 100
+                count = int(args.rate * args.seconds / per_batch)
+                batches = make_batches(count * per_batch, per_batch, 99)
+                acks = asyncio.run(paced(server.url, batches, per_batch / args.rate))
+                lat = followers.finish(acks)["latencies"]
+                out["latency_p50_ms"] = percentile(lat, 0.50) * 1000
+                out["latency_p99_ms"] = percentile(lat, 0.99) * 1000
+                out["paced_rate"] = args.rate
         finally:
             server.stop()
     out["ingest_ratio"] = out["ingest_many"] / out["ingest_0"]
+    out["ingest_ratio_cheap"] = out["ingest_cheap"] / out["ingest_0"]
     return out
+
+
+def report(out: dict[str, Any], args: argparse.Namespace) -> None:
+    n = args.followers
+    print(f"ingest, 0 followers:          {out['ingest_0']:>10,.0f} events/s")
+    print(f"ingest, 1 follower:           {out['ingest_one']:>10,.0f} events/s")
+    print(f"ingest, {n} parse followers:  {out['ingest_many']:>10,.0f} events/s  "
+          f"ratio {out['ingest_ratio']:.2f} (target >= 0.9)")
+    print(f"ingest, {n} cheap followers:  {out['ingest_cheap']:>10,.0f} events/s  "
+          f"ratio {out['ingest_ratio_cheap']:.2f}")
+    for key, what in (("one", "1 follower"), ("many", f"{n} parse"), ("cheap", f"{n} cheap")):
+        print(f"delivered, {what}:".ljust(30) + f"{out[f'delivered_{key}']:>10,.0f} events/s "
+              f"each; followers' CPU {out[f'followers_cpu_s_{key}']:.1f} s")
+    print("server CPU per event (µs, user+sys): " + ", ".join(
+        f"{k}: {out[f'server_user_us_{k}']:.0f}+{out[f'server_sys_us_{k}']:.0f}"
+        for k in ("0", "one", "many", "cheap")))
+    if "latency_p50_ms" in out:
+        print(f"ack -> delivered at {args.rate:,} events/s, {n} followers: "
+              f"p50 {out['latency_p50_ms']:.1f} ms, p99 {out['latency_p99_ms']:.1f} ms")
+    print(f"memory per follower:          {out['rss_per_follower_kb']:>10,.0f} KiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--followers", type=int, default=100)
-    parser.add_argument("--rate", type=int, default=10_000, help="paced ingest, events/s")
+    parser.add_argument("--procs", type=int, default=4, help="follower processes")
+    parser.add_argument("--rate", type=int, default=10_000,
+                        help="paced ingest, events/s (0: skip the latency phase)")
     parser.add_argument("--seconds", type=float, default=10.0, help="paced ingest duration")
+    parser.add_argument("--baseline-src", type=Path,
+                        help="also measure a server importing runlake from this folder, first")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--follow", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--follow", nargs=3, metavar=("URL", "N", "MODE"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.follow:
-        asyncio.run(follow_main(args.follow[0], int(args.follow[1])))
+        asyncio.run(follow_main(args.follow[0], int(args.follow[1]), args.follow[2] == "cheap"))
         return
-    out = run(args)
-    n = args.followers
-    print(f"ingest, 0 followers:        {out['ingest_0']:>10,.0f} events/s")
-    print(f"ingest, {n} followers:      {out['ingest_many']:>10,.0f} events/s  "
-          f"ratio {out['ingest_ratio']:.2f} (target >= 0.9)")
-    print(f"ingest, 1 follower:         {out['ingest_one']:>10,.0f} events/s")
-    print(f"delivered, 1 follower:      {out['delivered_one']:>10,.0f} events/s")
-    print(f"delivered, {n} followers:   {out['delivered_many']:>10,.0f} events/s each, "
-          f"{out['delivered_many'] * n:,.0f} in all")
-    print(f"ack -> delivered at {args.rate:,} events/s, {n} followers: "
-          f"p50 {out['latency_p50_ms']:.1f} ms, p99 {out['latency_p99_ms']:.1f} ms")
-    print("server CPU per event (µs): " + ", ".join(
-        f"{k}: {out[f'server_cpu_us_per_event_{k}']:.0f}" for k in ("0", "one", "many"))
-        + f"; followers' own CPU: {out['followers_cpu_s_one']:.1f} s (1), "
-        f"{out['followers_cpu_s_many']:.1f} s ({n})")
-    print(f"memory per follower:        {out['rss_per_follower_kb']:>10,.0f} KiB")
+    results: dict[str, Any] = {}
+    if args.baseline_src:
+        results["baseline"] = run(args, args.baseline_src.resolve())
+        print(f"== baseline ({args.baseline_src})")
+        report(results["baseline"], args)
+        print("== this tree")
+    results["current"] = run(args)
+    report(results["current"], args)
+    if "baseline" in results:
+        b, c = results["baseline"], results["current"]
+        def cpu(r: dict[str, Any]) -> float:
+            return r["server_user_us_many"] + r["server_sys_us_many"]
+        print(f"this tree / baseline: ingest with {args.followers} parse followers "
+              f"{c['ingest_many'] / b['ingest_many']:.2f}, cheap "
+              f"{c['ingest_cheap'] / b['ingest_cheap']:.2f}; server CPU per event with "
+              f"{args.followers} parse followers {cpu(c) / cpu(b):.2f}")
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ many followers, none of them able to slow ingest.
 The log's writer thread and the fold thread only hand a number (and the fold the
 runs its batch changed) to the event loop (`call_soon_threadsafe`); they never wait
 for a follower. On the loop, one pump task reads each stretch of newly durable
-events once, encodes each event to JSON once, and offers the encoded events to
-every follower's bounded queue. Each stream's own task (api/stream.py) writes its
+events once, encodes each event to JSON once, and offers the encoded stretch to
+every follower's bounded queue: the stretch itself, or what the follower's filter
+shows of it, selected once per distinct filter (fan-out costs per follower per
+stretch, not per event). Each stream's own task (api/stream.py) writes its
 queue to its client; a follower whose queue is over `stream_queue` messages is
 marked overflowed and stops receiving (its task then sends `too_slow`).
 """
@@ -33,19 +35,25 @@ log = logging.getLogger("runlake.stream")
 
 PUMP_ROWS = 16_384  # events read and encoded in one executor step
 _json = msgspec.json.Encoder()
+_UNSEEN: Any = object()  # a filter class not asked about yet
 
 
 class Chunk:
     """Consecutive durable events, encoded once for every follower: a table of seq,
     component, run_id, type, batch_id, sse (each event's SSE message, binary) and ws
     (its WebSocket message). Followers filter it with Arrow
-    compute and send its SSE messages as one piece: no Python work per event."""
+    compute, once per filter class, and send its SSE messages as one piece: no Python
+    work per event and follower."""
 
-    __slots__ = ("table", "_sse")
+    __slots__ = ("table", "_selected", "_sse", "_ws")
 
     def __init__(self, table: pa.Table) -> None:
         self.table = table
         self._sse: bytes | None = None
+        self._ws: list[str] | None = None
+        # What each filter class shows of this chunk, filtered once for all the
+        # followers that share it (the same key's components, the same query).
+        self._selected: dict[StreamFilter, Chunk | None] = {}
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -64,15 +72,26 @@ class Chunk:
         return self._sse
 
     def ws(self) -> list[str]:
-        return self.table.column("ws").to_pylist()
+        """Every event's WebSocket message, in order (built on first use, then shared)."""
+        if self._ws is None:
+            self._ws = self.table.column("ws").to_pylist()
+        return self._ws
 
     def select(self, stream: StreamFilter, after: int = 0) -> Chunk:
-        """The events past seq `after` that `stream` shows (self when that is all)."""
-        mask = stream.mask(self.table)
+        """The events past seq `after` that `stream` shows (self when that is all).
+        Without a cut at `after` the answer is kept: every follower of the same
+        filter gets the same Chunk, so its SSE bytes and WS messages are built once."""
         if len(self) and after >= self.table.column("seq")[0].as_py():
             past = pc.greater(self.table.column("seq"), after)
-            mask = past if mask is None else pc.and_(mask, past)
-        return self if mask is None else Chunk(self.table.filter(mask))
+            mask = stream.mask(self.table)
+            return Chunk(self.table.filter(past if mask is None else pc.and_(mask, past)))
+        if (shown := self._selected.get(stream, _UNSEEN)) is _UNSEEN:
+            mask = stream.mask(self.table)
+            # None for "all of it": the chunk holding itself would be a reference cycle,
+            # freed only by the cycle collector.
+            shown = self._selected[stream] = None if mask is None else Chunk(
+                self.table.filter(mask))
+        return self if shown is None else shown
 
 
 def encode_range(event_log: EventLog, first: int, last: int) -> Chunk:
