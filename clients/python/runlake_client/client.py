@@ -11,7 +11,6 @@ import time
 import traceback
 import urllib.parse
 import uuid
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from math import isfinite
 from pathlib import Path
@@ -31,7 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("runlake_client")
 T = TypeVar("T")
 MAX_ERROR_CHARS = 16_000  # the status event's `error` holds at most 16 384 characters
-_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+# Strong references: a client dropped without close() still flushes (then spools) at
+# exit; close() lets it go.
+_clients: set[Client] = set()
 _now = time.time
 
 
@@ -153,6 +154,7 @@ class Client:
                             self.settings.spool_path())
             for t in self._readers:
                 t.close()
+            _clients.discard(self)
         return self._sender.counts
 
     def __enter__(self) -> Client:

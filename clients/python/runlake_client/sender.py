@@ -88,8 +88,10 @@ class Sender(threading.Thread):
             self._note("drain", f"spool drain failed: {e!r}")
         stop: Stop | None = None
         while stop is None:
-            batch, markers, stop = self._collect()
+            batch: list[dict[str, Any]] = []
+            markers: list[threading.Event] = []
             try:
+                batch, markers, stop = self._collect()
                 if stop is not None:
                     self._deadline = stop.deadline
                 if batch:
@@ -100,9 +102,14 @@ class Sender(threading.Thread):
                     self._drain_spool(force=True)
             except Exception as e:  # a bug here must not lose the batch
                 self._note("bug", f"sender error: {e!r}")
-                self._to_spool(batch)
-            for m in markers:
-                m.set()
+                try:
+                    self._to_spool(batch)
+                except Exception as e2:
+                    self.counts.dropped += len(batch)
+                    self._note("bug-spool", f"sender error while spooling: {e2!r}")
+            finally:
+                for m in markers:
+                    m.set()
         self._transport.close()
         self.spool.close()
 
@@ -168,7 +175,27 @@ class Sender(threading.Thread):
                 self._to_spool(part)
                 self._schedule_probe()
 
+    def _encodable(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The events JSON can hold; one that cannot (a Path, a numpy scalar in params)
+        is counted as rejected and logged once, and never stops the others."""
+        try:
+            _encode(events)  # the usual case: all of them, one call
+            return events
+        except (TypeError, ValueError, OverflowError):
+            pass
+        good = []
+        for event in events:
+            try:
+                _encode(event)
+                good.append(event)
+            except (TypeError, ValueError, OverflowError) as e:
+                self.counts.rejected += 1
+                self._note("encode", f"event not sent: a value JSON cannot hold ({e}); "
+                           "pass str, int, float, bool, None, lists and dicts of them")
+        return good
+
     def _to_spool(self, events: list[dict[str, Any]]) -> None:
+        events = self._encodable(events)
         if not events:
             return
         try:
@@ -207,7 +234,11 @@ class Sender(threading.Thread):
 
     def _send(self, events: list[dict[str, Any]], tries: int, body: bytes | None = None) -> str:
         """POST one batch with retries; on a 4xx for bad events, split to send the rest."""
-        body = body if body is not None else _encode(events)
+        if body is None:
+            events = self._encodable(events)
+            if not events:
+                return REJECTED
+            body = _encode(events)
         for attempt in range(tries):
             try:
                 resp = self._transport.request("POST", "/api/events", body, JSON)
@@ -227,9 +258,11 @@ class Sender(threading.Thread):
                            f"are spooled until `runlake-client sync` with a valid key: {why}")
                 return FAILED
             if status is not None and status < 500 and status not in RETRY_STATUSES:
-                self.counts.rejected += len(events)
-                self._note(f"status{status}", f"events rejected ({status}): {why}")
-                return REJECTED
+                # A redirect, 404, 405, 409...: the URL or a proxy is wrong, not the
+                # events. Keep them (spooled) until a server takes them.
+                self._note(f"status{status}", f"server answered {status}: events are "
+                           f"spooled until it takes them (check RUNLAKE_URL): {why}")
+                return FAILED
             if attempt + 1 < tries and not self._sleep(self._backoff(attempt, wait)):
                 break
             if attempt + 1 < tries:

@@ -105,7 +105,7 @@ class Spool:
     def _files(self) -> list[Path]:
         try:
             return sorted(p for p in self.directory.iterdir() if p.name.endswith(SUFFIX))
-        except FileNotFoundError:
+        except OSError:  # missing, not a folder, unreadable: nothing to drain from it
             return []
 
     def has_pending(self) -> bool:
@@ -118,8 +118,15 @@ class Spool:
         record = HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         if self._others + self._size + len(record) > self.max_bytes:
             return False
-        os.write(self._fd, record)
-        os.fsync(self._fd)
+        try:
+            view = memoryview(record)
+            while view:  # a short write (disk full) must not leave half a record
+                view = view[os.write(self._fd, view):]
+            os.fsync(self._fd)
+        except OSError:
+            os.ftruncate(self._fd, self._size)  # back to the last whole record
+            os.lseek(self._fd, self._size, os.SEEK_SET)
+            raise
         self._size += len(record)
         return True
 
