@@ -106,7 +106,8 @@ def _run_child(fn: Callable[..., dict[str, Any] | None], param: str
         after_seq = None
         if position is not None:
             if not isinstance(position.value, float | int) or isinstance(position.value, bool) \
-                    or position.value != int(position.value) or position.value < 0:
+                    or not 0 <= position.value <= 2**62 \
+                    or position.value != int(position.value):  # a seq is an int64
                 raise cursor.not_made_here()
             after_seq, offset = int(position.value), position.offset
         result = await db_read(request, lambda cur: fn(cur, c, run_id, value, limit, offset,

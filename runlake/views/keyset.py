@@ -84,5 +84,8 @@ def _sql_value(key: Key, value: Any) -> Any:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             raise ValueError(f"{key.column} needs a time with a timezone")
-        return parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            return parsed.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+            raise ValueError(f"{key.column} is outside years 1-9999 in UTC") from None
     return value

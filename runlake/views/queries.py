@@ -346,8 +346,18 @@ def created_between(since: datetime | None, until: datetime | None
     for op, value in ((">=", since), ("<", until)):
         if value is not None:
             where.append(f"created_at {op} ?")
-            params.append(value.astimezone(UTC).replace(tzinfo=None))
+            params.append(utc_naive(value))
     return where, params
+
+
+def utc_naive(value: datetime) -> datetime:
+    """`value` in UTC without its zone, as the columns hold times. A time whose UTC
+    falls outside years 1-9999 (`0001-01-01T00:00:00+01:00`) is clamped to the end it
+    passed: it still compares as before or after every stored time."""
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        return datetime.min if value.year < 5000 else datetime.max
 
 
 def overview(cur: Cursor, components: list[str] | None = None) -> dict[str, Any]:

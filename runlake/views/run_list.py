@@ -108,7 +108,10 @@ def keyset_value(col: str, value: Any) -> Any:
         parsed = datetime.fromisoformat(value)
         if parsed.tzinfo is None:
             raise ValueError(f"{col} needs a time with a timezone")
-        return parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            return parsed.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
+            raise ValueError(f"{col} is outside years 1-9999 in UTC") from None
     if col == "duration_s":
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(f"{col} needs a number")
