@@ -8,6 +8,8 @@ other report of the same pytest session, never from runlake's code."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import subprocess
 import sys
@@ -252,6 +254,9 @@ HOSTILE = [
      "duration"),
     ("reportlog-no-nodeid", "reportlog", REPORT_LINE.replace(b'"nodeid": "a.py::t", ', b""),
      "nodeid"),
+    ("suites-nested-3000-deep", "junit",
+     b"<testsuite>" * 3000 + b'<testcase name="t"/>' + b"</testsuite>" * 3000,
+     "nests more than"),
 ]
 
 
@@ -270,6 +275,42 @@ def test_hostile_files_are_rejected_whole(make_server: Any) -> None:
                     d.get("message", "") for d in error["details"])
                 assert fragment in text, (name, text)
                 assert client.event_log.last_seq == before, f"{name}: something was appended"
+
+    asyncio.run(main())
+
+
+def test_a_report_over_the_routes_limit_is_a_413(make_server: Any) -> None:
+    """The routes take 8 MiB (docs/tests.md): parsing holds ~25x a report's bytes."""
+    case = b'<testcase classname="c" name="t%d"/>'
+    body = b"<testsuite>" + b"".join(case % i for i in range(300_000)) + b"</testsuite>"
+    assert len(body) > 8 * 1024 * 1024
+
+    async def main() -> None:
+        async with make_server() as client:
+            before = client.event_log.last_seq
+            reply = await client.request("POST", "/api/test/junit?run_id=big",
+                                         data=io.BytesIO(body), content_type="application/xml")
+            assert reply.status == 413, reply.body[:300]
+            assert client.event_log.last_seq == before
+
+    asyncio.run(main())
+
+
+def test_an_odd_longrepr_is_kept_as_text(make_server: Any) -> None:
+    """`longrepr` shapes pytest never writes (a traceback that is a string, entries
+    whose data is not an object) are the client's to send: imported, not a 500."""
+    odd = [{"reprtraceback": "x"}, {"reprtraceback": {"reprentries": [{"data": "y"}]}},
+           {"reprcrash": "z", "reprtraceback": None}]
+
+    async def main() -> None:
+        async with make_server() as client:
+            for i, longrepr in enumerate(odd):
+                line = {"$report_type": "TestReport", "nodeid": f"a.py::t{i}",
+                        "when": "call", "outcome": "failed", "duration": 0.1,
+                        "longrepr": longrepr}
+                reply = await post(client, "reportlog", json.dumps(line).encode() + b"\n",
+                                   run_id=f"odd{i}")
+                assert reply.status == 202, (longrepr, reply.body[:300])
 
     asyncio.run(main())
 

@@ -35,6 +35,7 @@ from runlake.ingest.testreport import (
 
 ROOTS = ("testsuites", "testsuite")
 MAX_SECONDS = 1e9
+MAX_SUITE_DEPTH = 64  # nested <testsuite>s; real reports nest two or three
 _OUTCOME_CHILDREN = {"failure": "failed", "error": "error", "skipped": "skipped"}
 _BEFORE = {"flakyFailure": "failed", "flakyError": "error"}  # attempts before the main one
 _AFTER = {"rerunFailure": "failed", "rerunError": "error"}  # attempts after it
@@ -156,7 +157,10 @@ class _Walk:
         report.cases = self.cases
         return report
 
-    def suite(self, suite: Element, started: float | None) -> None:
+    def suite(self, suite: Element, started: float | None, depth: int = 1) -> None:
+        if depth > MAX_SUITE_DEPTH:
+            raise bad_file(self.name, f"<testsuite> nests more than {MAX_SUITE_DEPTH} deep",
+                           self.line(suite), "testsuite")
         stamp = suite.get("timestamp")
         if stamp:
             try:
@@ -170,7 +174,7 @@ class _Walk:
             if child.tag == "testcase":
                 self.testcase(child, started)
             elif child.tag == "testsuite":  # Jenkins nests suites
-                self.suite(child, started)
+                self.suite(child, started, depth + 1)
 
     def testcase(self, tc: Element, started: float | None) -> None:
         name = tc.get("name")

@@ -172,9 +172,11 @@ def _longrepr(value: Any) -> str | None:
             parts.append(str(crash.get("message", "")))
             if crash.get("path"):
                 parts.append(f"{crash.get('path')}:{crash.get('lineno')}")
-        entries = (value.get("reprtraceback") or {}).get("reprentries") or []
+        traceback = value.get("reprtraceback")
+        entries = traceback.get("reprentries") if isinstance(traceback, dict) else None
         if isinstance(entries, list) and entries and isinstance(entries[-1], dict):
-            lines = (entries[-1].get("data") or {}).get("lines")
+            data = entries[-1].get("data")
+            lines = data.get("lines") if isinstance(data, dict) else None
             if isinstance(lines, list):
                 parts.append("\n".join(str(x) for x in lines))
         return bounded("\n".join(p for p in parts if p), MAX_FAILURE_CHARS)
