@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import socket
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -73,6 +74,15 @@ def cookie_key(request: web.Request) -> str | None:
     return request.cookies.get(KEY_COOKIE, "").strip() or None
 
 
+def same_origin(request: web.Request) -> bool:
+    """The request comes from one of this server's pages: its Origin, when the browser
+    sends one, names this host. A WebSocket has no CORS and a same-*site* page on
+    another port or subdomain still gets a SameSite=Strict cookie: this check is what
+    keeps such a page from following the log with a signed-in user's key."""
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc == request.host
+
+
 def csrf_ok(request: web.Request, token: str | None) -> bool:
     """Double submit: `token` (a header or form field) equals the CSRF cookie. A
     cross-site page can make the browser send the cookie but cannot read it."""
@@ -93,13 +103,16 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     # Unmatched routes need a key too: anonymous clients learn nothing of the URL map.
     secret = header_key(request)
-    if secret is None and (secret := cookie_key(request)) is not None \
-            and request.method not in SAFE_METHODS \
-            and not csrf_ok(request, request.headers.get(CSRF_HEADER)):
-        # SameSite=Strict already keeps the cookie off cross-site requests; this is the
-        # second lock, for browsers or proxies that do not honour it.
-        raise forbidden(request, f"a request signed in by cookie needs the {CSRF_HEADER} "
-                                 f"header, equal to the {CSRF_COOKIE} cookie")
+    if secret is None and (secret := cookie_key(request)) is not None:
+        if not same_origin(request):
+            raise forbidden(request, "a request signed in by cookie must come from this "
+                                     "server's own pages (its Origin is another site)")
+        if request.method not in SAFE_METHODS \
+                and not csrf_ok(request, request.headers.get(CSRF_HEADER)):
+            # SameSite=Strict already keeps the cookie off cross-site requests; this is
+            # the second lock, for browsers or proxies that do not honour it.
+            raise forbidden(request, f"a request signed in by cookie needs the "
+                                     f"{CSRF_HEADER} header, equal to the {CSRF_COOKIE} cookie")
     if secret is None:
         raise _unauthorized(request, "missing", f"this server needs an API key: {HOW_TO_SEND}")
     key = auth.keyring.find(secret)

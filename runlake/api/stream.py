@@ -232,6 +232,8 @@ async def ws_stream(request: web.Request, query: StreamQuery) -> web.StreamRespo
             await follow(request, query, follower, after, WsSink(ws))
         finally:
             reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader  # collect it: its end (or error) is not left unretrieved
         return ws
     finally:
         hub.forget(follower)

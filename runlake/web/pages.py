@@ -19,7 +19,7 @@ import msgspec
 from aiohttp import web
 
 from runlake.api.access import CSRF_COOKIE, KEY_COOKIE
-from runlake.api.auth import cookie_key, csrf_ok
+from runlake.api.auth import cookie_key, csrf_ok, same_origin
 from runlake.api.keys import ApiKey
 from runlake.api.state import AUTH, PAGE_ROUTES
 
@@ -152,13 +152,6 @@ def _local(next_url: str) -> str:
     return next_url
 
 
-def _same_origin(request: web.Request) -> bool:
-    """A form post from one of this server's pages: Origin (when the browser sends
-    it) names this host. Stops a cross-site form signing a victim in as the attacker."""
-    origin = request.headers.get("Origin")
-    return origin is None or urlsplit(origin).netloc == request.host
-
-
 async def signin_page(request: web.Request) -> web.StreamResponse:
     next_url = _local(request.query.get("next", "/"))
     auth = request.app[AUTH]
@@ -175,7 +168,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     await auth.keyring.refresh()
     if not auth.enabled:
         raise web.HTTPSeeOther(next_url)
-    if not _same_origin(request):
+    if not same_origin(request):
         return _signin_html(next_url, "sign-in must come from this server's own page", 403)
     secret = str(form.get("key", "")).strip()
     if not secret:
@@ -194,7 +187,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 async def sign_out(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     if cookie_key(request) is not None and not (
-            _same_origin(request) and csrf_ok(request, str(form.get("csrf", "")))):
+            same_origin(request) and csrf_ok(request, str(form.get("csrf", "")))):
         return _signin_html("/", "sign-out needs the page's CSRF token", 403)
     response = _redirect("/signin")
     response.del_cookie(KEY_COOKIE, path="/")

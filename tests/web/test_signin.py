@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import aiohttp
 import msgspec
 import pytest
 from helpers.server import ThreadedServer, serve_in_thread
@@ -186,3 +187,31 @@ def test_signin_refuses_open_redirects_and_cross_site_forms(lake: Lake) -> None:
     status, headers, cookies = lake.server.run(post("/signout", {"csrf": "t0ken"},
                                                     cookies=signed_in))
     assert status == 303 and cookies["runlake_key"].value == ""  # cleared
+
+
+def test_a_cookie_request_from_another_origin_is_refused(lake: Lake) -> None:
+    """A page on another port or subdomain is same-*site*, so the browser sends it the
+    SameSite=Strict cookie; WebSockets have no CORS. A cookie-signed request whose
+    Origin is not this server is refused (403), the stream's upgrade included; the
+    same request from this server's own origin goes through."""
+    key = lake.keys["reader"]
+    host = lake.url.split("://", 1)[1]
+    port = int(host.rsplit(":", 1)[1])
+    other = f"http://127.0.0.1:{port + 1}"  # same site: another port of the same host
+
+    async def attempts(origin: str) -> tuple[int, int]:
+        session = lake.server.client.session
+        headers = {"Origin": origin, "Cookie": f"runlake_key={key}"}
+        async with session.get(lake.url + "/api/db/overview", headers=headers) as resp:
+            read = resp.status
+        try:
+            async with session.ws_connect(lake.url + "/api/stream/ws?until=caught_up",
+                                          headers=headers) as ws:
+                await ws.close()
+                upgrade = 101
+        except aiohttp.WSServerHandshakeError as e:
+            upgrade = e.status
+        return read, upgrade
+
+    assert lake.server.run(attempts(other)) == (403, 403)
+    assert lake.server.run(attempts(f"http://{host}")) == (200, 101)
