@@ -1,7 +1,8 @@
 """The dashboard's pages in headless Chromium over a demo data folder (issue 21).
 
     python bench/dashboard.py --quick     # ~100 k events, a 100 k-point metric
-    python bench/dashboard.py             # ~1 M events, a 1 M-point metric
+    python bench/dashboard.py             # ~2 M events, a 1 M-point metric
+    python bench/dashboard.py --runs 293000 --points 1000000   # ~10 M events
 
 For each page: the shell's first byte (the browser's navigation timing: responseStart −
 requestStart), when the page was drawn (app.js marks `runlake:drawn` once its API calls
@@ -9,7 +10,8 @@ are in and the DOM is built; ms since navigation start), the span of its API cal
 (first fetch start to last fetch end, in the same load), and the bytes transferred with
 a cold cache. Medians of --repeat loads, each in a fresh browser context. Ratios, all
 from this run: first byte ÷ the issue's 100 ms, drawn ÷ the issue's 1 s, and drawn ÷
-the page's own API span (what the browser adds to the reads it waits for). Then a
+the page's own API span (what the browser adds to the reads it waits for), and the API
+call the page waited on longest (its path, most frequent over the loads; median ms). Then a
 run with one long metric: the buckets call's time and uPlot's construction time.
 """
 
@@ -50,6 +52,7 @@ TIMING_JS = """() => {
     api_calls: api.length,
     bytes: nav.transferSize + res.reduce((n, r) => n + r.transferSize, 0),
     chart_ms: charts.length ? Math.max(...charts) : null,
+    slowest: api.length ? api.reduce((a, b) => (b.duration > a.duration ? b : a)) : null,
   };
 }"""
 
@@ -97,19 +100,24 @@ def post_long_metric(url: str, component: str, points: int) -> int:
 
 
 def measure(browser: Browser, url: str, repeat: int) -> dict[str, Any]:
-    runs = []
+    runs, slowest = [], []
     for _ in range(repeat):
         context = browser.new_context()
         page = context.new_page()
         page.set_default_timeout(120_000)
         page.goto(url)
         page.wait_for_selector("main[aria-busy=false]")
-        runs.append(page.evaluate(TIMING_JS))
+        timing = page.evaluate(TIMING_JS)
+        slow = timing.pop("slowest")  # the API call the page waited on longest
+        timing["slowest_ms"] = slow["duration"] if slow else None
+        slowest.append((slow or {}).get("name", "-").split("/api/", 1)[-1].split("?")[0])
+        runs.append(timing)
         context.close()
     out: dict[str, Any] = {}
     for k in runs[0]:
         values = [r[k] for r in runs if r[k] is not None]
         out[k] = statistics.median(values) if values else None
+    out["slowest"] = statistics.mode(slowest)
     return out
 
 
@@ -179,13 +187,14 @@ def main() -> None:
             proc.wait(120)
 
     print(f"{'page':<20} {'first byte ms':>13} {'÷100 ms':>8} {'drawn ms':>9} {'÷1 s':>6} "
-          f"{'API span ms':>11} {'drawn÷API':>9} {'calls':>5} {'KB cold':>8}")
+          f"{'API span ms':>11} {'drawn÷API':>9} {'calls':>5} {'KB cold':>8}  slowest call (ms)")
     for name, r in results.items():
         api = r["api_ms"] or float("nan")
         print(f"{name:<20} {r['first_byte_ms']:>13.1f} "
               f"{r['first_byte_ms'] / FIRST_BYTE_TARGET_MS:>8.2f} {r['drawn_ms']:>9.0f} "
               f"{r['drawn_ms'] / DRAWN_TARGET_MS:>6.2f} {api:>11.0f} "
-              f"{r['drawn_ms'] / api:>9.2f} {r['api_calls']:>5.0f} {r['bytes'] / 1024:>8.1f}")
+              f"{r['drawn_ms'] / api:>9.2f} {r['api_calls']:>5.0f} {r['bytes'] / 1024:>8.1f}  "
+              f"{r['slowest']} ({r['slowest_ms'] or 0:.0f})")
     long = results["run (long metric)"]
     print(f"# long metric: {buckets['points']:,} points -> {len(buckets['buckets'])} buckets; "
           f"buckets call {buckets_ms:.0f} ms; uPlot construction {long['chart_ms']:.1f} ms")
