@@ -83,3 +83,24 @@ def test_a_chunk_filters_once_per_filter_class(tmp_path: Path) -> None:
             assert beta is not shown and beta.table.column("seq").to_pylist() == [
                 s for s, e in zip(seqs, events, strict=True) if e["component"] == "beta"]
     run(main())
+
+
+def test_a_catch_up_encodes_only_what_its_stream_shows(tmp_path: Path) -> None:
+    """encode_range with a stream's filter filters the log's rows before encoding, so a
+    client replaying the log for one run does not encode (holding the GIL) all of it;
+    the messages are those of the unfiltered chunk, byte for byte."""
+    async def main() -> None:
+        async with make_server(tmp_path) as client:
+            events = _events()
+            seqs = await post(client, events)
+            log = client.event_log
+            beta = StreamFilter(components=frozenset({"beta"}), types=frozenset({"status"}))
+            whole = await asyncio.to_thread(encode_range, log, seqs[0], seqs[-1])
+            only = await asyncio.to_thread(encode_range, log, seqs[0], seqs[-1], beta)
+            want = [s for s, e in zip(seqs, events, strict=True)
+                    if e["component"] == "beta" and e["type"] == "status"]
+            assert 0 < len(want) < len(seqs)
+            assert only.table.num_rows == len(want)  # encoded: those rows, no others
+            assert only.table.column("seq").to_pylist() == want
+            assert only.sse() == whole.select(beta).sse()
+    run(main())

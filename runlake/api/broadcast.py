@@ -34,6 +34,7 @@ from runlake.ingest.fold import ChangedRun, Fold
 log = logging.getLogger("runlake.stream")
 
 PUMP_ROWS = 16_384  # events read and encoded in one executor step
+CATCH_UP_SLOTS = 2  # catch-up steps in flight at once, over every stream
 _json = msgspec.json.Encoder()
 _UNSEEN: Any = object()  # a filter class not asked about yet
 
@@ -94,11 +95,16 @@ class Chunk:
         return self if shown is None else shown
 
 
-def encode_range(event_log: EventLog, first: int, last: int) -> Chunk:
-    """The log's events first..last as one Chunk (blocking: run it off the loop)."""
+def encode_range(event_log: EventLog, first: int, last: int,
+                 stream: StreamFilter | None = None) -> Chunk:
+    """The log's events first..last as one Chunk (blocking: run it off the loop); with
+    `stream`, only those it shows: a catch-up encodes what its client will get, not
+    the whole log (encoding holds the GIL that ingest needs)."""
     # One table first: a tail of single-event commits reads as thousands of batches,
     # and each encode step has a fixed cost.
     rows = pa.Table.from_batches(list(event_log.read(first, last)), schema=LOG_SCHEMA)
+    if stream is not None and (mask := stream.mask(rows)) is not None:
+        rows = rows.filter(mask)
     return Chunk(encode_batch(rows.combine_chunks()))
 
 
@@ -254,6 +260,9 @@ class Broadcaster:
         self.followers: set[Follower] = set()  # the live ones, offered new events
         self.too_slow = 0  # streams dropped for falling behind
         self.refused = 0  # streams refused at max_streams
+        # Catch-up steps running at once: many clients replaying the log must not take
+        # every executor thread (request decoding, reads) nor the GIL from ingest.
+        self.catch_up_slots = asyncio.Semaphore(CATCH_UP_SLOTS)
         self._loop = asyncio.get_running_loop()
         self._pending = asyncio.Event()
         self._signalled = False

@@ -271,8 +271,9 @@ async def _catch_up(request: web.Request, follower: Follower, after: int, sink: 
     # append sees it before caught_up. The pump's offers up to here are then skipped.
     while position < hub.log.last_seq and not follower.closing:
         end = min(hub.log.last_seq, position + CATCH_UP_ROWS)
-        chunk = await loop.run_in_executor(None, encode_range, hub.log, position + 1, end)
-        shown = chunk.select(follower.filter)
+        async with hub.catch_up_slots:
+            shown = await loop.run_in_executor(None, encode_range, hub.log, position + 1,
+                                               end, follower.filter)
         if len(shown):
             await sink.send(sink.events(shown))
         position = follower.written = end
