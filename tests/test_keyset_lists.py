@@ -378,3 +378,131 @@ def test_run_children_bad_next_is_a_400(make_server: Any) -> None:
                 assert error["details"][0]["parameter"] == "next", path
                 assert word in error["message"], (path, error["message"])
     asyncio.run(main())
+
+
+# -- issue 17: the batches list and a run's raw events --------------------------------
+
+
+def batch_events(prefix: str, n: int, rng: random.Random, minutes: tuple[int, int]
+                 ) -> list[dict[str, Any]]:
+    """`n` batches: some only declared, some only named by runs, some both; times on
+    whole minutes so several batches share their last activity."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        batch_id, kind = f"{prefix}{i:02d}", i % 3
+        if kind != 1:
+            out.append({"type": "batch", "component": "lab", "batch_id": batch_id,
+                        "ts": ts(rng.randint(*minutes))})
+        if kind != 0:
+            out += [{"type": "run", "component": "lab", "run_id": f"{batch_id}-r{j}",
+                     "batch_id": batch_id, "ts": ts(rng.randint(*minutes))}
+                    for j in range(1 + i % 2)]
+    return out
+
+
+def expected_batch_order(events: list[dict[str, Any]]) -> list[str]:
+    """Last activity first (the latest of its runs' times, else when it was declared),
+    then by batch id."""
+    declared: dict[str, datetime] = {}
+    last_run: dict[str, datetime] = {}
+    for e in events:
+        at = datetime.fromisoformat(e["ts"])
+        if e["type"] == "batch":
+            declared[e["batch_id"]] = min(at, declared.get(e["batch_id"], at))
+        else:
+            last_run[e["batch_id"]] = max(at, last_run.get(e["batch_id"], at))
+    activity = {b: last_run.get(b, declared.get(b)) for b in {*declared, *last_run}}
+    return [b for b, _ in sorted(sorted(activity.items()), key=lambda x: x[1], reverse=True)]
+
+
+def test_batches_next_stable_under_concurrent_ingest(make_server: Any) -> None:
+    """New batches posted between fetches neither repeat nor shift the batches that were
+    there: each of those comes once, in the list's order."""
+    rng = random.Random(1717)
+    events = batch_events("b", 30, rng, (0, 12))
+    originals = expected_batch_order(events)
+    assert len(originals) == 30
+
+    async def main() -> list[str]:
+        async with make_server() as client:
+            seq = await post(client, events)
+
+            async def ingest(k: int) -> int:
+                new = batch_events(f"n{k}-", 3, rng, (-5, 20))  # older, among and newer
+                events.extend(new)
+                return await post(client, new)
+
+            return await page_through(client, "/api/lab/db/batches", "batch_id", ingest, seq)
+
+    ids = asyncio.run(main())
+    assert any(e["batch_id"].startswith("n") for e in events)
+    seen = Counter(ids)
+    assert all(n == 1 for n in seen.values()), [b for b, n in seen.items() if n > 1]
+    assert set(originals) <= set(seen)
+    assert ids == [b for b in expected_batch_order(events) if b in seen]
+
+
+def test_run_events_next_by_seq_under_concurrent_ingest(make_server: Any) -> None:
+    """A run's events posted between fetches come after the cursor: the walk sees every
+    event of the run, old and new, once, in the order they were posted (another run's
+    events interleaved in the log are not among them)."""
+    sent = [{"type": "run", "component": "lab", "run_id": r, "ts": ts(0)} for r in ("r1", "r2")]
+    sent += [e for i in range(8) for e in (child_events("r1", i, 1) + child_events("r2", i, 1))]
+
+    async def main() -> list[Any]:
+        async with make_server() as client:
+            seq = await post(client, sent)
+
+            async def ingest(k: int) -> int:
+                new = child_events("r1", 100 + k, 1) + child_events("r2", 100 + k, 1) \
+                    if k < 4 else []
+                sent.extend(new)
+                return await post(client, new) if new else 0
+
+            return await page_through(client, "/api/lab/db/run/r1/events", "seq", ingest, seq)
+
+    got = asyncio.run(main())
+    want = [e for e in sent if e["run_id"] == "r1"]
+    assert len(want) > 1 + 8 * 3 + 3  # events arrived between the fetches
+    assert len(got) == len(want) and got == sorted(got)  # in seq order, none twice
+    assert len(set(got)) == len(got)
+
+
+def test_batches_and_run_events_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, batch_events("b", 10, random.Random(3), (0, 5))
+                             + [{"type": "run", "component": "lab", "run_id": "r1",
+                                 "ts": ts(0)}] + child_events("r1", 0, 5))
+            batches, events = "/api/lab/db/batches?limit=3", "/api/lab/db/run/r1/events?limit=3"
+            b = (await client.get(f"{batches}&min_seq={seq}")).json()["next"]
+            e = (await client.get(f"{events}&min_seq={seq}")).json()["next"]
+            logs = (await client.get("/api/lab/db/run/r1/logs?limit=2")).json()["next"]
+            assert b is not None and e is not None and logs is not None
+            before = (await client.get("/api/lab/db/batches?limit=100")).json()
+            assert len(before["items"]) == 10
+            for path, word in [
+                (f"{batches}&next=not-a-token", "not a token"),
+                (f"{batches}&offset=3&next={b}", "offset"),
+                (f"{batches}&next={e}", "sort"),
+                (f"/api/other/db/batches?limit=3&next={b}", "filters"),
+                (f"{batches}&next={retoken(b, value=['x'])}", "not a token"),
+                (f"{batches}&next={retoken(b, value=[1.5])}", "not a token"),
+                (f"{batches}&next={retoken(b, value=['2026-04-01T08:00:00'])}", "not a token"),
+                (f"{batches}&next={retoken(b, value='2026-04-01T08:00:00Z')}", "not a token"),
+                (f"{events}&next=not-a-token", "not a token"),
+                (f"{events}&offset=3&next={e}", "offset"),
+                (f"{events}&next={b}", "sort"),
+                (f"{events}&next={logs}", "filters"),  # another list of the same run
+                (f"/api/lab/db/run/r2/events?limit=3&next={e}", "filters"),
+                (f"{events}&next={retoken(e, value='x')}", "not a token"),
+                (f"{events}&next={retoken(e, value=1.5)}", "not a token"),
+                (f"{events}&next={retoken(e, value=-1)}", "not a token"),
+            ]:
+                reply = await client.get(path)
+                assert reply.status == 400, (path, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", path
+                assert word in error["message"], (path, error["message"])
+            assert (await client.get("/api/lab/db/batches?limit=100")).json() == before
+    asyncio.run(main())

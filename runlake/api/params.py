@@ -448,3 +448,17 @@ class TestQuery(ReadQuery):
     (every attempt) the strip shows."""
 
     history: Annotated[int, Meta(ge=1, le=MAX_LIMIT)] = 30
+
+
+class KeysetPage(Page):
+    """A Page list that also pages by `next` (issue 17, docs/facets.md "Paging")."""
+
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
+
+
+class KeysetLongPage(LongPage):
+    """A LongPage list that also pages by `next` (issue 17, docs/facets.md "Paging")."""
+
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None

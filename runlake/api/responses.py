@@ -560,3 +560,15 @@ class KeysetResultPage(Page[Result]):
     """A page of a run's test results; `next` pages on by seq (null on the last)."""
 
     next: str | None = None
+
+
+class KeysetEventPage(Page[dict[str, Any]]):
+    """A page of a run's raw events; `next` pages on by seq (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetBatchPage(Page[Batch]):
+    """A page of batches; `next` is the token of the page after it (null on the last)."""
+
+    next: str | None = None

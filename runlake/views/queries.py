@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import msgspec
 
+from runlake.views.keyset import Key, after, order_by, token_values
 from runlake.views.metric_series import MetricSeries
 
 Cursor = duckdb.DuckDBPyConnection
@@ -250,12 +251,37 @@ def _batch_item(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def list_batches(cur: Cursor, component: str, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+# Last activity first, then by batch id: the order pages by offset and by `next`
+# (keyset.after); a batch's activity moves as its runs arrive (docs/facets.md "Paging").
+BATCH_SORT = "-activity"
+BATCH_KEYS = [Key("coalesce(last_seen, declared_at)", True, "time")]
+
+
+def list_batches(cur: Cursor, component: str, limit: int = 50, offset: int = 0,
+                 after_row: tuple[list[Any], str] | None = None) -> dict[str, Any]:
+    """A page of the component's batches and, under `ended`, where it ended (its last
+    batch's sort values as a token holds them, and its id) when more follow, else None.
+    `after_row` (SQL-ready sort values and a batch id, from a `next` token) starts the
+    page past that batch instead of skipping `offset` rows."""
     total = _one(cur, "SELECT count(*) FROM batch_stats WHERE component = ?", [component])
-    rows = _dicts(cur, f"SELECT {_BATCH_COLUMNS} FROM batch_stats WHERE component = ? "
-                  "ORDER BY coalesce(last_seen, declared_at) DESC NULLS LAST, batch_id "
-                  "LIMIT ? OFFSET ?", [component, limit, offset])
-    return _page([_batch_item(r) for r in rows], limit, offset, total)
+    cond, params, skip = "component = ?", [component], offset
+    if after_row is not None:
+        extra, extra_params = after(BATCH_KEYS, after_row[0], "batch_id", after_row[1])
+        cond, params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
+    rows = _dicts(cur, f"SELECT {_BATCH_COLUMNS}, {BATCH_KEYS[0].column} AS _activity "
+                  f"FROM batch_stats WHERE {cond} "
+                  f"ORDER BY {order_by(BATCH_KEYS, 'batch_id')} LIMIT ? OFFSET ?",
+                  [*params, limit + 1, skip])
+    ended = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        ended = (token_values(BATCH_KEYS, {BATCH_KEYS[0].column: last["_activity"]}),
+                 last["batch_id"])
+    for row in rows:
+        del row["_activity"]
+    page = _page([_batch_item(r) for r in rows[:limit]], limit, offset, total)
+    page["ended"] = ended
+    return page
 
 
 def get_batch(cur: Cursor, component: str, batch_id: str, runs: int = 100) -> dict[str, Any] | None:
