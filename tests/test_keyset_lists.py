@@ -506,3 +506,88 @@ def test_batches_and_run_events_bad_next_is_a_400(make_server: Any) -> None:
                 assert word in error["message"], (path, error["message"])
             assert (await client.get("/api/lab/db/batches?limit=100")).json() == before
     asyncio.run(main())
+
+
+# -- issue 17: models/stats and hardware/stats, most runs first ------------------------
+
+
+def stats_runs(prefix: str, rng: random.Random, names: list[str | None], most: int
+               ) -> list[dict[str, Any]]:
+    """Runs for each of `names` (None: runs without a model or hardware), 1 to `most`
+    each, so counts tie."""
+    out = []
+    for i, name in enumerate(names):
+        for j in range(rng.randint(1, most)):
+            run: dict[str, Any] = {"type": "run", "component": "lab",
+                                   "run_id": f"{prefix}{i}-{j}", "ts": ts(j)}
+            if name is not None:
+                run["model"] = run["hardware"] = name
+            out.append(run)
+    return out
+
+
+def expected_stats_order(events: list[dict[str, Any]], by: str) -> list[str | None]:
+    """Most runs first, then by name, the runs without one last."""
+    counts = Counter(e.get(by) for e in events)
+    return sorted(counts, key=lambda n: (-counts[n], n is None, n or ""))
+
+
+@pytest.mark.parametrize(("by", "path"), [("model", "models"), ("hardware", "hardware")])
+def test_stats_next_under_concurrent_ingest(make_server: Any, by: str, path: str) -> None:
+    """New models/hardware posted between fetches (and more runs of ones the walk has
+    passed) repeat nothing and skip none of the others: each comes once, in the
+    list's order, the unnamed group last among its count."""
+    rng = random.Random(by)
+    names: list[str | None] = [f"m{i:02d}" for i in range(20)] + [None]
+    events = stats_runs("o", rng, names, 4)
+    originals = set(expected_stats_order(events, by))
+    assert len(originals) == 21
+
+    first = expected_stats_order(events, by)[0]
+
+    async def main() -> list[Any]:
+        async with make_server() as client:
+            seq = await post(client, events)
+
+            async def ingest(k: int) -> int:
+                new = stats_runs(f"n{k}-", rng, [f"{rng.choice('az')}new{k}"], 4)
+                # more runs for the first group already paged: it only moves further ahead
+                new += stats_runs(f"x{k}-", rng, [first], 2)
+                events.extend(new)
+                return await post(client, new)
+
+            return await page_through(client, f"/api/lab/db/{path}/stats", by, ingest, seq)
+
+    got = asyncio.run(main())
+    seen = Counter(got)
+    assert any(e["run_id"].startswith("n") for e in events)
+    assert all(n == 1 for n in seen.values()), [m for m, n in seen.items() if n > 1]
+    assert originals <= set(seen)
+    assert got == [m for m in expected_stats_order(events, by) if m in seen]
+
+
+def test_stats_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, stats_runs("o", random.Random(5), [f"m{i}" for i in range(9)]
+                                                + [None], 3))
+            path = "/api/lab/db/models/stats?limit=3"
+            token = (await client.get(f"{path}&min_seq={seq}")).json()["next"]
+            batches = (await client.get("/api/lab/db/batches?limit=1")).json()["next"]
+            assert token is not None
+            for bad, word in [
+                (f"{path}&next=not-a-token", "not a token"),
+                (f"{path}&offset=3&next={token}", "offset"),
+                (f"/api/lab/db/hardware/stats?limit=3&next={token}", "filters"),
+                (f"/api/other/db/models/stats?limit=3&next={token}", "filters"),
+                (f"{path}&next={retoken(token, value=['x'])}", "not a token"),
+                (f"{path}&next={retoken(token, value=[True])}", "not a token"),
+                (f"{path}&next={retoken(token, value=[1, 2])}", "not a token"),
+                (f"{path}&next={retoken(token, value=3)}", "not a token"),
+            ] + ([(f"{path}&next={batches}", "sort")] if batches else []):
+                reply = await client.get(bad)
+                assert reply.status == 400, (bad, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", bad
+                assert word in error["message"], (bad, error["message"])
+    asyncio.run(main())

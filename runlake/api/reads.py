@@ -227,11 +227,25 @@ async def get_batch(request: web.Request, query: p.ReadQuery) -> web.Response:
     return json_response(found(batch, f"batch {batch_id!r} of component {c!r}"))
 
 
-def _stats(by: str) -> Callable[[web.Request, p.LongPage], Any]:
-    async def handler(request: web.Request, query: p.LongPage) -> web.Response:
+def _stats(by: str) -> Callable[[web.Request, p.KeysetLongPage], Any]:
+    async def handler(request: web.Request, query: p.KeysetLongPage) -> web.Response:
         c, limit, offset = request.match_info["component"], query.limit, query.offset
-        return json_response(
-            await db_read(request, lambda cur: q.group_stats(cur, c, by, limit, offset)))
+        # Keyset on (runs desc, name nulls last) (docs/facets.md "Paging").
+        key = cursor.filters_key({"component": c, "list": f"{by}/stats"})
+        position = cursor.start(query.next, offset, q.STATS_SORT, key)
+        after = None
+        if position is not None:
+            try:
+                after = (keyset.sql_values(q.STATS_KEYS, position.value), position.key)
+            except ValueError:
+                raise cursor.not_made_here() from None
+            offset = position.offset
+        page = await db_read(request, lambda cur: q.group_stats(cur, c, by, limit, offset,
+                                                                after))
+        ended = page.pop("ended")
+        page["next"] = None if ended is None else cursor.make(
+            True, q.STATS_SORT, ended[0], ended[1], offset + len(page["items"]), key)
+        return json_response(page)
 
     return handler
 

@@ -572,3 +572,15 @@ class KeysetBatchPage(Page[Batch]):
     """A page of batches; `next` is the token of the page after it (null on the last)."""
 
     next: str | None = None
+
+
+class KeysetModelStatsPage(Page[ModelStats]):
+    """A page of run statistics per model; `next` pages on (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetHardwareStatsPage(Page[HardwareStats]):
+    """A page of run statistics per hardware; `next` pages on (null on the last)."""
+
+    next: str | None = None

@@ -309,20 +309,44 @@ def _stats_item(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Most runs first, then by the name, the runs without one last: the order pages by
+# offset and by `next` (keyset.after). The tie is the name made non-null and unique
+# ('0' + name, or '1' for none) so it sorts as `name NULLS LAST` (docs/facets.md "Paging").
+STATS_SORT = "-runs"
+STATS_KEYS = [Key("runs", True, "number")]
+
+
+def stats_tie(by: str) -> str:
+    return f"CASE WHEN {by} IS NULL THEN '1' ELSE '0' || {by} END"
+
+
 def group_stats(cur: Cursor, component: str, by: str, limit: int = 100,
-                offset: int = 0) -> dict[str, Any]:
-    """models/stats (by='model') or hardware/stats (by='hardware'), most runs first."""
+                offset: int = 0, after_row: tuple[list[Any], str] | None = None
+                ) -> dict[str, Any]:
+    """models/stats (by='model') or hardware/stats (by='hardware'), most runs first,
+    and under `ended` where the page ended when more follow (see list_batches)."""
     table = {"model": "model_stats", "hardware": "hardware_stats"}[by]
+    tie = stats_tie(by)
     total = _one(cur, f"SELECT count(*) FROM {table} WHERE component = ?", [component])
-    rows = _dicts(cur, f"SELECT {by}, {_GROUP_COLUMNS} FROM {table} WHERE component = ? "
-                  f"ORDER BY runs DESC, {by} NULLS LAST LIMIT ? OFFSET ?",
-                  [component, limit, offset])
+    cond, params, skip = "component = ?", [component], offset
+    if after_row is not None:
+        extra, extra_params = after(STATS_KEYS, after_row[0], tie, after_row[1])
+        cond, params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
+    rows = _dicts(cur, f"SELECT {by}, {_GROUP_COLUMNS}, {tie} AS _tie FROM {table} "
+                  f"WHERE {cond} ORDER BY {order_by(STATS_KEYS, tie)} LIMIT ? OFFSET ?",
+                  [*params, limit + 1, skip])
+    ended = None
+    if len(rows) > limit:
+        ended = (token_values(STATS_KEYS, rows[limit - 1]), rows[limit - 1]["_tie"])
     items = []
-    for row in rows:
+    for row in rows[:limit]:
+        del row["_tie"]
         item = _stats_item({"component": component, **row})
         item.pop("component")
         items.append(item)
-    return _page(items, limit, offset, total)
+    page = _page(items, limit, offset, total)
+    page["ended"] = ended
+    return page
 
 
 def performance(cur: Cursor, series: MetricSeries, component: str, days: int = 30, *,
