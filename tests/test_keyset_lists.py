@@ -591,3 +591,84 @@ def test_stats_bad_next_is_a_400(make_server: Any) -> None:
                 assert error["details"][0]["parameter"] == "next", bad
                 assert word in error["message"], (bad, error["message"])
     asyncio.run(main())
+
+
+# -- issue 17: a job's log lines, oldest first ------------------------------------------
+
+
+def job_log_lines(job_id: str, start: int, n: int, rng: random.Random, minutes: tuple[int, int]
+                  ) -> list[dict[str, Any]]:
+    """`n` log lines of the job; times on whole minutes so lines share them (seq breaks
+    the tie), and output lines (stdout) the list leaves out."""
+    out: list[dict[str, Any]] = []
+    for i in range(start, start + n):
+        out.append({"type": "log", "component": "jobs", "run_id": job_id, "level": "info",
+                    "message": f"line {i}", "ts": ts(rng.randint(*minutes))})
+        if i % 4 == 0:
+            out.append({"type": "log", "component": "jobs", "run_id": job_id,
+                        "level": "info", "message": f"[stdout] out {i}", "ts": ts(0)})
+    return out
+
+
+def test_job_logs_next_under_concurrent_ingest(make_server: Any) -> None:
+    """Lines posted between fetches land before the cursor (earlier times) or after it:
+    the lines that were there come once each, in (time, posted) order."""
+    rng = random.Random(2017)
+    sent = [{"type": "run", "component": "jobs", "run_id": "j1", "ts": ts(0)},
+            *job_log_lines("j1", 0, 30, rng, (0, 10)),
+            {"type": "run", "component": "jobs", "run_id": "j2", "ts": ts(0)},
+            *job_log_lines("j2", 0, 5, rng, (0, 10))]
+    originals = {e["message"] for e in sent if e["type"] == "log" and e["run_id"] == "j1"
+                 and e["message"].startswith("line")}
+
+    async def main() -> list[str]:
+        async with make_server() as client:
+            seq = await post(client, sent)
+
+            async def ingest(k: int) -> int:
+                new = job_log_lines("j1", 100 + 3 * k, 3, rng, (-5, 15))
+                sent.extend(new)
+                return await post(client, new)
+
+            return await page_through(client, "/api/jobs/j1/logs", "message", ingest, seq)
+
+    got = asyncio.run(main())
+    mine = [e for e in sent if e["type"] == "log" and e["run_id"] == "j1"
+            and e["message"].startswith("line")]
+    want = [e["message"] for e in sorted(mine, key=lambda e: datetime.fromisoformat(e["ts"]))]
+    seen = Counter(got)
+    assert len(mine) > len(originals)  # lines arrived between the fetches
+    assert all(n == 1 for n in seen.values()), [m for m, n in seen.items() if n > 1]
+    assert originals <= set(seen)
+    assert got == [m for m in want if m in seen]  # stable sort: posted order breaks ties
+
+
+def test_job_logs_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            rng = random.Random(4)
+            seq = await post(client, [
+                {"type": "run", "component": "jobs", "run_id": j, "ts": ts(0)} for j in
+                ("j1", "j2")] + job_log_lines("j1", 0, 10, rng, (0, 3))
+                + job_log_lines("j2", 0, 10, rng, (0, 3)))
+            path = "/api/jobs/j1/logs?limit=3"
+            token = (await client.get(f"{path}&min_seq={seq}")).json()["next"]
+            jobs = (await client.get("/api/jobs?limit=1")).json()["next"]
+            assert token is not None and jobs is not None
+            for bad, word in [
+                (f"{path}&next=not-a-token", "not a token"),
+                (f"{path}&offset=3&next={token}", "offset"),
+                (f"/api/jobs/j2/logs?limit=3&next={token}", "filters"),
+                (f"{path}&next={jobs}", "sort"),
+                (f"{path}&next={retoken(token, value=['x'])}", "not a token"),
+                (f"{path}&next={retoken(token, value=['2026-04-01T08:00:00'])}", "not a token"),
+                (f"{path}&next={retoken(token, key='x')}", "not a token"),
+                (f"{path}&next={retoken(token, key='-1')}", "not a token"),
+                (f"{path}&next={retoken(token, key='9' * 40)}", "not a token"),
+            ]:
+                reply = await client.get(bad)
+                assert reply.status == 400, (bad, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", bad
+                assert word in error["message"], (bad, error["message"])
+    asyncio.run(main())

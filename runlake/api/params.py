@@ -397,6 +397,9 @@ class JobsQuery(Page):
 class JobLogsQuery(LongPage):
     """GET /api/jobs/{job_id}/logs: a page of the job's log lines, oldest first."""
 
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
+
 
 class RunMetricBucketsQuery(ReadQuery, kw_only=True):
     """One metric of a run in at most `buckets` buckets (docs/dashboard.md)."""

@@ -584,3 +584,9 @@ class KeysetHardwareStatsPage(Page[HardwareStats]):
     """A page of run statistics per hardware; `next` pages on (null on the last)."""
 
     next: str | None = None
+
+
+class KeysetJobLogPage(Page[JobLogLine]):
+    """A page of a job's log lines; `next` pages on by (time, seq) (null on the last)."""
+
+    next: str | None = None

@@ -183,7 +183,7 @@ _DECLARED: tuple[Route, ...] = (
           response=R.JobDetail, query=p.ReadQuery, errors=(400, 403, 404, 409, 422, 503),
           role="read"),
     Route("GET", "/api/jobs/{job_id}/logs", jobs.job_logs,
-          "A job's log lines, oldest first (job runner)", "jobs", response=R.JobLogPage,
+          "A job's log lines, oldest first (job runner)", "jobs", response=R.KeysetJobLogPage,
           query=p.JobLogsQuery, errors=(400, 403, 404, 409, 422, 503), role="read"),
     Route("GET", "/api/stats", jobs.stats, "Job totals and top tools (job runner)", "jobs",
           response=R.JobStats, query=p.ReadQuery, errors=(400, 403, 409, 422, 503),
