@@ -672,3 +672,88 @@ def test_job_logs_bad_next_is_a_400(make_server: Any) -> None:
                 assert error["details"][0]["parameter"] == "next", bad
                 assert word in error["message"], (bad, error["message"])
     asyncio.run(main())
+
+
+# -- issue 17: the models x hardware cells, by key ---------------------------------------
+
+
+def cell_runs(prefix: str, cells: list[tuple[str | None, str | None]], n: int
+              ) -> list[dict[str, Any]]:
+    out = []
+    for i, (model, hardware) in enumerate(cells):
+        for j in range(n):
+            run: dict[str, Any] = {"type": "run", "component": "lab",
+                                   "run_id": f"{prefix}{i}-{j}", "ts": ts(j)}
+            if model is not None:
+                run["model"] = model
+            if hardware is not None:
+                run["hardware"] = hardware
+            out.append(run)
+    return out
+
+
+def cell_order(cells: Any) -> list[tuple[str | None, str | None]]:
+    """By model, then hardware, each with the missing ones last."""
+    return sorted(set(cells), key=lambda c: (c[0] is None, c[0] or "", c[1] is None, c[1] or ""))
+
+
+def test_model_hardware_next_under_concurrent_ingest(make_server: Any) -> None:
+    """A cell's key never changes: every cell there from the start comes once, in key
+    order, while new cells and more runs of old ones are posted between fetches."""
+    rng = random.Random(21)
+    models: list[str | None] = ["a", "b", "c", None]
+    hardware: list[str | None] = ["h1", "h2", "h3", None]
+    originals = [(m, h) for m in models for h in hardware if rng.random() < 0.8]
+    events = cell_runs("o", originals, 1)
+
+    async def main() -> list[tuple[Any, Any]]:
+        async with make_server() as client:
+            seq = await post(client, events)
+            got: list[tuple[Any, Any]] = []
+            reply = await client.get(f"/api/lab/db/models/hardware?limit=3&min_seq={seq}")
+            page, k = reply.json(), 0
+            got += [(i["model"], i["hardware"]) for i in page["items"]]
+            while page["next"] is not None:
+                new = cell_runs(f"n{k}-", [(rng.choice(["0", "bb", "z", None]),
+                                            rng.choice(["h0", "h9", None])),
+                                           rng.choice(originals)], 2)
+                events.extend(new)
+                seq, k = await post(client, new), k + 1
+                reply = await client.get(f"/api/lab/db/models/hardware?limit=3&min_seq={seq}"
+                                         f"&next={page['next']}")
+                assert reply.status == 200, reply.body[:300]
+                page = reply.json()
+                got += [(i["model"], i["hardware"]) for i in page["items"]]
+            return got
+
+    got = asyncio.run(main())
+    seen = Counter(got)
+    assert len(originals) > 6 and len(events) > len(originals)
+    assert all(n == 1 for n in seen.values()), [c for c, n in seen.items() if n > 1]
+    assert set(originals) <= set(seen)
+    assert got == cell_order(got)
+
+
+def test_model_hardware_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, cell_runs("o", [(m, h) for m in ("a", "b", None)
+                                                     for h in ("x", None)], 1))
+            path = "/api/lab/db/models/hardware?limit=2"
+            token = (await client.get(f"{path}&min_seq={seq}")).json()["next"]
+            stats = (await client.get("/api/lab/db/models/stats?limit=1")).json()["next"]
+            assert token is not None and stats is not None
+            for bad, word in [
+                (f"{path}&next=not-a-token", "not a token"),
+                (f"{path}&offset=2&next={token}", "offset"),
+                (f"/api/other/db/models/hardware?limit=2&next={token}", "filters"),
+                (f"{path}&next={stats}", "sort"),
+                (f"{path}&next={retoken(token, value=[1])}", "not a token"),
+                (f"{path}&next={retoken(token, value=['a', 'b'])}", "not a token"),
+            ]:
+                reply = await client.get(bad)
+                assert reply.status == 400, (bad, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", bad
+                assert word in error["message"], (bad, error["message"])
+    asyncio.run(main())

@@ -590,3 +590,9 @@ class KeysetJobLogPage(Page[JobLogLine]):
     """A page of a job's log lines; `next` pages on by (time, seq) (null on the last)."""
 
     next: str | None = None
+
+
+class KeysetModelHardwarePage(Page[ModelHardwareCell]):
+    """A page of (model, hardware) cells; `next` pages on by the key (null on the last)."""
+
+    next: str | None = None

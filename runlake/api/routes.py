@@ -195,7 +195,8 @@ _DECLARED: tuple[Route, ...] = (
           errors=(400, 404, 409, 422, 503), role="read"),
     Route("GET", "/api/{component}/db/models/hardware", model_hardware.model_hardware_stats,
           "Runs and success rate per (model, hardware)", "reads",
-          response=R.ModelHardwarePage, query=p.LongPage, errors=(400, 404, 409, 422, 503),
+          response=R.KeysetModelHardwarePage, query=p.KeysetLongPage,
+          errors=(400, 404, 409, 422, 503),
           role="read"),
     # Test history (issue 20, docs/tests.md).
     Route("POST", "/api/{component}/junit", reports.post_junit,
