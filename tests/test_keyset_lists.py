@@ -757,3 +757,95 @@ def test_model_hardware_bad_next_is_a_400(make_server: Any) -> None:
                 assert error["details"][0]["parameter"] == "next", bad
                 assert word in error["message"], (bad, error["message"])
     asyncio.run(main())
+
+
+# -- issue 17: performance groups, by key ---------------------------------------------------
+
+
+def perf_events(prefix: str, cells: list[tuple[str | None, str | None]], metrics: list[str]
+                ) -> list[dict[str, Any]]:
+    """A run per (model, hardware) cell with a point of each metric, a day ago (inside
+    the default 30-day window)."""
+    when = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    out: list[dict[str, Any]] = []
+    for i, (model, hardware) in enumerate(cells):
+        run: dict[str, Any] = {"type": "run", "component": "lab", "run_id": f"{prefix}{i}",
+                               "ts": when}
+        if model is not None:
+            run["model"] = model
+        if hardware is not None:
+            run["hardware"] = hardware
+        out.append(run)
+        out += [{"type": "metric", "component": "lab", "run_id": f"{prefix}{i}", "name": m,
+                 "value": 1.0, "ts": when} for m in metrics]
+    return out
+
+
+def group_order(groups: Any) -> list[tuple[Any, Any, Any]]:
+    return sorted(set(groups), key=lambda g: (g[0] is None, g[0] or "", g[1] is None,
+                                              g[1] or "", g[2]))
+
+
+def test_performance_next_under_concurrent_ingest(make_server: Any) -> None:
+    """A group's key never changes: every group there from the start comes once, in
+    key order, while new groups and more points of old ones arrive between fetches."""
+    cells = [(m, h) for m in ("a", "b", None) for h in ("x", "y", None)]
+    events = perf_events("o", cells, ["loss", "acc"])
+    originals = {(m, h, n) for m, h in cells for n in ("loss", "acc")}
+    rng = random.Random(99)
+
+    async def main() -> list[tuple[Any, Any, Any]]:
+        async with make_server() as client:
+            seq = await post(client, events)
+            got: list[tuple[Any, Any, Any]] = []
+            reply = await client.get(f"/api/lab/db/performance?limit=4&min_seq={seq}")
+            page, k = reply.json(), 0
+            got += [(i["model"], i["hardware"], i["metric"]) for i in page["items"]]
+            while page["next"] is not None:
+                new = perf_events(f"n{k}-", [(rng.choice(["0", "ab", "c", None]),
+                                              rng.choice(["w", "z", None]))],
+                                  [rng.choice(["acc", "zz", "b"])])
+                new += perf_events(f"x{k}-", [rng.choice(cells)], ["loss"])
+                events.extend(new)
+                seq, k = await post(client, new), k + 1
+                reply = await client.get(f"/api/lab/db/performance?limit=4&min_seq={seq}"
+                                         f"&next={page['next']}")
+                assert reply.status == 200, reply.body[:300]
+                page = reply.json()
+                assert page["offset"] == 4 * k
+                got += [(i["model"], i["hardware"], i["metric"]) for i in page["items"]]
+            return got
+
+    got = asyncio.run(main())
+    seen = Counter(got)
+    assert all(n == 1 for n in seen.values()), [g for g, n in seen.items() if n > 1]
+    assert originals <= set(seen)
+    assert len(seen) > len(originals)  # some new groups landed after the cursor
+    assert got == group_order(got)
+
+
+def test_performance_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, perf_events("o", [("a", "x"), ("b", None), (None, None)],
+                                                 ["loss", "acc"]))
+            path = "/api/lab/db/performance?limit=2"
+            token = (await client.get(f"{path}&min_seq={seq}")).json()["next"]
+            cells = (await client.get("/api/lab/db/models/hardware?limit=1")).json()["next"]
+            assert token is not None and cells is not None
+            for bad, word in [
+                (f"{path}&next=not-a-token", "not a token"),
+                (f"{path}&offset=2&next={token}", "offset"),
+                (f"{path}&days=7&next={token}", "filters"),
+                (f"{path}&metric=loss&next={token}", "filters"),
+                (f"{path}&next={cells}", "sort"),
+                (f"{path}&next={retoken(token, value=[1, 'x'])}", "not a token"),
+                (f"{path}&next={retoken(token, value=['a'])}", "not a token"),
+                (f"{path}&next={retoken(token, value='a')}", "not a token"),
+            ]:
+                reply = await client.get(bad)
+                assert reply.status == 400, (bad, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", bad
+                assert word in error["message"], (bad, error["message"])
+    asyncio.run(main())

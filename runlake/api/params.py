@@ -157,6 +157,8 @@ class PerformanceQuery(LongPage):
     model: Text | None = None
     hardware: Text | None = None
     metric: Annotated[Text, Meta(description="metric name")] | None = None
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
 
 
 SearchLimit = Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="results per component")]

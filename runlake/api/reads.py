@@ -254,12 +254,36 @@ model_stats = _stats("model")
 hardware_stats = _stats("hardware")
 
 
+# `next` on performance (docs/facets.md "Paging"): the groups' keys, which never change.
+_PERF_SORT = "model,hardware,metric"
+_PERF_KEYS = [keyset.Key("model", False, "text"), keyset.Key("hardware", False, "text")]
+
+
 async def performance(request: web.Request, query: p.PerformanceQuery) -> web.Response:
-    c = request.match_info["component"]
+    c, limit, offset = request.match_info["component"], query.limit, query.offset
     series = request.app[DATABASE].series
-    return json_response(await db_read(request, lambda cur: q.performance(
+    key = cursor.filters_key({"component": c, "list": "performance", "days": query.days,
+                              "model": query.model, "hardware": query.hardware,
+                              "metric": query.metric})
+    position = cursor.start(query.next, offset, _PERF_SORT, key)
+    after, skip = None, offset
+    if position is not None:
+        try:
+            model, hardware = keyset.sql_values(_PERF_KEYS, position.value)
+        except ValueError:
+            raise cursor.not_made_here() from None
+        after, offset, skip = (model, hardware, position.key), position.offset, 0
+    # one group more than the page tells whether a next page exists
+    page = await db_read(request, lambda cur: q.performance(
         cur, series, c, query.days, model=query.model, hardware=query.hardware,
-        metric=query.metric, limit=query.limit, offset=query.offset)))
+        metric=query.metric, limit=limit + 1, offset=skip, after=after))
+    items = page["items"]
+    page.update(items=items[:limit], limit=limit, offset=offset)
+    last = items[limit - 1] if len(items) > limit else None
+    page["next"] = None if last is None else cursor.make(
+        True, _PERF_SORT, [last["model"], last["hardware"]], last["metric"],
+        offset + limit, key)
+    return json_response(page)
 
 
 async def _search_args(request: web.Request, query: p.SearchQuery | p.SearchPostQuery

@@ -239,6 +239,7 @@ class Performance(Page[PerformanceItem]):
     days: int
     since: date
     until: date
+    next: str | None = None  # the token of the page after it (null on the last)
 
 
 class SearchResults(msgspec.Struct):
