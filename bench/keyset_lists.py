@@ -1,4 +1,5 @@
-"""Benchmark: `next` (keyset) paging of the tests and jobs lists (issues 17 and 20).
+"""Benchmark: `next` (keyset) paging of the tests, jobs, batches, stats and models x
+hardware lists (issues 17 and 20).
 
     python bench/keyset_lists.py [--events 1000000] [--limit 50] [--quick]
 
@@ -31,6 +32,8 @@ from fold import make_log
 from runlake.events import EventLog
 from runlake.ingest.replay import build
 from runlake.views import jobs as jq
+from runlake.views import model_hardware as mh
+from runlake.views import queries as q
 from runlake.views import test_queries as tq
 from runlake.views.db import Database
 from runlake.views.keyset import sql_values
@@ -85,16 +88,34 @@ def main() -> int:
                                                     ended[1])
                 return jq.list_jobs(cur, "test", args.limit, 0 if after else offset, after)
 
+            def popped(keys: list[Any], fn: Callable[..., dict[str, Any]]) -> Page:
+                """A list whose view returns its end under `ended` (issue 17's lists)."""
+                def page(offset: int, ended: Ended) -> tuple[dict[str, Any], Ended]:
+                    after = None if ended is None else (sql_values(keys, ended[0]), ended[1])
+                    out = fn(0 if after else offset, after)
+                    return out, out.pop("ended")
+                return page
+
+            batches = popped(q.BATCH_KEYS, lambda o, a: q.list_batches(
+                cur, "test", args.limit, o, a))
+            models = popped(q.STATS_KEYS, lambda o, a: q.group_stats(
+                cur, "test", "model", args.limit, o, a))
+            hardware = popped(q.STATS_KEYS, lambda o, a: q.group_stats(
+                cur, "test", "hardware", args.limit, o, a))
+            cells = popped(mh.CELLS_KEYS, lambda o, a: mh.model_hardware(
+                cur, "test", args.limit, o, a))
+
             print(f"walk to the end at {args.events:,} events, limit {args.limit} "
                   "(in-process, ms)")
-            print(f"{'list':<6} {'rows':>7} {'pages':>6} {'offset walk':>12} "
+            print(f"{'list':<8} {'rows':>7} {'pages':>6} {'offset walk':>12} "
                   f"{'next walk':>10} {'ratio':>6} {'p50 offset/next':>16} "
                   f"{'last offset/next':>17}")
-            for name, page in (("tests", tests), ("jobs", jobs)):
+            for name, page in (("tests", tests), ("jobs", jobs), ("batches", batches),
+                               ("models", models), ("hw", hardware), ("cells", cells)):
                 rows, pages, by_offset, mid_o, last_o = walk(page, args.limit, keyset=False)
                 rows_k, _, by_next, mid_k, last_k = walk(page, args.limit, keyset=True)
                 assert rows_k == rows, (name, rows, rows_k)
-                print(f"{name:<6} {rows:>7,} {pages:>6} {by_offset * 1000:>12.1f} "
+                print(f"{name:<8} {rows:>7,} {pages:>6} {by_offset * 1000:>12.1f} "
                       f"{by_next * 1000:>10.1f} {by_next / by_offset:>6.2f} "
                       f"{mid_o * 1000:>7.2f}/{mid_k * 1000:<8.2f} "
                       f"{last_o * 1000:>8.2f}/{last_k * 1000:<8.2f}")

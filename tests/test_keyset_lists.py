@@ -378,3 +378,474 @@ def test_run_children_bad_next_is_a_400(make_server: Any) -> None:
                 assert error["details"][0]["parameter"] == "next", path
                 assert word in error["message"], (path, error["message"])
     asyncio.run(main())
+
+
+# -- issue 17: the batches list and a run's raw events --------------------------------
+
+
+def batch_events(prefix: str, n: int, rng: random.Random, minutes: tuple[int, int]
+                 ) -> list[dict[str, Any]]:
+    """`n` batches: some only declared, some only named by runs, some both; times on
+    whole minutes so several batches share their last activity."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        batch_id, kind = f"{prefix}{i:02d}", i % 3
+        if kind != 1:
+            out.append({"type": "batch", "component": "lab", "batch_id": batch_id,
+                        "ts": ts(rng.randint(*minutes))})
+        if kind != 0:
+            out += [{"type": "run", "component": "lab", "run_id": f"{batch_id}-r{j}",
+                     "batch_id": batch_id, "ts": ts(rng.randint(*minutes))}
+                    for j in range(1 + i % 2)]
+    return out
+
+
+def expected_batch_order(events: list[dict[str, Any]]) -> list[str]:
+    """Last activity first (the latest of its runs' times, else when it was declared),
+    then by batch id."""
+    declared: dict[str, datetime] = {}
+    last_run: dict[str, datetime] = {}
+    for e in events:
+        at = datetime.fromisoformat(e["ts"])
+        if e["type"] == "batch":
+            declared[e["batch_id"]] = min(at, declared.get(e["batch_id"], at))
+        else:
+            last_run[e["batch_id"]] = max(at, last_run.get(e["batch_id"], at))
+    activity = {b: last_run.get(b, declared.get(b)) for b in {*declared, *last_run}}
+    return [b for b, _ in sorted(sorted(activity.items()), key=lambda x: x[1], reverse=True)]
+
+
+def test_batches_next_stable_under_concurrent_ingest(make_server: Any) -> None:
+    """New batches posted between fetches neither repeat nor shift the batches that were
+    there: each of those comes once, in the list's order."""
+    rng = random.Random(1717)
+    events = batch_events("b", 30, rng, (0, 12))
+    originals = expected_batch_order(events)
+    assert len(originals) == 30
+
+    async def main() -> list[str]:
+        async with make_server() as client:
+            seq = await post(client, events)
+
+            async def ingest(k: int) -> int:
+                new = batch_events(f"n{k}-", 3, rng, (-5, 20))  # older, among and newer
+                events.extend(new)
+                return await post(client, new)
+
+            return await page_through(client, "/api/lab/db/batches", "batch_id", ingest, seq)
+
+    ids = asyncio.run(main())
+    assert any(e["batch_id"].startswith("n") for e in events)
+    seen = Counter(ids)
+    assert all(n == 1 for n in seen.values()), [b for b, n in seen.items() if n > 1]
+    assert set(originals) <= set(seen)
+    assert ids == [b for b in expected_batch_order(events) if b in seen]
+
+
+def test_run_events_next_by_seq_under_concurrent_ingest(make_server: Any) -> None:
+    """A run's events posted between fetches come after the cursor: the walk sees every
+    event of the run, old and new, once, in the order they were posted (another run's
+    events interleaved in the log are not among them)."""
+    sent = [{"type": "run", "component": "lab", "run_id": r, "ts": ts(0)} for r in ("r1", "r2")]
+    sent += [e for i in range(8) for e in (child_events("r1", i, 1) + child_events("r2", i, 1))]
+
+    async def main() -> list[Any]:
+        async with make_server() as client:
+            seq = await post(client, sent)
+
+            async def ingest(k: int) -> int:
+                new = child_events("r1", 100 + k, 1) + child_events("r2", 100 + k, 1) \
+                    if k < 4 else []
+                sent.extend(new)
+                return await post(client, new) if new else 0
+
+            return await page_through(client, "/api/lab/db/run/r1/events", "seq", ingest, seq)
+
+    got = asyncio.run(main())
+    want = [e for e in sent if e["run_id"] == "r1"]
+    assert len(want) > 1 + 8 * 3 + 3  # events arrived between the fetches
+    assert len(got) == len(want) and got == sorted(got)  # in seq order, none twice
+    assert len(set(got)) == len(got)
+
+
+def test_batches_and_run_events_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, batch_events("b", 10, random.Random(3), (0, 5))
+                             + [{"type": "run", "component": "lab", "run_id": "r1",
+                                 "ts": ts(0)}] + child_events("r1", 0, 5))
+            batches, events = "/api/lab/db/batches?limit=3", "/api/lab/db/run/r1/events?limit=3"
+            b = (await client.get(f"{batches}&min_seq={seq}")).json()["next"]
+            e = (await client.get(f"{events}&min_seq={seq}")).json()["next"]
+            logs = (await client.get("/api/lab/db/run/r1/logs?limit=2")).json()["next"]
+            assert b is not None and e is not None and logs is not None
+            before = (await client.get("/api/lab/db/batches?limit=100")).json()
+            assert len(before["items"]) == 10
+            for path, word in [
+                (f"{batches}&next=not-a-token", "not a token"),
+                (f"{batches}&offset=3&next={b}", "offset"),
+                (f"{batches}&next={e}", "sort"),
+                (f"/api/other/db/batches?limit=3&next={b}", "filters"),
+                (f"{batches}&next={retoken(b, value=['x'])}", "not a token"),
+                (f"{batches}&next={retoken(b, value=[1.5])}", "not a token"),
+                (f"{batches}&next={retoken(b, value=['2026-04-01T08:00:00'])}", "not a token"),
+                (f"{batches}&next={retoken(b, value='2026-04-01T08:00:00Z')}", "not a token"),
+                (f"{events}&next=not-a-token", "not a token"),
+                (f"{events}&offset=3&next={e}", "offset"),
+                (f"{events}&next={b}", "sort"),
+                (f"{events}&next={logs}", "filters"),  # another list of the same run
+                (f"/api/lab/db/run/r2/events?limit=3&next={e}", "filters"),
+                (f"{events}&next={retoken(e, value='x')}", "not a token"),
+                (f"{events}&next={retoken(e, value=1.5)}", "not a token"),
+                (f"{events}&next={retoken(e, value=-1)}", "not a token"),
+            ]:
+                reply = await client.get(path)
+                assert reply.status == 400, (path, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", path
+                assert word in error["message"], (path, error["message"])
+            assert (await client.get("/api/lab/db/batches?limit=100")).json() == before
+    asyncio.run(main())
+
+
+# -- issue 17: models/stats and hardware/stats, most runs first ------------------------
+
+
+def stats_runs(prefix: str, rng: random.Random, names: list[str | None], most: int
+               ) -> list[dict[str, Any]]:
+    """Runs for each of `names` (None: runs without a model or hardware), 1 to `most`
+    each, so counts tie."""
+    out = []
+    for i, name in enumerate(names):
+        for j in range(rng.randint(1, most)):
+            run: dict[str, Any] = {"type": "run", "component": "lab",
+                                   "run_id": f"{prefix}{i}-{j}", "ts": ts(j)}
+            if name is not None:
+                run["model"] = run["hardware"] = name
+            out.append(run)
+    return out
+
+
+def expected_stats_order(events: list[dict[str, Any]], by: str) -> list[str | None]:
+    """Most runs first, then by name, the runs without one last."""
+    counts = Counter(e.get(by) for e in events)
+    return sorted(counts, key=lambda n: (-counts[n], n is None, n or ""))
+
+
+@pytest.mark.parametrize(("by", "path"), [("model", "models"), ("hardware", "hardware")])
+def test_stats_next_under_concurrent_ingest(make_server: Any, by: str, path: str) -> None:
+    """New models/hardware posted between fetches (and more runs of ones the walk has
+    passed) repeat nothing and skip none of the others: each comes once, in the
+    list's order, the unnamed group last among its count."""
+    rng = random.Random(by)
+    names: list[str | None] = [f"m{i:02d}" for i in range(20)] + [None]
+    events = stats_runs("o", rng, names, 4)
+    originals = set(expected_stats_order(events, by))
+    assert len(originals) == 21
+
+    first = expected_stats_order(events, by)[0]
+
+    async def main() -> list[Any]:
+        async with make_server() as client:
+            seq = await post(client, events)
+
+            async def ingest(k: int) -> int:
+                new = stats_runs(f"n{k}-", rng, [f"{rng.choice('az')}new{k}"], 4)
+                # more runs for the first group already paged: it only moves further ahead
+                new += stats_runs(f"x{k}-", rng, [first], 2)
+                events.extend(new)
+                return await post(client, new)
+
+            return await page_through(client, f"/api/lab/db/{path}/stats", by, ingest, seq)
+
+    got = asyncio.run(main())
+    seen = Counter(got)
+    assert any(e["run_id"].startswith("n") for e in events)
+    assert all(n == 1 for n in seen.values()), [m for m, n in seen.items() if n > 1]
+    assert originals <= set(seen)
+    assert got == [m for m in expected_stats_order(events, by) if m in seen]
+
+
+def test_stats_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, stats_runs("o", random.Random(5), [f"m{i}" for i in range(9)]
+                                                + [None], 3))
+            path = "/api/lab/db/models/stats?limit=3"
+            token = (await client.get(f"{path}&min_seq={seq}")).json()["next"]
+            batches = (await client.get("/api/lab/db/batches?limit=1")).json()["next"]
+            assert token is not None
+            for bad, word in [
+                (f"{path}&next=not-a-token", "not a token"),
+                (f"{path}&offset=3&next={token}", "offset"),
+                (f"/api/lab/db/hardware/stats?limit=3&next={token}", "filters"),
+                (f"/api/other/db/models/stats?limit=3&next={token}", "filters"),
+                (f"{path}&next={retoken(token, value=['x'])}", "not a token"),
+                (f"{path}&next={retoken(token, value=[True])}", "not a token"),
+                (f"{path}&next={retoken(token, value=[1, 2])}", "not a token"),
+                (f"{path}&next={retoken(token, value=3)}", "not a token"),
+            ] + ([(f"{path}&next={batches}", "sort")] if batches else []):
+                reply = await client.get(bad)
+                assert reply.status == 400, (bad, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", bad
+                assert word in error["message"], (bad, error["message"])
+    asyncio.run(main())
+
+
+# -- issue 17: a job's log lines, oldest first ------------------------------------------
+
+
+def job_log_lines(job_id: str, start: int, n: int, rng: random.Random, minutes: tuple[int, int]
+                  ) -> list[dict[str, Any]]:
+    """`n` log lines of the job; times on whole minutes so lines share them (seq breaks
+    the tie), and output lines (stdout) the list leaves out."""
+    out: list[dict[str, Any]] = []
+    for i in range(start, start + n):
+        out.append({"type": "log", "component": "jobs", "run_id": job_id, "level": "info",
+                    "message": f"line {i}", "ts": ts(rng.randint(*minutes))})
+        if i % 4 == 0:
+            out.append({"type": "log", "component": "jobs", "run_id": job_id,
+                        "level": "info", "message": f"[stdout] out {i}", "ts": ts(0)})
+    return out
+
+
+def test_job_logs_next_under_concurrent_ingest(make_server: Any) -> None:
+    """Lines posted between fetches land before the cursor (earlier times) or after it:
+    the lines that were there come once each, in (time, posted) order."""
+    rng = random.Random(2017)
+    sent = [{"type": "run", "component": "jobs", "run_id": "j1", "ts": ts(0)},
+            *job_log_lines("j1", 0, 30, rng, (0, 10)),
+            {"type": "run", "component": "jobs", "run_id": "j2", "ts": ts(0)},
+            *job_log_lines("j2", 0, 5, rng, (0, 10))]
+    originals = {e["message"] for e in sent if e["type"] == "log" and e["run_id"] == "j1"
+                 and e["message"].startswith("line")}
+
+    async def main() -> list[str]:
+        async with make_server() as client:
+            seq = await post(client, sent)
+
+            async def ingest(k: int) -> int:
+                new = job_log_lines("j1", 100 + 3 * k, 3, rng, (-5, 15))
+                sent.extend(new)
+                return await post(client, new)
+
+            return await page_through(client, "/api/jobs/j1/logs", "message", ingest, seq)
+
+    got = asyncio.run(main())
+    mine = [e for e in sent if e["type"] == "log" and e["run_id"] == "j1"
+            and e["message"].startswith("line")]
+    want = [e["message"] for e in sorted(mine, key=lambda e: datetime.fromisoformat(e["ts"]))]
+    seen = Counter(got)
+    assert len(mine) > len(originals)  # lines arrived between the fetches
+    assert all(n == 1 for n in seen.values()), [m for m, n in seen.items() if n > 1]
+    assert originals <= set(seen)
+    assert got == [m for m in want if m in seen]  # stable sort: posted order breaks ties
+
+
+def test_job_logs_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            rng = random.Random(4)
+            seq = await post(client, [
+                {"type": "run", "component": "jobs", "run_id": j, "ts": ts(0)} for j in
+                ("j1", "j2")] + job_log_lines("j1", 0, 10, rng, (0, 3))
+                + job_log_lines("j2", 0, 10, rng, (0, 3)))
+            path = "/api/jobs/j1/logs?limit=3"
+            token = (await client.get(f"{path}&min_seq={seq}")).json()["next"]
+            jobs = (await client.get("/api/jobs?limit=1")).json()["next"]
+            assert token is not None and jobs is not None
+            for bad, word in [
+                (f"{path}&next=not-a-token", "not a token"),
+                (f"{path}&offset=3&next={token}", "offset"),
+                (f"/api/jobs/j2/logs?limit=3&next={token}", "filters"),
+                (f"{path}&next={jobs}", "sort"),
+                (f"{path}&next={retoken(token, value=['x'])}", "not a token"),
+                (f"{path}&next={retoken(token, value=['2026-04-01T08:00:00'])}", "not a token"),
+                (f"{path}&next={retoken(token, key='x')}", "not a token"),
+                (f"{path}&next={retoken(token, key='-1')}", "not a token"),
+                (f"{path}&next={retoken(token, key='9' * 40)}", "not a token"),
+            ]:
+                reply = await client.get(bad)
+                assert reply.status == 400, (bad, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", bad
+                assert word in error["message"], (bad, error["message"])
+    asyncio.run(main())
+
+
+# -- issue 17: the models x hardware cells, by key ---------------------------------------
+
+
+def cell_runs(prefix: str, cells: list[tuple[str | None, str | None]], n: int
+              ) -> list[dict[str, Any]]:
+    out = []
+    for i, (model, hardware) in enumerate(cells):
+        for j in range(n):
+            run: dict[str, Any] = {"type": "run", "component": "lab",
+                                   "run_id": f"{prefix}{i}-{j}", "ts": ts(j)}
+            if model is not None:
+                run["model"] = model
+            if hardware is not None:
+                run["hardware"] = hardware
+            out.append(run)
+    return out
+
+
+def cell_order(cells: Any) -> list[tuple[str | None, str | None]]:
+    """By model, then hardware, each with the missing ones last."""
+    return sorted(set(cells), key=lambda c: (c[0] is None, c[0] or "", c[1] is None, c[1] or ""))
+
+
+def test_model_hardware_next_under_concurrent_ingest(make_server: Any) -> None:
+    """A cell's key never changes: every cell there from the start comes once, in key
+    order, while new cells and more runs of old ones are posted between fetches."""
+    rng = random.Random(21)
+    models: list[str | None] = ["a", "b", "c", None]
+    hardware: list[str | None] = ["h1", "h2", "h3", None]
+    originals = [(m, h) for m in models for h in hardware if rng.random() < 0.8]
+    events = cell_runs("o", originals, 1)
+
+    async def main() -> list[tuple[Any, Any]]:
+        async with make_server() as client:
+            seq = await post(client, events)
+            got: list[tuple[Any, Any]] = []
+            reply = await client.get(f"/api/lab/db/models/hardware?limit=3&min_seq={seq}")
+            page, k = reply.json(), 0
+            got += [(i["model"], i["hardware"]) for i in page["items"]]
+            while page["next"] is not None:
+                new = cell_runs(f"n{k}-", [(rng.choice(["0", "bb", "z", None]),
+                                            rng.choice(["h0", "h9", None])),
+                                           rng.choice(originals)], 2)
+                events.extend(new)
+                seq, k = await post(client, new), k + 1
+                reply = await client.get(f"/api/lab/db/models/hardware?limit=3&min_seq={seq}"
+                                         f"&next={page['next']}")
+                assert reply.status == 200, reply.body[:300]
+                page = reply.json()
+                got += [(i["model"], i["hardware"]) for i in page["items"]]
+            return got
+
+    got = asyncio.run(main())
+    seen = Counter(got)
+    assert len(originals) > 6 and len(events) > len(originals)
+    assert all(n == 1 for n in seen.values()), [c for c, n in seen.items() if n > 1]
+    assert set(originals) <= set(seen)
+    assert got == cell_order(got)
+
+
+def test_model_hardware_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, cell_runs("o", [(m, h) for m in ("a", "b", None)
+                                                     for h in ("x", None)], 1))
+            path = "/api/lab/db/models/hardware?limit=2"
+            token = (await client.get(f"{path}&min_seq={seq}")).json()["next"]
+            stats = (await client.get("/api/lab/db/models/stats?limit=1")).json()["next"]
+            assert token is not None and stats is not None
+            for bad, word in [
+                (f"{path}&next=not-a-token", "not a token"),
+                (f"{path}&offset=2&next={token}", "offset"),
+                (f"/api/other/db/models/hardware?limit=2&next={token}", "filters"),
+                (f"{path}&next={stats}", "sort"),
+                (f"{path}&next={retoken(token, value=[1])}", "not a token"),
+                (f"{path}&next={retoken(token, value=['a', 'b'])}", "not a token"),
+            ]:
+                reply = await client.get(bad)
+                assert reply.status == 400, (bad, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", bad
+                assert word in error["message"], (bad, error["message"])
+    asyncio.run(main())
+
+
+# -- issue 17: performance groups, by key ---------------------------------------------------
+
+
+def perf_events(prefix: str, cells: list[tuple[str | None, str | None]], metrics: list[str]
+                ) -> list[dict[str, Any]]:
+    """A run per (model, hardware) cell with a point of each metric, a day ago (inside
+    the default 30-day window)."""
+    when = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    out: list[dict[str, Any]] = []
+    for i, (model, hardware) in enumerate(cells):
+        run: dict[str, Any] = {"type": "run", "component": "lab", "run_id": f"{prefix}{i}",
+                               "ts": when}
+        if model is not None:
+            run["model"] = model
+        if hardware is not None:
+            run["hardware"] = hardware
+        out.append(run)
+        out += [{"type": "metric", "component": "lab", "run_id": f"{prefix}{i}", "name": m,
+                 "value": 1.0, "ts": when} for m in metrics]
+    return out
+
+
+def group_order(groups: Any) -> list[tuple[Any, Any, Any]]:
+    return sorted(set(groups), key=lambda g: (g[0] is None, g[0] or "", g[1] is None,
+                                              g[1] or "", g[2]))
+
+
+def test_performance_next_under_concurrent_ingest(make_server: Any) -> None:
+    """A group's key never changes: every group there from the start comes once, in
+    key order, while new groups and more points of old ones arrive between fetches."""
+    cells = [(m, h) for m in ("a", "b", None) for h in ("x", "y", None)]
+    events = perf_events("o", cells, ["loss", "acc"])
+    originals = {(m, h, n) for m, h in cells for n in ("loss", "acc")}
+    rng = random.Random(99)
+
+    async def main() -> list[tuple[Any, Any, Any]]:
+        async with make_server() as client:
+            seq = await post(client, events)
+            got: list[tuple[Any, Any, Any]] = []
+            reply = await client.get(f"/api/lab/db/performance?limit=4&min_seq={seq}")
+            page, k = reply.json(), 0
+            got += [(i["model"], i["hardware"], i["metric"]) for i in page["items"]]
+            while page["next"] is not None:
+                new = perf_events(f"n{k}-", [(rng.choice(["0", "ab", "c", None]),
+                                              rng.choice(["w", "z", None]))],
+                                  [rng.choice(["acc", "zz", "b"])])
+                new += perf_events(f"x{k}-", [rng.choice(cells)], ["loss"])
+                events.extend(new)
+                seq, k = await post(client, new), k + 1
+                reply = await client.get(f"/api/lab/db/performance?limit=4&min_seq={seq}"
+                                         f"&next={page['next']}")
+                assert reply.status == 200, reply.body[:300]
+                page = reply.json()
+                assert page["offset"] == 4 * k
+                got += [(i["model"], i["hardware"], i["metric"]) for i in page["items"]]
+            return got
+
+    got = asyncio.run(main())
+    seen = Counter(got)
+    assert all(n == 1 for n in seen.values()), [g for g, n in seen.items() if n > 1]
+    assert originals <= set(seen)
+    assert len(seen) > len(originals)  # some new groups landed after the cursor
+    assert got == group_order(got)
+
+
+def test_performance_bad_next_is_a_400(make_server: Any) -> None:
+    async def main() -> None:
+        async with make_server() as client:
+            seq = await post(client, perf_events("o", [("a", "x"), ("b", None), (None, None)],
+                                                 ["loss", "acc"]))
+            path = "/api/lab/db/performance?limit=2"
+            token = (await client.get(f"{path}&min_seq={seq}")).json()["next"]
+            cells = (await client.get("/api/lab/db/models/hardware?limit=1")).json()["next"]
+            assert token is not None and cells is not None
+            for bad, word in [
+                (f"{path}&next=not-a-token", "not a token"),
+                (f"{path}&offset=2&next={token}", "offset"),
+                (f"{path}&days=7&next={token}", "filters"),
+                (f"{path}&metric=loss&next={token}", "filters"),
+                (f"{path}&next={cells}", "sort"),
+                (f"{path}&next={retoken(token, value=[1, 'x'])}", "not a token"),
+                (f"{path}&next={retoken(token, value=['a'])}", "not a token"),
+                (f"{path}&next={retoken(token, value='a')}", "not a token"),
+            ]:
+                reply = await client.get(bad)
+                assert reply.status == 400, (bad, reply.body[:300])
+                error = reply.json()["error"]
+                assert error["details"][0]["parameter"] == "next", bad
+                assert word in error["message"], (bad, error["message"])
+    asyncio.run(main())

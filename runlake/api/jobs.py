@@ -60,8 +60,24 @@ async def get_job(request: web.Request, query: p.ReadQuery) -> web.Response:
 async def job_logs(request: web.Request, query: p.JobLogsQuery) -> web.Response:
     c, job_id = _component(request), request.match_info["job_id"]
     limit, offset = query.limit, query.offset
-    logs = await db_read(request, lambda cur: q.job_logs(cur, c, job_id, limit, offset))
-    return json_response(found(logs, f"job {job_id!r} (component {c!r})"))
+    # Keyset on (ts, seq) (docs/facets.md "Paging"): the token pages this job's lines.
+    key = cursor.filters_key({"component": c, "job_id": job_id, "list": "job logs"})
+    position = cursor.start(query.next, offset, "ts", key)
+    after_row = None
+    if position is not None:
+        if not (position.key.isascii() and position.key.isdigit() and len(position.key) < 19):
+            raise cursor.not_made_here()
+        try:
+            after_row = (sql_values(q.JOB_LOG_KEYS, position.value), int(position.key))
+        except ValueError:
+            raise cursor.not_made_here() from None
+        offset = position.offset
+    result = await db_read(request, lambda cur: q.job_logs(cur, c, job_id, limit, offset,
+                                                           after_row))
+    page, ended = found(result, f"job {job_id!r} (component {c!r})")
+    page["next"] = None if ended is None else cursor.make(
+        True, "ts", ended[0], ended[1], offset + len(page["items"]), key)
+    return json_response(page)
 
 
 async def stats(request: web.Request, query: p.ReadQuery) -> web.Response:

@@ -157,6 +157,8 @@ class PerformanceQuery(LongPage):
     model: Text | None = None
     hardware: Text | None = None
     metric: Annotated[Text, Meta(description="metric name")] | None = None
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
 
 
 SearchLimit = Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="results per component")]
@@ -397,6 +399,9 @@ class JobsQuery(Page):
 class JobLogsQuery(LongPage):
     """GET /api/jobs/{job_id}/logs: a page of the job's log lines, oldest first."""
 
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
+
 
 class RunMetricBucketsQuery(ReadQuery, kw_only=True):
     """One metric of a run in at most `buckets` buckets (docs/dashboard.md)."""
@@ -448,3 +453,17 @@ class TestQuery(ReadQuery):
     (every attempt) the strip shows."""
 
     history: Annotated[int, Meta(ge=1, le=MAX_LIMIT)] = 30
+
+
+class KeysetPage(Page):
+    """A Page list that also pages by `next` (issue 17, docs/facets.md "Paging")."""
+
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None
+
+
+class KeysetLongPage(LongPage):
+    """A LongPage list that also pages by `next` (issue 17, docs/facets.md "Paging")."""
+
+    next: Annotated[Text, Meta(description="the `next` token of the previous page "
+                                           "(keyset paging; not with offset)")] | None = None

@@ -24,6 +24,7 @@ from runlake.api.responses import Accepted, json_response
 from runlake.api.state import DATABASE, EVENT_LOG, FOLD, SETTINGS
 from runlake.errors import BadRequest, Conflict, NotFound, Unavailable
 from runlake.events import LOG_SCHEMA, EventLog, decode_events, row_to_event
+from runlake.views import keyset
 from runlake.views import queries as q
 
 T = TypeVar("T")
@@ -105,11 +106,7 @@ def _run_child(fn: Callable[..., dict[str, Any] | None], param: str
         position = cursor.start(query.next, offset, "seq", key)
         after_seq = None
         if position is not None:
-            if not isinstance(position.value, float | int) or isinstance(position.value, bool) \
-                    or not 0 <= position.value <= 2**62 \
-                    or position.value != int(position.value):  # a seq is an int64
-                raise cursor.not_made_here()
-            after_seq, offset = int(position.value), position.offset
+            after_seq, offset = _token_seq(position), position.offset
         result = await db_read(request, lambda cur: fn(cur, c, run_id, value, limit, offset,
                                                        after_seq))
         page = found(result, f"run {run_id!r} of component {c!r}")
@@ -121,29 +118,49 @@ def _run_child(fn: Callable[..., dict[str, Any] | None], param: str
     return handler
 
 
+def _token_seq(position: cursor.Position) -> int:
+    """The seq a by-seq token ended on, or the 400 for one no page made."""
+    if not isinstance(position.value, float | int) or isinstance(position.value, bool) \
+            or not 0 <= position.value <= 2**62 \
+            or position.value != int(position.value):  # a seq is an int64
+        raise cursor.not_made_here()
+    return int(position.value)
+
+
 run_metrics = _run_child(q.run_metrics, "name")
 run_logs = _run_child(q.run_logs, "level")
 run_results = _run_child(q.run_results, "outcome")
 
 
-async def run_events(request: web.Request, query: p.LongPage) -> web.Response:
+async def run_events(request: web.Request, query: p.KeysetLongPage) -> web.Response:
     """The run's raw events from the log, since its last delete: those within its seq
-    span as folded, and any the fold has not reached yet."""
+    span as folded, and any the fold has not reached yet. `next` pages on by seq, so
+    events logged between two fetches come after the cursor (docs/facets.md "Paging")."""
     c, run_id = _path(request)
     limit, offset = query.limit, query.offset
+    key = cursor.filters_key({"component": c, "run_id": run_id, "list": "events"})
+    position = cursor.start(query.next, offset, "seq", key)
+    after_seq = None
+    if position is not None:
+        after_seq, offset = _token_seq(position), position.offset
     span, folded = await db_read(request, lambda cur: q.run_span_and_fold(cur, c, run_id))
-    total, items = await asyncio.get_running_loop().run_in_executor(
-        None, _events_of_run, request.app[EVENT_LOG], c, run_id, span, folded, limit, offset)
+    total, items, more = await asyncio.get_running_loop().run_in_executor(
+        None, _events_of_run, request.app[EVENT_LOG], c, run_id, span, folded, limit, offset,
+        after_seq)
     if not total:
         raise NotFound(f"no events for run {run_id!r} of component {c!r}")
-    return json_response({"items": items, "limit": limit, "offset": offset, "total": total})
+    last = items[-1]["seq"] if items else None
+    return json_response({"items": items, "limit": limit, "offset": offset, "total": total,
+                          "next": cursor.make(more and last is not None, "seq", last,
+                                              str(last), offset + len(items), key)})
 
 
 def _events_of_run(event_log: EventLog, component: str, run_id: str,
-                   span: tuple[int, int] | None, folded: int, limit: int, offset: int
-                   ) -> tuple[int, list[dict[str, Any]]]:
-    """How many events name the run within `span` and after `folded`, and the page of
-    them, in seq order; only the page becomes Python objects. The cost is that of
+                   span: tuple[int, int] | None, folded: int, limit: int, offset: int,
+                   after_seq: int | None = None) -> tuple[int, list[dict[str, Any]], bool]:
+    """How many events name the run within `span` and after `folded`, the page of
+    them in seq order (by offset, or the first `limit` after `after_seq`), and whether
+    any follow it; only the page becomes Python objects. The cost is that of
     the span (every event logged between the run's first and last, any run's), not
     of the whole log, which took seconds to scan at 10 M events. A delete of the run
     not folded yet is among them, and so are the events it removed: they are in the
@@ -153,7 +170,11 @@ def _events_of_run(event_log: EventLog, component: str, run_id: str,
                                    pc.equal(batch.column("run_id"), run_id)))
               for first, last in ranges for batch in event_log.read(first, last)]
     table = pa.Table.from_batches(picked, schema=LOG_SCHEMA)
-    return table.num_rows, [row_to_event(r) for r in table.slice(offset, limit).to_pylist()]
+    total = table.num_rows
+    if after_seq is not None:
+        table, offset = table.filter(pc.greater(table.column("seq"), after_seq)), 0
+    page = [row_to_event(r) for r in table.slice(offset, limit).to_pylist()]
+    return total, page, offset + len(page) < table.num_rows
 
 
 async def _delete(request: web.Request, what: str, exists: Callable[[q.Cursor], bool]
@@ -181,9 +202,24 @@ async def delete_batch(request: web.Request, query: p.ReadQuery) -> web.Response
                          lambda cur: q.get_batch(cur, c, batch_id, runs=0) is not None)
 
 
-async def list_batches(request: web.Request, query: p.Page) -> web.Response:
+async def list_batches(request: web.Request, query: p.KeysetPage) -> web.Response:
     c, limit, offset = request.match_info["component"], query.limit, query.offset
-    return json_response(await db_read(request, lambda cur: q.list_batches(cur, c, limit, offset)))
+    # Keyset on (last activity desc, batch_id) (docs/facets.md "Paging").
+    key = cursor.filters_key({"component": c, "list": "batches"})
+    position = cursor.start(query.next, offset, q.BATCH_SORT, key)
+    after = None
+    if position is not None:
+        try:
+            after = (keyset.sql_values(q.BATCH_KEYS, position.value), position.key)
+        except ValueError:
+            raise cursor.not_made_here() from None
+        offset = position.offset
+    page = await db_read(request, lambda cur: q.list_batches(cur, c, limit, offset,
+                                                                  after))
+    ended = page.pop("ended")
+    page["next"] = None if ended is None else cursor.make(
+        True, q.BATCH_SORT, ended[0], ended[1], offset + len(page["items"]), key)
+    return json_response(page)
 
 
 async def get_batch(request: web.Request, query: p.ReadQuery) -> web.Response:
@@ -192,11 +228,25 @@ async def get_batch(request: web.Request, query: p.ReadQuery) -> web.Response:
     return json_response(found(batch, f"batch {batch_id!r} of component {c!r}"))
 
 
-def _stats(by: str) -> Callable[[web.Request, p.LongPage], Any]:
-    async def handler(request: web.Request, query: p.LongPage) -> web.Response:
+def _stats(by: str) -> Callable[[web.Request, p.KeysetLongPage], Any]:
+    async def handler(request: web.Request, query: p.KeysetLongPage) -> web.Response:
         c, limit, offset = request.match_info["component"], query.limit, query.offset
-        return json_response(
-            await db_read(request, lambda cur: q.group_stats(cur, c, by, limit, offset)))
+        # Keyset on (runs desc, name nulls last) (docs/facets.md "Paging").
+        key = cursor.filters_key({"component": c, "list": f"{by}/stats"})
+        position = cursor.start(query.next, offset, q.STATS_SORT, key)
+        after = None
+        if position is not None:
+            try:
+                after = (keyset.sql_values(q.STATS_KEYS, position.value), position.key)
+            except ValueError:
+                raise cursor.not_made_here() from None
+            offset = position.offset
+        page = await db_read(request, lambda cur: q.group_stats(cur, c, by, limit, offset,
+                                                                after))
+        ended = page.pop("ended")
+        page["next"] = None if ended is None else cursor.make(
+            True, q.STATS_SORT, ended[0], ended[1], offset + len(page["items"]), key)
+        return json_response(page)
 
     return handler
 
@@ -205,12 +255,36 @@ model_stats = _stats("model")
 hardware_stats = _stats("hardware")
 
 
+# `next` on performance (docs/facets.md "Paging"): the groups' keys, which never change.
+_PERF_SORT = "model,hardware,metric"
+_PERF_KEYS = [keyset.Key("model", False, "text"), keyset.Key("hardware", False, "text")]
+
+
 async def performance(request: web.Request, query: p.PerformanceQuery) -> web.Response:
-    c = request.match_info["component"]
+    c, limit, offset = request.match_info["component"], query.limit, query.offset
     series = request.app[DATABASE].series
-    return json_response(await db_read(request, lambda cur: q.performance(
+    key = cursor.filters_key({"component": c, "list": "performance", "days": query.days,
+                              "model": query.model, "hardware": query.hardware,
+                              "metric": query.metric})
+    position = cursor.start(query.next, offset, _PERF_SORT, key)
+    after, skip = None, offset
+    if position is not None:
+        try:
+            model, hardware = keyset.sql_values(_PERF_KEYS, position.value)
+        except ValueError:
+            raise cursor.not_made_here() from None
+        after, offset, skip = (model, hardware, position.key), position.offset, 0
+    # one group more than the page tells whether a next page exists
+    page = await db_read(request, lambda cur: q.performance(
         cur, series, c, query.days, model=query.model, hardware=query.hardware,
-        metric=query.metric, limit=query.limit, offset=query.offset)))
+        metric=query.metric, limit=limit + 1, offset=skip, after=after))
+    items = page["items"]
+    page.update(items=items[:limit], limit=limit, offset=offset)
+    last = items[limit - 1] if len(items) > limit else None
+    page["next"] = None if last is None else cursor.make(
+        True, _PERF_SORT, [last["model"], last["hardware"]], last["metric"],
+        offset + limit, key)
+    return json_response(page)
 
 
 async def _search_args(request: web.Request, query: p.SearchQuery | p.SearchPostQuery

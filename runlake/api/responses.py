@@ -239,6 +239,7 @@ class Performance(Page[PerformanceItem]):
     days: int
     since: date
     until: date
+    next: str | None = None  # the token of the page after it (null on the last)
 
 
 class SearchResults(msgspec.Struct):
@@ -289,10 +290,6 @@ RunPage = Page[Run]
 MetricPointPage = Page[MetricPoint]
 LogLinePage = Page[LogLine]
 ResultPage = Page[Result]
-EventPage = Page[dict[str, Any]]  # the events as the log holds them (docs/log.md)
-BatchPage = Page[Batch]
-ModelStatsPage = Page[ModelStats]
-HardwareStatsPage = Page[HardwareStats]
 
 
 def json_response(
@@ -370,7 +367,6 @@ class JobStats(msgspec.Struct):
 
 
 JobPage = Page[Job]
-JobLogPage = Page[JobLogLine]
 
 
 # -- runs list paging, facets, generation counts (docs/facets.md, docs/compat.md) --
@@ -449,7 +445,6 @@ class ModelHardwareCell(msgspec.Struct):
     success_rate: float | None
 
 
-ModelHardwarePage = Page[ModelHardwareCell]
 
 
 # -- test history (issue 20, docs/tests.md) ------------------------------------
@@ -558,5 +553,41 @@ class KeysetLogLinePage(Page[LogLine]):
 
 class KeysetResultPage(Page[Result]):
     """A page of a run's test results; `next` pages on by seq (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetEventPage(Page[dict[str, Any]]):
+    """A page of a run's raw events; `next` pages on by seq (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetBatchPage(Page[Batch]):
+    """A page of batches; `next` is the token of the page after it (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetModelStatsPage(Page[ModelStats]):
+    """A page of run statistics per model; `next` pages on (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetHardwareStatsPage(Page[HardwareStats]):
+    """A page of run statistics per hardware; `next` pages on (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetJobLogPage(Page[JobLogLine]):
+    """A page of a job's log lines; `next` pages on by (time, seq) (null on the last)."""
+
+    next: str | None = None
+
+
+class KeysetModelHardwarePage(Page[ModelHardwareCell]):
+    """A page of (model, hardware) cells; `next` pages on by the key (null on the last)."""
 
     next: str | None = None

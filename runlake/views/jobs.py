@@ -91,18 +91,37 @@ def get_job(cur: Cursor, component: str, job_id: str) -> dict[str, Any] | None:
     return job
 
 
-def job_logs(cur: Cursor, component: str, job_id: str, limit: int, offset: int
-             ) -> dict[str, Any] | None:
-    """The job's own log lines (not its output), oldest first; None: no such job."""
+# A job's log lines, oldest first, then by seq: the order pages by offset and by
+# `next` (keyset.after, the tie the seq itself).
+JOB_LOG_KEYS = [Key("ts", False, "time")]
+
+
+def job_logs(cur: Cursor, component: str, job_id: str, limit: int, offset: int,
+             after_row: tuple[list[Any], int] | None = None
+             ) -> tuple[dict[str, Any], tuple[list[Any], str] | None] | None:
+    """The job's own log lines (not its output), oldest first, and where the page
+    ended (its last line's time as a token holds it, and its seq) when more follow;
+    None: no such job. `after_row` (from a `next` token) starts past that line."""
     span = run_span(cur, component, job_id)
     if span is None:
         return None
     params = [component, job_id, *span, STDOUT_PREFIX, STDERR_PREFIX]
     where = f"{_OF_JOB} AND {_NOT_OUTPUT}"
     total = _one(cur, f"SELECT count(*) FROM logs WHERE {where}", params)
-    items = _dicts(cur, f"SELECT ts AS timestamp, level, message FROM logs WHERE {where} "
-                   "ORDER BY ts, seq LIMIT ? OFFSET ?", [*params, limit, offset])
-    return _page(items, limit, offset, total)
+    skip = offset
+    if after_row is not None:
+        extra, extra_params = after(JOB_LOG_KEYS, after_row[0], "seq", after_row[1])
+        where, params, skip = f"{where} AND {extra}", [*params, *extra_params], 0
+    items = _dicts(cur, f"SELECT ts AS timestamp, level, message, seq FROM logs WHERE {where} "
+                   f"ORDER BY {order_by(JOB_LOG_KEYS, 'seq')} LIMIT ? OFFSET ?",
+                   [*params, limit + 1, skip])
+    ended = None
+    if len(items) > limit:
+        last = items[limit - 1]
+        ended = (token_values(JOB_LOG_KEYS, {"ts": last["timestamp"]}), str(last["seq"]))
+    for item in items:
+        del item["seq"]
+    return _page(items[:limit], limit, offset, total), ended
 
 
 def job_stats(cur: Cursor, component: str) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def order_by(keys: list[Key], tie: str) -> str:
                       tie])
 
 
-def after(keys: list[Key], values: list[Any], tie: str, tie_value: str
+def after(keys: list[Key], values: list[Any], tie: str, tie_value: str | int
           ) -> tuple[str, list[Any]]:
     """Rows strictly after the row with `values` (SQL-ready, see sql_values) and
     `tie_value` in order_by(keys, tie): for some key i, equal on every key before it

@@ -335,10 +335,11 @@ class MetricSeries:
 
     def report(self, cur: Cursor, component: str, since: date, until: date, *,
                model: str | None = None, hardware: str | None = None,
-               metric: str | None = None, limit: int = 100, offset: int = 0
-               ) -> tuple[int, list[dict[str, Any]]]:
+               metric: str | None = None, limit: int = 100, offset: int = 0,
+               after: GroupKey | None = None) -> tuple[int, list[dict[str, Any]]]:
         """(groups with points in the window, the page's items): the window is the
-        days `since` to `until`, both included; items in (model, hardware, metric) order."""
+        days `since` to `until`, both included; items in (model, hardware, metric) order,
+        from `offset` among those after the group `after` (a `next` token's) if given."""
         start, end = (since - EPOCH).days, (until - EPOCH).days
         dates = {d: EPOCH + timedelta(days=d) for d in range(start, end + 1)}
         with self._lock:
@@ -355,8 +356,12 @@ class MetricSeries:
             match = [g for g in groups if (d := g.days)[0] <= end and d[-1] >= start
                      and (d[0] >= start or d[-1] <= end or d[bisect.bisect_left(d, start)] <= end)]
             units = self._units.names
+            rest = match
+            if after is not None:  # a group's key never changes: keyset by it
+                past = _order(after)
+                rest = [g for g in match if g.order > past]
             return len(match), [g.report(start, end, dates, units)
-                                for g in match[offset:offset + limit]]
+                                for g in rest[offset:offset + limit]]
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import msgspec
 
+from runlake.views.keyset import Key, after, order_by, token_values
 from runlake.views.metric_series import MetricSeries
 
 Cursor = duckdb.DuckDBPyConnection
@@ -250,12 +251,37 @@ def _batch_item(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def list_batches(cur: Cursor, component: str, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+# Last activity first, then by batch id: the order pages by offset and by `next`
+# (keyset.after); a batch's activity moves as its runs arrive (docs/facets.md "Paging").
+BATCH_SORT = "-activity"
+BATCH_KEYS = [Key("coalesce(last_seen, declared_at)", True, "time")]
+
+
+def list_batches(cur: Cursor, component: str, limit: int = 50, offset: int = 0,
+                 after_row: tuple[list[Any], str] | None = None) -> dict[str, Any]:
+    """A page of the component's batches and, under `ended`, where it ended (its last
+    batch's sort values as a token holds them, and its id) when more follow, else None.
+    `after_row` (SQL-ready sort values and a batch id, from a `next` token) starts the
+    page past that batch instead of skipping `offset` rows."""
     total = _one(cur, "SELECT count(*) FROM batch_stats WHERE component = ?", [component])
-    rows = _dicts(cur, f"SELECT {_BATCH_COLUMNS} FROM batch_stats WHERE component = ? "
-                  "ORDER BY coalesce(last_seen, declared_at) DESC NULLS LAST, batch_id "
-                  "LIMIT ? OFFSET ?", [component, limit, offset])
-    return _page([_batch_item(r) for r in rows], limit, offset, total)
+    cond, params, skip = "component = ?", [component], offset
+    if after_row is not None:
+        extra, extra_params = after(BATCH_KEYS, after_row[0], "batch_id", after_row[1])
+        cond, params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
+    rows = _dicts(cur, f"SELECT {_BATCH_COLUMNS}, {BATCH_KEYS[0].column} AS _activity "
+                  f"FROM batch_stats WHERE {cond} "
+                  f"ORDER BY {order_by(BATCH_KEYS, 'batch_id')} LIMIT ? OFFSET ?",
+                  [*params, limit + 1, skip])
+    ended = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        ended = (token_values(BATCH_KEYS, {BATCH_KEYS[0].column: last["_activity"]}),
+                 last["batch_id"])
+    for row in rows:
+        del row["_activity"]
+    page = _page([_batch_item(r) for r in rows[:limit]], limit, offset, total)
+    page["ended"] = ended
+    return page
 
 
 def get_batch(cur: Cursor, component: str, batch_id: str, runs: int = 100) -> dict[str, Any] | None:
@@ -283,26 +309,51 @@ def _stats_item(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Most runs first, then by the name, the runs without one last: the order pages by
+# offset and by `next` (keyset.after). The tie is the name made non-null and unique
+# ('0' + name, or '1' for none) so it sorts as `name NULLS LAST` (docs/facets.md "Paging").
+STATS_SORT = "-runs"
+STATS_KEYS = [Key("runs", True, "number")]
+
+
+def stats_tie(by: str) -> str:
+    return f"CASE WHEN {by} IS NULL THEN '1' ELSE '0' || {by} END"
+
+
 def group_stats(cur: Cursor, component: str, by: str, limit: int = 100,
-                offset: int = 0) -> dict[str, Any]:
-    """models/stats (by='model') or hardware/stats (by='hardware'), most runs first."""
+                offset: int = 0, after_row: tuple[list[Any], str] | None = None
+                ) -> dict[str, Any]:
+    """models/stats (by='model') or hardware/stats (by='hardware'), most runs first,
+    and under `ended` where the page ended when more follow (see list_batches)."""
     table = {"model": "model_stats", "hardware": "hardware_stats"}[by]
+    tie = stats_tie(by)
     total = _one(cur, f"SELECT count(*) FROM {table} WHERE component = ?", [component])
-    rows = _dicts(cur, f"SELECT {by}, {_GROUP_COLUMNS} FROM {table} WHERE component = ? "
-                  f"ORDER BY runs DESC, {by} NULLS LAST LIMIT ? OFFSET ?",
-                  [component, limit, offset])
+    cond, params, skip = "component = ?", [component], offset
+    if after_row is not None:
+        extra, extra_params = after(STATS_KEYS, after_row[0], tie, after_row[1])
+        cond, params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
+    rows = _dicts(cur, f"SELECT {by}, {_GROUP_COLUMNS}, {tie} AS _tie FROM {table} "
+                  f"WHERE {cond} ORDER BY {order_by(STATS_KEYS, tie)} LIMIT ? OFFSET ?",
+                  [*params, limit + 1, skip])
+    ended = None
+    if len(rows) > limit:
+        ended = (token_values(STATS_KEYS, rows[limit - 1]), rows[limit - 1]["_tie"])
     items = []
-    for row in rows:
+    for row in rows[:limit]:
+        del row["_tie"]
         item = _stats_item({"component": component, **row})
         item.pop("component")
         items.append(item)
-    return _page(items, limit, offset, total)
+    page = _page(items, limit, offset, total)
+    page["ended"] = ended
+    return page
 
 
 def performance(cur: Cursor, series: MetricSeries, component: str, days: int = 30, *,
                 model: str | None = None, hardware: str | None = None,
                 metric: str | None = None, today: date | None = None, limit: int = 100,
-                offset: int = 0) -> dict[str, Any]:
+                offset: int = 0, after: tuple[str | None, str | None, str] | None = None
+                ) -> dict[str, Any]:
     """Per (model, hardware, metric) over the last `days` UTC calendar days (today
     included), from the daily rollups: count/mean/min/max exact, p50/p95/p99 from the
     merged histograms (interpolated like quantile_cont, ≤ 1 % relative error), and a
@@ -312,7 +363,8 @@ def performance(cur: Cursor, series: MetricSeries, component: str, days: int = 3
     today = today or datetime.now(UTC).date()
     since = today - timedelta(days=days - 1)
     total, items = series.report(cur, component, since, today, model=model,
-                                 hardware=hardware, metric=metric, limit=limit, offset=offset)
+                                 hardware=hardware, metric=metric, limit=limit, offset=offset,
+                                 after=after)
     return {"component": component, "days": days, "since": since, "until": today,
             **_page(items, limit, offset, total)}
 
