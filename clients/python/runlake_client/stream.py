@@ -114,7 +114,9 @@ class Follow(Iterator[StreamMessage]):
                 connected = True
                 log.info("runlake-client: %s; resuming after %s", e, self.position)
             except (OSError, http.client.HTTPException, _RetryLater, msgspec.DecodeError,
-                    UnicodeDecodeError) as e:  # a torn or mangled message: resume too
+                    UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError
+                    ) as e:  # a torn or mangled message (an `id:` of "²", a body of the
+                # wrong shape): the server's or the network's fault, so resume too
                 if self._stop.is_set():
                     return
                 log.info("runlake-client: stream interrupted (%s); resuming after %s", e,
