@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from helpers.server import ServerProcess
 from openapi_spec_validator import validate
 
@@ -71,15 +72,19 @@ def test_document_is_valid_openapi(tmp_path: Path, start_server_process: Any) ->
     assert {p["name"] for p in search["parameters"]} >= {"query", "limit"}
 
 
+# One worker: CPython 3.11.7's ast.parse is not thread-safe (gh-106905, "AST constructor
+# recursion depth mismatch"), and hypothesis parses lambdas' source from schemathesis's
+# worker threads: two workers made this test fail at random.
+@pytest.mark.timeout(600)
 def test_schemathesis_finds_nothing(tmp_path: Path, start_server_process: Any) -> None:
     server, key = serve_with_key(tmp_path, start_server_process)
     st = Path(sys.executable).parent / "st"
     result = subprocess.run(
         [str(st), "--config-file", str(CONFIG), "run", server.url + "/api/openapi.json",
-         "-H", f"X-API-Key: {key}", "--checks", "all", "--workers", "2", "--no-color",
+         "-H", f"X-API-Key: {key}", "--checks", "all", "--workers", "1", "--no-color",
          "--phases", "examples,coverage,fuzzing", "--max-failures", "20",
          "--output-truncate", "true"],
-        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        capture_output=True, text=True, timeout=500, cwd=tmp_path,
         env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)})
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]
