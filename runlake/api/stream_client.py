@@ -66,7 +66,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 200 else text[:199] + "…"
 
 
-async def _messages(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, str]]:
+async def sse_blocks(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, str]]:
+    """An SSE response's messages as a browser parses them: the fields up to each blank
+    line, `data` lines joined (comments skipped)."""
     fields: dict[str, str] = {}
     data: list[str] = []
     async for raw in resp.content:
@@ -99,7 +101,7 @@ async def tail(options: TailOptions, out: TextIO = sys.stdout) -> int:
                     if resp.status != 200:
                         raise TailError(_error_text(resp.status, await resp.read()))
                     connected = True
-                    async for message in _messages(resp):
+                    async for message in sse_blocks(resp):
                         if "retry" in message and message["retry"].isdigit():
                             retry_s = int(message["retry"]) / 1000
                         if not message["data"]:

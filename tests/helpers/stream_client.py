@@ -10,6 +10,8 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from runlake.api.stream_client import sse_blocks
+
 
 @dataclass
 class Message:
@@ -26,25 +28,14 @@ class Message:
 
 
 async def sse_messages(resp: aiohttp.ClientResponse) -> AsyncIterator[Message]:
-    """The messages of an SSE response until it ends (`retry:`-only blocks skipped)."""
-    fields: dict[str, str] = {}
-    data: list[str] = []
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n").rstrip("\r")
-        if line == "":
-            if data:
-                yield Message(fields.get("event", "event"), msgspec.json.decode("\n".join(data)),
-                              int(fields["id"]) if "id" in fields else None, dict(fields))
-            fields, data = {}, []
+    """The messages of an SSE response until it ends (`retry:`-only blocks skipped),
+    parsed by the one SSE parser runlake has (`runlake tail`'s)."""
+    async for block in sse_blocks(resp):
+        if not block["data"]:
             continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        else:
-            fields[name] = value
+        fields = {k: v for k, v in block.items() if k != "data"}
+        yield Message(fields.get("event", "event"), msgspec.json.decode(block["data"]),
+                      int(fields["id"]) if "id" in fields else None, fields)
 
 
 async def ws_messages(ws: aiohttp.ClientWebSocketResponse) -> AsyncIterator[Message]:
