@@ -4,8 +4,6 @@ generation counts (docs/facets.md, docs/compat.md): thin handlers over
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from runlake.api import cursor
@@ -15,7 +13,8 @@ from runlake.api.responses import json_response
 from runlake.api.state import SETTINGS
 from runlake.views.facets import facet
 from runlake.views.generations import generation_stats
-from runlake.views.run_list import RunFilter, keyset_value, sort_value
+from runlake.views.keyset import sql_value, token_value
+from runlake.views.run_list import RunFilter, sort_key
 from runlake.views.run_list import list_runs as list_run_page
 
 # The query fields that are not filters: a `next` token pages only the filters it
@@ -40,29 +39,21 @@ def _filters_key(query: p.RunFilters) -> str:
 
 async def list_runs(request: web.Request, query: p.RunsQuery) -> web.Response:
     c, f, key = request.match_info["component"], run_filter(query), _filters_key(query)
-    after: tuple[Any, str] | None = None
-    offset = query.offset
-    if query.next is not None:
-        if query.offset:
-            raise p.bad_param("next", "cannot be given with offset: the token says where "
-                                      "the page starts")
-        position = cursor.decode(query.next, query.sort, key)
+    position = cursor.start(query.next, query.offset, query.sort, key)
+    after, offset = None, query.offset
+    if position is not None:
         try:
-            keyset_value(query.sort.lstrip("-"), position.value)
+            after = (sql_value(sort_key(query.sort), position.value), position.key)
         except ValueError:
-            raise p.bad_param("next", "is not a token this server made; pass the `next` "
-                                      "of a page unchanged") from None
-        after, offset = (position.value, position.key), position.offset
+            raise cursor.not_made_here() from None
+        offset = position.offset
     page, more = await db_read(request, lambda cur: list_run_page(
         cur, c, f, sort=query.sort, limit=query.limit, offset=offset, after=after))
     page["offset"] = offset
-    page["next"] = None
-    if more and page["items"]:
-        last = page["items"][-1]
-        col = query.sort.lstrip("-")
-        page["next"] = cursor.encode(cursor.Position(
-            cursor.VERSION, query.sort, sort_value(col, last[col]), last["run_id"],
-            offset + len(page["items"]), key))
+    last = page["items"][-1] if page["items"] else None
+    page["next"] = None if last is None else cursor.make(
+        more, query.sort, token_value(last[query.sort.lstrip("-")]), last["run_id"],
+        offset + len(page["items"]), key)
     return json_response(page)
 
 

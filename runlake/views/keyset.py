@@ -54,10 +54,11 @@ def _all(terms: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
 
 def token_values(keys: list[Key], row: dict[str, Any]) -> list[Any]:
     """A row's sort values as a token holds them (times as RFC 3339 text)."""
-    return [_token_value(row[k.column]) for k in keys]
+    return [token_value(row[k.column]) for k in keys]
 
 
-def _token_value(value: Any) -> Any:
+def token_value(value: Any) -> Any:
+    """One sort value as a token holds it (times as RFC 3339 text)."""
     if isinstance(value, datetime):
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
     return value
@@ -68,10 +69,11 @@ def sql_values(keys: list[Key], values: Any) -> list[Any]:
     ValueError when they cannot be these keys' (wrong count or kind)."""
     if not isinstance(values, list) or len(values) != len(keys):
         raise ValueError(f"needs {len(keys)} sort values")
-    return [_sql_value(k, v) for k, v in zip(keys, values, strict=True)]
+    return [sql_value(k, v) for k, v in zip(keys, values, strict=True)]
 
 
-def _sql_value(key: Key, value: Any) -> Any:
+def sql_value(key: Key, value: Any) -> Any:
+    """One token value as SQL compares it (see sql_values)."""
     if value is None:
         return None
     if key.kind == "number":

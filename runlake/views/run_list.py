@@ -9,9 +9,11 @@ as text. Every value is a bound parameter; column names come from the whitelists
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from runlake.views import keyset
+from runlake.views.keyset import Key
 from runlake.views.queries import (
     _TAGGED,
     RUN_COLUMNS,
@@ -83,61 +85,30 @@ def where(component: str, f: RunFilter) -> tuple[str, list[Any]]:
     return " AND ".join(conds), params
 
 
-def _after(col: str, desc: bool, value: Any, run_id: str) -> tuple[str, list[Any]]:
-    """Rows strictly after (value, run_id) in `ORDER BY col [DESC] NULLS LAST, run_id`."""
-    if value is None:  # among the nulls, which come last
-        return f"({col} IS NULL AND run_id > ?)", [run_id]
-    op = "<" if desc else ">"
-    return (f"({col} {op} ? OR ({col} = ? AND run_id > ?) OR {col} IS NULL)",
-            [value, value, run_id])
-
-
-def sort_value(col: str, value: Any) -> Any:
-    """A sort key's value as a token holds it (times as RFC 3339 text)."""
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def keyset_value(col: str, value: Any) -> Any:
-    """A token's sort value as SQL compares it (times naive UTC, like the columns);
-    ValueError when it cannot be one of `col`'s (a token is the client's to send)."""
-    if value is None:
-        return None
-    if col in TIME_COLUMNS:
-        if not isinstance(value, str):
-            raise ValueError(f"{col} needs a time")
-        parsed = datetime.fromisoformat(value)
-        if parsed.tzinfo is None:
-            raise ValueError(f"{col} needs a time with a timezone")
-        try:
-            return parsed.astimezone(UTC).replace(tzinfo=None)
-        except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: before year 1 in UTC
-            raise ValueError(f"{col} is outside years 1-9999 in UTC") from None
-    if col == "duration_s":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{col} needs a number")
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"{col} needs text")
-    return value
+def sort_key(sort: str) -> Key:
+    """The runs list's `sort` (`-` for descending) as a keyset Key."""
+    col = sort.lstrip("-")
+    if col not in SORT_COLUMNS:
+        raise ValueError(f"unknown sort {sort!r}")
+    kind = "time" if col in TIME_COLUMNS else "number" if col == "duration_s" else "text"
+    return Key(col, sort.startswith("-"), kind)
 
 
 def list_runs(cur: Cursor, component: str, f: RunFilter, *, sort: str = "-created_at",
               limit: int = 50, offset: int = 0, after: tuple[Any, str] | None = None
               ) -> tuple[dict[str, Any], bool]:
     """A page of the component's runs matching `f`, and whether more follow. `after`
-    (a sort value and run id from a `next` token) starts the page past that row
+    (a sort value, SQL-ready (keyset.sql_value), and run id from a `next` token) starts the page past that row
     instead of skipping `offset` rows; `total` counts every match either way."""
-    col, desc = sort.lstrip("-"), sort.startswith("-")
-    if col not in SORT_COLUMNS:
-        raise ValueError(f"unknown sort {sort!r}")
+    key = sort_key(sort)
     cond, params = where(component, f)
     total = _one(cur, f"SELECT count(*) FROM runs r WHERE {cond}", params)
     page_cond, page_params, skip = cond, list(params), offset
     if after is not None:
-        extra, extra_params = _after(col, desc, keyset_value(col, after[0]), after[1])
+        extra, extra_params = keyset.after([key], [after[0]], "run_id", after[1])
         page_cond, page_params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
-    order = f"{col} {'DESC' if desc else 'ASC'} NULLS LAST, run_id"
-    rows = _dicts(cur, f"SELECT {RUN_COLUMNS} FROM runs r WHERE {page_cond} ORDER BY {order} "
-                  "LIMIT ? OFFSET ?", [*page_params, limit + 1, skip])
+    rows = _dicts(cur, f"SELECT {RUN_COLUMNS} FROM runs r WHERE {page_cond} "
+                  f"ORDER BY {keyset.order_by([key], 'run_id')} LIMIT ? OFFSET ?",
+                  [*page_params, limit + 1, skip])
     more = len(rows) > limit
     return _page([_run_item(r) for r in rows[:limit]], limit, offset, total), more
