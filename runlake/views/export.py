@@ -7,7 +7,7 @@ created_at, run_id), `since`/`until` filtering `created_at` as everywhere else
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -39,11 +39,21 @@ def runs_batches(
     """
     where, params = _where(components, since, until)
     sql = RUNS.format(columns=RUN_COLUMNS, where=where)
+    yield from _keyset_pages(db, params, batch_rows,
+                             lambda cur, args: cur.sql(sql, params=args).to_arrow_table())
+
+
+def _keyset_pages(db: Database, params: list[Any], batch_rows: int,
+                  read: Callable[[Any, list[Any]], pa.Table]) -> Iterator[pa.RecordBatch]:
+    """Every page `read` gives, in (component, created_at, run_id) order, as record
+    batches with UTC timestamps: at least one batch, maybe empty, so the schema is
+    always known. `read(cur, args)` runs RUNS with `args` (the filter's parameters,
+    then the last row's keys and the page size)."""
     c, t, r = _START
     schema: pa.Schema | None = None  # the first page's, with UTC timestamps
     while True:
         args = [*params, c, c, t, t, r, batch_rows]
-        page = db.read_sync(lambda cur, args=args: cur.sql(sql, params=args).to_arrow_table())
+        page = db.read_sync(lambda cur, args=args: read(cur, args))
         first = schema is None
         schema = schema or pa.schema([_utc(f) for f in page.schema])
         if page.num_rows == 0:
@@ -54,8 +64,9 @@ def runs_batches(
             yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
         if page.num_rows < batch_rows:
             return
-        last = page.slice(page.num_rows - 1).to_pylist()[0]
-        c, t, r = last["component"], last["created_at"].replace(tzinfo=None), last["run_id"]
+        last = page.slice(page.num_rows - 1).select(["component", "created_at", "run_id"])
+        row = last.to_pylist()[0]
+        c, t, r = row["component"], row["created_at"].replace(tzinfo=None), row["run_id"]
 
 
 def _where(components: list[str] | None, since: datetime | None,
@@ -134,8 +145,6 @@ def run_document_batches(
     one page per batch, in the runs export's order; at least one batch, maybe empty."""
     where, params = _where(components, since, until)
     sql = RUNS.format(columns=f"{RUN_COLUMNS}, first_seq, last_seq", where=where)
-    c, t, r = _START
-    schema: pa.Schema | None = None
 
     def page_of(cur: Any, args: list[Any]) -> pa.Table:
         runs = cur.sql(sql, params=args).to_arrow_table()
@@ -149,20 +158,4 @@ def run_document_batches(
             runs = runs.append_column(name, children.column(name))
         return runs
 
-    while True:
-        args = [*params, c, c, t, t, r, batch_rows]
-        page = db.read_sync(lambda cur, args=args: page_of(cur, args))
-        first = schema is None
-        schema = schema or pa.schema([_utc(f) for f in page.schema])
-        if page.num_rows == 0:
-            if first:
-                yield pa.RecordBatch.from_pylist([], schema=schema)
-            return
-        for batch in page.to_batches():
-            yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
-        if page.num_rows < batch_rows:
-            return
-        last = page.slice(page.num_rows - 1).select(["component", "created_at", "run_id"])
-        last_row = last.to_pylist()[0]
-        c, t, r = (last_row["component"], last_row["created_at"].replace(tzinfo=None),
-                   last_row["run_id"])
+    yield from _keyset_pages(db, params, batch_rows, page_of)
