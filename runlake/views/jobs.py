@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from runlake.views.keyset import Key, after, order_by, token_values
+from runlake.views.keyset import Key, page_sql, token_values
 from runlake.views.queries import Cursor, _dicts, _one, _page, run_span
 
 # Output lines are log messages with these prefixes; the rest of the message is the line.
@@ -46,13 +46,8 @@ def list_jobs(cur: Cursor, component: str, limit: int, offset: int,
     `after_row` (SQL-ready sort values and a job id, from a `next` token) starts the
     page past that job instead of skipping `offset` rows."""
     total = _one(cur, "SELECT count(*) FROM runs WHERE component = ?", [component])
-    cond, params, skip = "component = ?", [component], offset
-    if after_row is not None:
-        extra, extra_params = after(JOB_KEYS, after_row[0], "run_id", after_row[1])
-        cond, params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
-    items = _dicts(cur, f"SELECT {_JOB} FROM runs WHERE {cond} "
-                   f"ORDER BY {order_by(JOB_KEYS, 'run_id')} LIMIT ? OFFSET ?",
-                   [*params, limit + 1, skip])
+    items = _dicts(cur, *page_sql(f"SELECT {_JOB} FROM runs", "component = ?", [component],
+                                  JOB_KEYS, "run_id", limit, offset, after_row))
     ended = None
     if len(items) > limit:
         last = items[limit - 1]
@@ -108,13 +103,9 @@ def job_logs(cur: Cursor, component: str, job_id: str, limit: int, offset: int,
     params = [component, job_id, *span, STDOUT_PREFIX, STDERR_PREFIX]
     where = f"{_OF_JOB} AND {_NOT_OUTPUT}"
     total = _one(cur, f"SELECT count(*) FROM logs WHERE {where}", params)
-    skip = offset
-    if after_row is not None:
-        extra, extra_params = after(JOB_LOG_KEYS, after_row[0], "seq", after_row[1])
-        where, params, skip = f"{where} AND {extra}", [*params, *extra_params], 0
-    items = _dicts(cur, f"SELECT ts AS timestamp, level, message, seq FROM logs WHERE {where} "
-                   f"ORDER BY {order_by(JOB_LOG_KEYS, 'seq')} LIMIT ? OFFSET ?",
-                   [*params, limit + 1, skip])
+    items = _dicts(cur, *page_sql("SELECT ts AS timestamp, level, message, seq FROM logs",
+                                  where, params, JOB_LOG_KEYS, "seq", limit, offset,
+                                  after_row))
     ended = None
     if len(items) > limit:
         last = items[limit - 1]

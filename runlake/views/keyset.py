@@ -48,6 +48,21 @@ def after(keys: list[Key], values: list[Any], tie: str, tie_value: str | int
     return "(" + " OR ".join(sql for sql, _ in parts) + ")", [v for _, ps in parts for v in ps]
 
 
+def page_sql(select_from: str, where: str, params: list[Any], keys: list[Key], tie: str,
+             limit: int, offset: int, after_row: tuple[list[Any], Any] | None
+             ) -> tuple[str, list[Any]]:
+    """One page of `select_from WHERE where` in order_by(keys, tie), one row more than
+    `limit` (so the caller knows whether more follow): past `after_row` (SQL-ready sort
+    values and the tie's value, from a `next` token) when given, else `offset` rows in.
+    `params` are those of `select_from` and `where`, in order."""
+    skip = offset
+    if after_row is not None:
+        extra, extra_params = after(keys, after_row[0], tie, after_row[1])
+        where, params, skip = f"({where}) AND {extra}", [*params, *extra_params], 0
+    return (f"{select_from} WHERE {where} ORDER BY {order_by(keys, tie)} LIMIT ? OFFSET ?",
+            [*params, limit + 1, skip])
+
+
 def _all(terms: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
     return "(" + " AND ".join(sql for sql, _ in terms) + ")", [v for _, ps in terms for v in ps]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runlake.views.keyset import Key, after, order_by, token_values
+from runlake.views.keyset import Key, page_sql, token_values
 from runlake.views.queries import STATUSES, Cursor, _dicts, _page, stats_tie
 
 CELLS_SQL = f"""
@@ -33,14 +33,9 @@ def model_hardware(cur: Cursor, component: str, limit: int, offset: int,
     """A page of cells and, under `ended`, where it ended (its last cell's model as a
     token holds it, and its tie) when more follow, else None. `after_row` (from a
     `next` token) starts past that cell instead of skipping `offset` rows."""
-    cond, params, skip = "TRUE", [component], offset
-    if after_row is not None:
-        cond, extra = after(CELLS_KEYS, after_row[0], CELLS_TIE, after_row[1])
-        params, skip = [*params, *extra], 0
-    rows = _dicts(cur, f"SELECT *, {CELLS_TIE} AS _tie, count(*) OVER () AS total "
-                       f"FROM ({CELLS_SQL}) WHERE {cond} "
-                       f"ORDER BY {order_by(CELLS_KEYS, CELLS_TIE)} LIMIT ? OFFSET ?",
-                  [*params, limit + 1, skip])
+    rows = _dicts(cur, *page_sql(
+        f"SELECT *, {CELLS_TIE} AS _tie, count(*) OVER () AS total FROM ({CELLS_SQL})",
+        "TRUE", [component], CELLS_KEYS, CELLS_TIE, limit, offset, after_row))
     total = rows[0]["total"] if rows and after_row is None else _dicts(
         cur, f"SELECT count(*) AS n FROM ({CELLS_SQL})", [component])[0]["n"]
     ended = None

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from runlake.views.keyset import Key, after, order_by, token_values
+from runlake.views.keyset import Key, page_sql, token_values
 from runlake.views.metric_series import MetricSeries
 
 Cursor = duckdb.DuckDBPyConnection
@@ -264,14 +264,9 @@ def list_batches(cur: Cursor, component: str, limit: int = 50, offset: int = 0,
     `after_row` (SQL-ready sort values and a batch id, from a `next` token) starts the
     page past that batch instead of skipping `offset` rows."""
     total = _one(cur, "SELECT count(*) FROM batch_stats WHERE component = ?", [component])
-    cond, params, skip = "component = ?", [component], offset
-    if after_row is not None:
-        extra, extra_params = after(BATCH_KEYS, after_row[0], "batch_id", after_row[1])
-        cond, params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
-    rows = _dicts(cur, f"SELECT {_BATCH_COLUMNS}, {BATCH_KEYS[0].column} AS _activity "
-                  f"FROM batch_stats WHERE {cond} "
-                  f"ORDER BY {order_by(BATCH_KEYS, 'batch_id')} LIMIT ? OFFSET ?",
-                  [*params, limit + 1, skip])
+    rows = _dicts(cur, *page_sql(
+        f"SELECT {_BATCH_COLUMNS}, {BATCH_KEYS[0].column} AS _activity FROM batch_stats",
+        "component = ?", [component], BATCH_KEYS, "batch_id", limit, offset, after_row))
     ended = None
     if len(rows) > limit:
         last = rows[limit - 1]
@@ -328,13 +323,9 @@ def group_stats(cur: Cursor, component: str, by: str, limit: int = 100,
     table = {"model": "model_stats", "hardware": "hardware_stats"}[by]
     tie = stats_tie(by)
     total = _one(cur, f"SELECT count(*) FROM {table} WHERE component = ?", [component])
-    cond, params, skip = "component = ?", [component], offset
-    if after_row is not None:
-        extra, extra_params = after(STATS_KEYS, after_row[0], tie, after_row[1])
-        cond, params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
-    rows = _dicts(cur, f"SELECT {by}, {_GROUP_COLUMNS}, {tie} AS _tie FROM {table} "
-                  f"WHERE {cond} ORDER BY {order_by(STATS_KEYS, tie)} LIMIT ? OFFSET ?",
-                  [*params, limit + 1, skip])
+    rows = _dicts(cur, *page_sql(f"SELECT {by}, {_GROUP_COLUMNS}, {tie} AS _tie FROM {table}",
+                                 "component = ?", [component], STATS_KEYS, tie, limit, offset,
+                                 after_row))
     ended = None
     if len(rows) > limit:
         ended = (token_values(STATS_KEYS, rows[limit - 1]), rows[limit - 1]["_tie"])

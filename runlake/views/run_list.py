@@ -103,12 +103,8 @@ def list_runs(cur: Cursor, component: str, f: RunFilter, *, sort: str = "-create
     key = sort_key(sort)
     cond, params = where(component, f)
     total = _one(cur, f"SELECT count(*) FROM runs r WHERE {cond}", params)
-    page_cond, page_params, skip = cond, list(params), offset
-    if after is not None:
-        extra, extra_params = keyset.after([key], [after[0]], "run_id", after[1])
-        page_cond, page_params, skip = f"{cond} AND {extra}", [*params, *extra_params], 0
-    rows = _dicts(cur, f"SELECT {RUN_COLUMNS} FROM runs r WHERE {page_cond} "
-                  f"ORDER BY {keyset.order_by([key], 'run_id')} LIMIT ? OFFSET ?",
-                  [*page_params, limit + 1, skip])
+    after_row = None if after is None else ([after[0]], after[1])
+    rows = _dicts(cur, *keyset.page_sql(f"SELECT {RUN_COLUMNS} FROM runs r", cond, params,
+                                        [key], "run_id", limit, offset, after_row))
     more = len(rows) > limit
     return _page([_run_item(r) for r in rows[:limit]], limit, offset, total), more

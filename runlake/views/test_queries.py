@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runlake.views.keyset import Key, Kind, after, order_by, token_values
+from runlake.views.keyset import Key, Kind, page_sql, token_values
 from runlake.views.queries import Cursor, _dicts, _like, _one, _page
 from runlake.views.tests import TRANSITIONS_SQL, transition_score
 
@@ -75,17 +75,12 @@ def list_tests(cur: Cursor, component: str, *, window: int, flaky: bool | None =
     keys = sort_keys(sort)
     total = _one(cur, f"SELECT count(*) FROM test_stats WHERE {cond}", params)
     flakiness = TRANSITIONS_SQL.format(window=int(window))
-    page_cond, page_params, skip = "true", [], offset
-    if after_row is not None:
-        page_cond, page_params = after(keys, after_row[0], "test", after_row[1])
-        skip = 0
-    rows = _dicts(cur, f"""
+    rows = _dicts(cur, *page_sql(f"""
         SELECT * FROM (
             SELECT {_COLUMNS}, {flakiness} AS flakiness,
                    flaky_runs + flaky_commits AS flaky_n, 1 - pass_rate AS failure_rate_
-            FROM test_stats WHERE {cond})
-        WHERE {page_cond} ORDER BY {order_by(keys, "test")} LIMIT ? OFFSET ?""",
-                  [*params, *page_params, limit + 1, skip])
+            FROM test_stats WHERE {cond})""", "true", params, keys, "test", limit, offset,
+        after_row))
     ended = None
     if len(rows) > limit and limit:
         ended = (token_values(keys, rows[limit - 1]), rows[limit - 1]["test"])
