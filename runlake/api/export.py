@@ -442,8 +442,9 @@ def _times_as_text(array: pa.Array) -> pa.Array:
     writes for a UTC datetime (RFC 3339, `Z`, microseconds only when not zero)."""
     kind = array.type
     if pa.types.is_timestamp(kind):
-        # "2026-12-07 03:04:05.000000" from a cast (strftime and regexes were 5-10x
-        # slower), then the fraction dropped when zero, the T and the Z put in.
+        # "2026-12-07 03:04:05.000000" from a cast (cheaper than strftime or regexes:
+        # BENCHMARKS.md, the run-documents export), then the fraction dropped when
+        # zero, the T and the Z put in.
         text = pc.cast(array.cast(pa.timestamp(kind.unit)), pa.string())
         text = pc.if_else(pc.ends_with(text, ".000000"), pc.utf8_slice_codeunits(text, 0, 19),
                           text)

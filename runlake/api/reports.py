@@ -19,8 +19,9 @@ from runlake.errors import UnsupportedMediaType
 from runlake.events import Event
 from runlake.ingest.reports import RunAttributes, load_report
 
-# A parsed report holds ~25x its bytes while it is turned into events (the element
-# tree, a line per element): the routes take less than a file may hold on disk.
+# A parsed report holds many times its bytes while it is turned into events (the
+# element tree, a line per element; docs/tests.md): the routes take less than a file
+# may hold on disk.
 MAX_BODY_BYTES = 8 * 1024 * 1024
 XML_TYPES = ("application/xml", "text/xml", "application/junit+xml")
 REPORTLOG_TYPES = ("application/x-ndjson", "application/jsonl", "application/json")
