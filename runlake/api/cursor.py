@@ -7,7 +7,8 @@ rows came before the next page (for `offset`), and a fingerprint of the filters 
 made for. A page asked with a token starts strictly after that row, so rows that
 arrive between two fetches neither shift nor repeat what follows. A token that does
 not decode, or was made for another sort or other filters, is a 400 naming `next`.
-Every list with `next` (runs, tests, jobs) makes and reads it here: `start` and `make`.
+Every list with `next` makes and reads it here: `resume` and `next_of` (or, for a
+list with its own token value, `start` and `make`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import msgspec
 
 from runlake.api.params import bad_param
 from runlake.errors import BadRequest
+from runlake.views.keyset import Key, sql_values
 
 VERSION = 1
 
@@ -83,6 +85,28 @@ def make(more: bool, sort: str, value: Any, key: str, offset: int, filters: str
     """The `next` of a page that ended on the row with sort `value` and tie-break
     `key`, `offset` rows in; None when no rows follow."""
     return encode(Position(VERSION, sort, value, key, offset, filters)) if more else None
+
+
+def resume(token: str | None, offset: int, sort: str, filters: str, keys: list[Key]
+           ) -> tuple[tuple[list[Any], Any] | None, int]:
+    """Where a page of a list sorted on `keys` starts: (None, offset) without a token,
+    else the token's SQL-ready sort values and tie-break key, and its offset; a 400
+    for a token whose values cannot be these keys'."""
+    position = start(token, offset, sort, filters)
+    if position is None:
+        return None, offset
+    try:
+        return (sql_values(keys, position.value), position.key), position.offset
+    except ValueError:
+        raise not_made_here() from None
+
+
+def next_of(page: dict[str, Any], ended: tuple[list[Any], Any] | None, sort: str,
+            offset: int, filters: str) -> str | None:
+    """The `next` of `page` (asked `offset` rows in) that ended on `ended` (its last
+    row's sort values as a token holds them, and its tie-break key; None: last page)."""
+    return None if ended is None else make(True, sort, ended[0], ended[1],
+                                           offset + len(page["items"]), filters)
 
 
 def not_made_here() -> BadRequest:

@@ -36,18 +36,10 @@ def _component(request: web.Request) -> str:
 async def list_jobs(request: web.Request, query: p.JobsQuery) -> web.Response:
     c, limit, offset = _component(request), query.limit, query.offset
     key = cursor.filters_key({"component": c})
-    position = cursor.start(query.next, offset, _SORT, key)
-    after_row = None
-    if position is not None:
-        try:
-            after_row = (sql_values(q.JOB_KEYS, position.value), position.key)
-        except ValueError:
-            raise cursor.not_made_here() from None
-        offset = position.offset
+    after_row, offset = cursor.resume(query.next, offset, _SORT, key, q.JOB_KEYS)
     page, ended = await db_read(request, lambda cur: q.list_jobs(cur, c, limit, offset,
                                                                  after_row))
-    page["next"] = None if ended is None else cursor.make(
-        True, _SORT, ended[0], ended[1], offset + len(page["items"]), key)
+    page["next"] = cursor.next_of(page, ended, _SORT, offset, key)
     return json_response(page)
 
 

@@ -206,19 +206,9 @@ async def list_batches(request: web.Request, query: p.KeysetPage) -> web.Respons
     c, limit, offset = request.match_info["component"], query.limit, query.offset
     # Keyset on (last activity desc, batch_id) (docs/facets.md "Paging").
     key = cursor.filters_key({"component": c, "list": "batches"})
-    position = cursor.start(query.next, offset, q.BATCH_SORT, key)
-    after = None
-    if position is not None:
-        try:
-            after = (keyset.sql_values(q.BATCH_KEYS, position.value), position.key)
-        except ValueError:
-            raise cursor.not_made_here() from None
-        offset = position.offset
-    page = await db_read(request, lambda cur: q.list_batches(cur, c, limit, offset,
-                                                                  after))
-    ended = page.pop("ended")
-    page["next"] = None if ended is None else cursor.make(
-        True, q.BATCH_SORT, ended[0], ended[1], offset + len(page["items"]), key)
+    after, offset = cursor.resume(query.next, offset, q.BATCH_SORT, key, q.BATCH_KEYS)
+    page = await db_read(request, lambda cur: q.list_batches(cur, c, limit, offset, after))
+    page["next"] = cursor.next_of(page, page.pop("ended"), q.BATCH_SORT, offset, key)
     return json_response(page)
 
 
@@ -233,19 +223,10 @@ def _stats(by: str) -> Callable[[web.Request, p.KeysetLongPage], Any]:
         c, limit, offset = request.match_info["component"], query.limit, query.offset
         # Keyset on (runs desc, name nulls last) (docs/facets.md "Paging").
         key = cursor.filters_key({"component": c, "list": f"{by}/stats"})
-        position = cursor.start(query.next, offset, q.STATS_SORT, key)
-        after = None
-        if position is not None:
-            try:
-                after = (keyset.sql_values(q.STATS_KEYS, position.value), position.key)
-            except ValueError:
-                raise cursor.not_made_here() from None
-            offset = position.offset
+        after, offset = cursor.resume(query.next, offset, q.STATS_SORT, key, q.STATS_KEYS)
         page = await db_read(request, lambda cur: q.group_stats(cur, c, by, limit, offset,
                                                                 after))
-        ended = page.pop("ended")
-        page["next"] = None if ended is None else cursor.make(
-            True, q.STATS_SORT, ended[0], ended[1], offset + len(page["items"]), key)
+        page["next"] = cursor.next_of(page, page.pop("ended"), q.STATS_SORT, offset, key)
         return json_response(page)
 
     return handler

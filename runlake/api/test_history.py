@@ -11,7 +11,6 @@ from runlake.api.reads import db_read, found
 from runlake.api.responses import json_response
 from runlake.api.state import SETTINGS
 from runlake.views import test_queries as tq
-from runlake.views.keyset import sql_values
 
 # The query fields that are not filters: a `next` token pages only the filters it
 # was made for (cursor.filters_key).
@@ -26,19 +25,12 @@ async def list_tests(request: web.Request, query: p.TestsQuery) -> web.Response:
     # The window is in the key: flakiness values from another window are not this order's.
     key = cursor.filters_key({"component": c, "window": window,
                               **{f: getattr(query, f) for f in _FILTERS}})
-    position = cursor.start(query.next, query.offset, query.sort, key)
-    after_row, offset = None, query.offset
-    if position is not None:
-        try:
-            after_row = (sql_values(tq.sort_keys(query.sort), position.value), position.key)
-        except ValueError:
-            raise cursor.not_made_here() from None
-        offset = position.offset
+    after_row, offset = cursor.resume(query.next, query.offset, query.sort, key,
+                                      tq.sort_keys(query.sort))
     page, ended = await db_read(request, lambda cur: tq.list_tests(
         cur, c, window=window, flaky=_BOOL[query.flaky], failing=_BOOL[query.failing],
         q=query.q, sort=query.sort, limit=query.limit, offset=offset, after_row=after_row))
-    page["next"] = None if ended is None else cursor.make(
-        True, query.sort, ended[0], ended[1], offset + len(page["items"]), key)
+    page["next"] = cursor.next_of(page, ended, query.sort, offset, key)
     return json_response(page)
 
 
