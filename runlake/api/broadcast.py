@@ -28,7 +28,7 @@ from aiohttp import web
 
 from runlake.api.state import EVENT_LOG, FOLD, SETTINGS
 from runlake.events import EventLog
-from runlake.events.columns import LOG_SCHEMA, WIRE_FIELDS
+from runlake.events.columns import LOG_SCHEMA, wire_rows
 from runlake.ingest.fold import ChangedRun, Fold
 
 log = logging.getLogger("runlake.stream")
@@ -114,31 +114,17 @@ def encode_batch(batch: pa.Table | pa.RecordBatch) -> pa.Table:
     built column by column per event type (row by row it cost more than the append)."""
     n = batch.num_rows
     seqs = batch.column("seq").to_pylist()
-    types = batch.column("type")
-    components = batch.column("component").to_pylist()
-    ids = batch.column("id").to_pylist()
-    times, received = _rfc3339(batch.column("ts")), _rfc3339(batch.column("received_at"))
-    events: list[dict[str, Any]] = [{}] * n
-    kinds = pc.unique(types).to_pylist()
-    for kind in kinds:
-        rows = pc.indices_nonzero(pc.equal(types, kind)) if len(kinds) > 1 else None
-        part = batch if rows is None else batch.take(rows)
-        fields = [(f, _values(part.column(c), c)) for f, c in WIRE_FIELDS[kind]]
-        for j, i in enumerate(range(n) if rows is None else rows.to_pylist()):
-            seq = seqs[i]
-            event: dict[str, Any] = {"seq": seq, "type": kind, "component": components[i]}
-            for f, values in fields:
-                if (v := values[j]) is not None:
-                    event[f] = v
-            event["id"] = ids[i] if ids[i] is not None else f"@{seq}"
-            event["ts"] = times[i]
-            event["received_at"] = received[i]
-            events[i] = event
+    ids = [f"@{seq}" if i is None else i
+           for i, seq in zip(batch.column("id").to_pylist(), seqs, strict=True)]
+    events = wire_rows(batch, first=(("seq", seqs),), last=(
+        ("id", ids), ("ts", _rfc3339(batch.column("ts"))),
+        ("received_at", _rfc3339(batch.column("received_at")))))
     # One call for all: JSON text holds no raw newline, so the lines are the events.
     encoded = _json.encode_lines(events).split(b"\n")[:n]
     return pa.table({
         "seq": batch.column("seq"), "component": batch.column("component"),
-        "run_id": batch.column("run_id"), "type": types, "batch_id": batch.column("batch_id"),
+        "run_id": batch.column("run_id"), "type": batch.column("type"),
+        "batch_id": batch.column("batch_id"),
         "sse": pa.array([b"id: %d\ndata: %s\n\n" % pair
                          for pair in zip(seqs, encoded, strict=True)], pa.binary()),
         "ws": pa.array([b'{"type":"event","event":%s}' % d for d in encoded],
@@ -151,13 +137,6 @@ def _rfc3339(column: pa.Array) -> list[str]:
     UTC), which is several times faster than strftime's time-zone path."""
     text = pc.replace_substring(column.cast(pa.timestamp("us")).cast(pa.string()), " ", "T")
     return pc.binary_join_element_wise(text, "Z", "").to_pylist()
-
-
-def _values(column: pa.Array, name: str) -> list[Any]:
-    values = column.to_pylist()
-    if name == "params":  # JSON text in the log: embedded as it is
-        return [None if v is None else msgspec.Raw(v) for v in values]
-    return values
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ from runlake.api.reads import db_read, wait_for_fold
 from runlake.api.state import DATABASE, EVENT_LOG
 from runlake.errors import BadRequest, NotFound
 from runlake.events import LOG_SCHEMA, EventLog
-from runlake.events.columns import WIRE_FIELDS
+from runlake.events.columns import wire_rows
 from runlake.views.db import Database
 from runlake.views.export import run_document_batches, runs_batches
 
@@ -385,35 +385,9 @@ class _Drain(io.RawIOBase):
 def wire_events(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """Log rows back in the wire format, in order: what `row_to_event` gives, minus
     `seq` and `received_at` (the schema refuses them), with a missing `id` left out
-    (not `@seq`, which the schema reserves), column by column per event type."""
-    n = batch.num_rows
-    types = batch.column("type")
-    components = batch.column("component").to_pylist()
-    ids = batch.column("id").to_pylist()
+    (not `@seq`, which the schema reserves)."""
     times = pc.strftime(batch.column("ts"), format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
-    events: list[dict[str, Any]] = [{}] * n
-    kinds = pc.unique(types).to_pylist()
-    for kind in kinds:
-        rows = pc.indices_nonzero(pc.equal(types, kind)) if len(kinds) > 1 else None
-        part = batch if rows is None else batch.take(rows)
-        fields = [(f, _values(part.column(c), c)) for f, c in WIRE_FIELDS[kind]]
-        for j, i in enumerate(range(n) if rows is None else rows.to_pylist()):
-            event = {"type": kind, "component": components[i]}
-            if ids[i] is not None:
-                event["id"] = ids[i]
-            event["ts"] = times[i]
-            for f, values in fields:
-                if (v := values[j]) is not None:
-                    event[f] = v
-            events[i] = event
-    return events
-
-
-def _values(column: pa.Array, name: str) -> list[Any]:
-    values = column.to_pylist()
-    if name == "params":  # JSON text in the log: embedded as it is
-        return [None if v is None else msgspec.Raw(v) for v in values]
-    return values
+    return wire_rows(batch, middle=(("id", batch.column("id").to_pylist()), ("ts", times)))
 
 
 def run_items(batch: pa.RecordBatch) -> list[dict[str, Any]]:
