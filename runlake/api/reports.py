@@ -16,7 +16,6 @@ from runlake.api.params import ReportQuery
 from runlake.api.responses import Accepted, json_response
 from runlake.api.state import EVENT_LOG, SETTINGS
 from runlake.errors import UnsupportedMediaType
-from runlake.events import Event
 from runlake.ingest.reports import RunAttributes, load_report
 
 # A parsed report holds many times its bytes while it is turned into events (the
@@ -46,7 +45,7 @@ async def _import(request: web.Request, query: ReportQuery, kind: str,
                           hardware=query.hardware, batch_id=query.batch_id, name=query.name,
                           tags=tuple(query.tags()))
     name = "junit.xml" if kind == "junit" else "report-log.jsonl"
-    parse = partial(_load, body, name, attrs, request.app[SETTINGS].max_events, kind)
+    parse = partial(load_report, body, name, attrs, request.app[SETTINGS].max_events, kind)
     events = await asyncio.get_running_loop().run_in_executor(None, parse)  # XML off the loop
     refused = refused_event(request.get(API_KEY), events)
     if refused is not None:
@@ -54,7 +53,3 @@ async def _import(request: web.Request, query: ReportQuery, kind: str,
     first, last = await asyncio.shield(request.app[EVENT_LOG].append_async(events))
     return json_response(Accepted(len(events), first, last), status=202)
 
-
-def _load(body: bytes, name: str, attrs: RunAttributes, max_events: int, kind: str
-          ) -> list[Event]:
-    return load_report(body, name, attrs, max_events, kind)
