@@ -128,16 +128,21 @@ def main() -> None:
     ap.add_argument("--points", type=int, help="points of the long metric")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--data", type=Path, default=None,
+                    help="keep the data folder here; reuse it if it is already built")
     args = ap.parse_args()
     runs = args.runs or (3_300 if args.quick else 33_000)
     points = args.points or (100_000 if args.quick else 1_000_000)
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        data = Path(tmp) / "data"
+        data = args.data or Path(tmp) / "data"
+        marker = data.with_name(data.name + ".built")  # outside: the folder is the server's
+        built = marker.exists()
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "runlake", "demo", "--append", "--runs", str(runs),
-                        "--data", str(data), "--log-level", "warning"], check=True,
-                       stderr=subprocess.DEVNULL)
+        if not built:
+            subprocess.run([sys.executable, "-m", "runlake", "demo", "--append", "--runs",
+                            str(runs), "--data", str(data), "--log-level", "warning"],
+                           check=True, stderr=subprocess.DEVNULL)
         proc, url = start_server(data)
         try:
             while lag(url):  # the server folds the demo's log first
@@ -145,7 +150,8 @@ def main() -> None:
             overview = get(url + "/api/db/overview")
             component = max(overview["components"],
                             key=lambda c: overview["components"][c]["runs"])
-            last = post_long_metric(url, component, points)
+            last = 0 if built else post_long_metric(url, component, points)
+            marker.touch()
             overview = get(f"{url}/api/db/overview?min_seq={last}")
             events = overview["total"]["events"]
             print(f"# {events:,} events, {overview['total']['runs']:,} runs "
