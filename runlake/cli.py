@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runlake.errors import RunlakeError
-from runlake.settings import SETTINGS, Settings, resolve
+from runlake.settings import SETTINGS, BadSetting, Settings, resolve
 
 Command = Callable[[argparse.Namespace, Settings], int]
 DEMO_BATCH = 10_000  # events per append or POST: ~3.5 MB, well within the server's limits
@@ -112,7 +112,11 @@ def _add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = resolve({s.name: getattr(args, s.name, None) for s in SETTINGS})
+    try:
+        settings = resolve({s.name: getattr(args, s.name, None) for s in SETTINGS})
+    except BadSetting as e:
+        print(f"runlake: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -103,8 +103,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.data / "keys.json"
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class BadSetting(ValueError):
+    """A setting's value that its type refuses, named with where it came from."""
+
+
 def resolve(cli: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Settings from CLI values (None = not given), then the environment, then defaults."""
+    """Settings from CLI values (None = not given), then the environment, then defaults.
+    A value of the wrong type or out of range raises BadSetting naming the setting."""
     cli = cli or {}
     env = dict(os.environ) if env is None else env
     raw: dict[str, Any] = {}
@@ -116,7 +124,30 @@ def resolve(cli: dict[str, Any] | None = None, env: dict[str, str] | None = None
     if "data" in raw:
         raw["data"] = str(raw["data"])
     # strict=False lets "8080" and "true" from the environment become int and bool.
-    return msgspec.convert(raw, Settings, strict=False, dec_hook=_path)
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False, dec_hook=_path)
+    except msgspec.ValidationError as e:
+        # Convert alone to find the setting at fault: msgspec's path is `$.name`.
+        for s in SETTINGS:
+            if s.name in raw:
+                try:
+                    msgspec.convert({s.name: raw[s.name]}, Settings, strict=False,
+                                    dec_hook=_path)
+                except msgspec.ValidationError as one:
+                    raise BadSetting(_where(s, cli, env) + f": {one}".split(" - at ")[0]) from e
+        raise BadSetting(str(e)) from e
+    if settings.log_level.lower() not in LOG_LEVELS:
+        log_level = next(s for s in SETTINGS if s.name == "log_level")
+        raise BadSetting(f"{_where(log_level, cli, env)}: expected one of {', '.join(LOG_LEVELS)}, "
+                         f"got {settings.log_level!r}")
+    return settings
+
+
+def _where(s: Setting, cli: dict[str, Any], env: dict[str, str]) -> str:
+    """The flag or environment variable a value came from, as the user wrote it."""
+    if cli.get(s.name) is not None:
+        return f"--{s.name.replace('_', '-')} {cli[s.name]!r}"
+    return f"{s.env}={env[s.env]!r}" if s.env in env else s.env
 
 
 def _path(type_: type, value: Any) -> Any:

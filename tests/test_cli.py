@@ -347,3 +347,19 @@ def test_demo_url_that_answers_nothing_is_a_clear_error(tmp_path: Path) -> None:
     done = runlake(tmp_path, "demo", "--runs", "3", "--url", "localhost:8080")
     assert done.returncode == 2 and "http://" in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("how, want", [
+    ({"env": {"RUNLAKE_READ_BUDGET_S": "abc"}}, "RUNLAKE_READ_BUDGET_S='abc'"),
+    ({"env": {"RUNLAKE_INBOX": "maybe"}}, "RUNLAKE_INBOX='maybe'"),
+    ({"env": {"RUNLAKE_FLAKY_WINDOW": "1000"}}, "RUNLAKE_FLAKY_WINDOW='1000'"),
+    ({"args": ["--flaky-window", "1"]}, "--flaky-window 1"),
+    ({"env": {"RUNLAKE_LOG_LEVEL": "verbose"}}, "debug, info, warning, error"),
+])
+def test_a_bad_setting_is_named_and_nothing_starts(tmp_path: Path, how: dict[str, Any],
+                                                    want: str) -> None:
+    out = runlake(tmp_path, "serve", "--port", "0", *how.get("args", []), env=how.get("env"))
+    assert out.returncode == 2, out
+    assert out.stderr.startswith("runlake: ") and want in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "data").exists()  # refused before the data folder is made
