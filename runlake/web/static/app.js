@@ -281,9 +281,12 @@ PAGES.runs = async function () {
 // The runs list's filters from the URL, multi-valued (docs/facets.md: OR within a field,
 // AND across fields); `except` leaves one field out (a facet counts without its own filter).
 const FILTER_KEYS = ["status", "model", "hardware", "batch_id"];
+// The API also splits these fields' values on commas (docs/facets.md): a value's own
+// comma goes escaped, so `model=x,y` filters by the one model "x,y" the facet listed.
+function apiValue(v) { return v.replaceAll(",", "\\,"); }
 function filterQuery(except = null) {
   const q = new URLSearchParams();
-  for (const k of FILTER_KEYS) if (k !== except) QS.getAll(k).forEach((v) => q.append(k, v));
+  for (const k of FILTER_KEYS) if (k !== except) QS.getAll(k).forEach((v) => q.append(k, apiValue(v)));
   for (const [k, v] of QS.entries()) {
     if (k.startsWith("param.") && "param:" + k.slice(6) !== except) q.append(k, v);
   }
@@ -346,7 +349,8 @@ async function runFilters(component, names) {
       inputField("Batch", "batch_id", QS.get("batch_id")), inputField("Tag (key:value)", "tag", QS.get("tag")),
       el("button", { type: "submit", text: "Apply filters" })]);
   }
-  const extra = QS.getAll("facet").filter((f) => /^(tag|param):[A-Za-z0-9_.:-]+$/.test(f));
+  // A tag key is anything but ":" (the filter is key:value); a param path as the API's.
+  const extra = [...new Set(QS.getAll("facet"))].filter((f) => /^(tag:[^:]+|param:[A-Za-z0-9_.-]+)$/.test(f));
   const fields = [...FACETS, ...extra.map((f) => [f, f.startsWith("tag:") ? `Tag ${f.slice(4)}` : `Param ${f.slice(6)}`])];
   // Each facet counts under every other filter, not its own: its other values stay offered.
   const read = (field) => {
@@ -357,7 +361,7 @@ async function runFilters(component, names) {
     return api(`/api/${enc(component)}/db/facets?${q}`);
   };
   const results = await Promise.all(fields.map(([f]) => read(f)));
-  const groups = fields.map(([field, label], i) => facetGroup(field, label, results[i]));
+  const groups = fields.map(([field, label], i) => facetGroup(field, label, results[i], i));
   const form = el("form", { class: "stack", "data-testid": "facets" }, el("h2", { text: "Filters" }), picker, groups,
     el("button", { type: "submit", text: "Apply filters" }));
   form.addEventListener("submit", (ev) => {
@@ -380,18 +384,21 @@ async function runFilters(component, names) {
   return [form, add];
 }
 
-function facetGroup(field, label, facet) {
+// Checkbox ids by position (facet, value), not by value: a value may hold any character
+// (spaces, quotes, unicode), and two values must never share an id or a label would tick
+// the other's box. The value itself goes only into the box's `value`, unaltered.
+function facetGroup(field, label, facet, n) {
   const key = facetKey(field);
   const chosen = facetChosen(field);
   const value = (v) => (field.startsWith("tag:") ? field.slice(4) + ":" + v : v);
   const shown = facet.items.map((i) => i.value);
   const items = [...facet.items, ...chosen.filter((v) => !shown.includes(v)).map((v) => ({ value: v, runs: 0 }))];
-  const id = (v) => "f-" + field.replace(/[^A-Za-z0-9]/g, "-") + "-" + String(v).replace(/[^A-Za-z0-9]/g, "_");
+  const id = (k) => `f-facet-${n}-${k}`;
   return el("fieldset", { class: "facet", "data-facet": field }, el("legend", { text: label }),
     items.length === 0 ? el("p", { class: "muted", text: "no values" }) : null,
-    items.map((i) => el("div", { class: "facet-value" },
-      el("input", { type: "checkbox", id: id(i.value), name: key, value: value(i.value), checked: chosen.includes(i.value) }),
-      el("label", { for: id(i.value) }, i.value, " ", el("span", { class: "muted", "data-field": "runs", text: `(${i.runs})` })))),
+    items.map((i, k) => el("div", { class: "facet-value" },
+      el("input", { type: "checkbox", id: id(k), name: key, value: value(i.value), checked: chosen.includes(i.value) }),
+      el("label", { for: id(k) }, i.value, " ", el("span", { class: "muted", "data-field": "runs", text: `(${i.runs})` })))),
     facet.total_values > facet.items.length ? el("p", { class: "muted", text: `${facet.items.length} of ${facet.total_values} values` }) : null,
     facet.truncated ? el("p", { class: "muted", text: "counts so far (time budget reached)" }) : null);
 }
@@ -623,13 +630,36 @@ PAGES.search = async function () {
       el("td", {}, statusCell(r.status)), el("td", { text: r.model ?? "—" }), el("td", { text: r.hardware ?? "—" }), el("td", { text: r.name ?? "" })))))) : el("p", { text: "Nothing found." })];
 };
 
+// `run=component/run_id`: the component is a slug (no "/"), so the first "/" ends it
+// and the rest, slashes included, is the run id. A value without one names no run: it
+// is reported, never split into a made-up component. Repeats count once.
+const COMPONENT_SLUG = /^[a-z][a-z0-9_-]{0,63}$/;
+function compareRefs(values) {
+  const refs = [], bad = [];
+  for (const s of new Set(values)) {
+    const i = s.indexOf("/");
+    const [c, r] = i < 0 ? ["", ""] : [s.slice(0, i), s.slice(i + 1)];
+    if (COMPONENT_SLUG.test(c) && r) refs.push([c, r]); else bad.push(s);
+  }
+  return { refs: refs.slice(0, MAX_COMPARE), bad, dropped: Math.max(0, refs.length - MAX_COMPARE) };
+}
+
 PAGES.compare = async function () {
-  const refs = QS.getAll("run").slice(0, MAX_COMPARE).map((s) => { const i = s.indexOf("/"); return [s.slice(0, i), s.slice(i + 1)]; }).filter(([c, r]) => c && r);
-  const form = urlForm([el("div", { class: "inline" }, el("label", { for: "f-run" }, "Add a run (component/run_id)", el("input", { id: "f-run", name: "run", type: "text" })), el("button", { type: "submit", text: "Add" }))], { run: QS.getAll("run") }, "inline");
-  form.addEventListener("submit", (ev) => { ev.stopImmediatePropagation(); ev.preventDefault(); const v = form.querySelector("input").value.trim(); if (v) location.assign(urlWith({ run: [...QS.getAll("run"), v].slice(0, MAX_COMPARE) })); }, { capture: true });
-  if (!refs.length) return [form, el("p", { text: `Choose up to ${MAX_COMPARE} runs, e.g. from the runs page.` })];
+  const { refs, bad, dropped } = compareRefs(QS.getAll("run"));
+  const form = el("form", { class: "inline" }, el("div", { class: "inline" }, el("label", { for: "f-run" }, "Add a run (component/run_id)", el("input", { id: "f-run", name: "run", type: "text" })), el("button", { type: "submit", text: "Add" })));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = form.querySelector("input").value.trim();
+    if (v) location.assign(urlWith({ run: [...new Set([...QS.getAll("run"), v])] }));
+  });
+  const notes = [];
+  if (bad.length) notes.push(el("p", { role: "alert", class: "error", "data-testid": "compare-bad", text: `Not component/run_id, left out: ${bad.join(", ")}` }));
+  if (dropped) notes.push(el("p", { class: "muted", text: `Only the first ${MAX_COMPARE} runs are compared (${dropped} more named).` }));
+  if (!refs.length) return [form, ...notes, el("p", { text: `Choose up to ${MAX_COMPARE} runs, e.g. from the runs page.` })];
   const runs = await Promise.all(refs.map(([c, r]) => api(`/api/${enc(c)}/db/run/${enc(r)}`)));
-  const head = ["", ...runs.map((r) => el("th", { scope: "col" }, el("a", { href: runHref(r.component, r.run_id), text: `${r.component}/${r.run_id}` })))];
+  // A function, not one array: a DOM node has one parent, so headers shared by the three
+  // tables would end up in the last one only.
+  const head = () => ["", ...runs.map((r) => el("th", { scope: "col" }, el("a", { href: runHref(r.component, r.run_id), text: `${r.component}/${r.run_id}` })))];
   const keys = [...new Set(runs.flatMap((r) => Object.keys(r.params || {})))].sort();
   const showAll = QS.get("all") === "1";
   const paramRows = keys.map((k) => {
@@ -643,10 +673,10 @@ PAGES.compare = async function () {
     const m = r.metrics.find((x) => x.name === n);
     return el("td", { class: "num", text: m ? fmtNum(m.last) : "—" });
   })));
-  return [form, section("Attributes", table(head, ["status", "model", "hardware", "duration_s"].map((k) => el("tr", {}, el("th", { scope: "row", text: k }), runs.map((r) => el("td", { text: r[k] ?? "—" })))))),
+  return [form, ...notes, section("Attributes", table(head(), ["status", "model", "hardware", "duration_s"].map((k) => el("tr", {}, el("th", { scope: "row", text: k }), runs.map((r) => el("td", { text: r[k] ?? "—" })))))),
     section(showAll ? "Params" : "Params that differ", el("p", {}, el("a", { href: urlWith({ all: showAll ? null : "1" }), text: showAll ? "Show only differences" : "Show all params" })),
-      paramRows.length ? table(head, paramRows, { "data-testid": "params-diff" }) : el("p", { text: "No params differ." })),
-    section("Metrics (last value)", table(head, metricRows, { "data-testid": "compare-metrics" }))];
+      paramRows.length ? table(head(), paramRows, { "data-testid": "params-diff" }) : el("p", { text: "No params differ." })),
+    section("Metrics (last value)", table(head(), metricRows, { "data-testid": "compare-metrics" }))];
 };
 
 // -- tests (docs/tests.md) -----------------------------------------------------------
