@@ -549,7 +549,8 @@ PAGES.models = async function () {
 };
 
 async function heatmap(component, metric, days) {
-  const perf = await api(`/api/${enc(component)}/db/performance?metric=${enc(metric)}&days=${enc(days)}&limit=1000`);
+  // trend=false: the heatmap draws each cell's p50, not the daily trend (most of the bytes).
+  const perf = await api(`/api/${enc(component)}/db/performance?metric=${enc(metric)}&days=${enc(days)}&limit=1000&trend=false`);
   if (!perf.items.length) return el("p", { text: `No ${metric} points in the last ${days} days.` });
   return heatTable(perf.items.map((i) => ({ model: i.model, hardware: i.hardware, value: i.p50, text: fmtNum(i.p50) })), "heatmap");
 }
