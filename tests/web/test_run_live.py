@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 import pytest
@@ -63,7 +64,6 @@ def open_live(browser: Browser, console: Console, url: str) -> Page:
 
 def test_run_page_refreshes_what_changed_and_keeps_the_readers_state(
         server: ThreadedServer, browser: Browser, console: Console) -> None:
-    from urllib.parse import quote
     page = open_live(browser, console, server.client.url +
                      f"/run/{RUN['component']}/{quote(RUN['run_id'], safe='')}")
     long_chart = page.locator("figure[data-metric=long]")
