@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+# When the dashboard's sign-in cookies carry `Secure` (docs/security.md "Dashboard").
+CookieSecure = Literal["auto", "always", "never"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stream_heartbeat_s", 15.0, "seconds between heartbeat messages on an idle stream"),
     Setting("stream_retry_ms", 3000, "the SSE retry: a stream client waits about this long "
             "(jittered) before reconnecting"),
+    Setting("cookie_secure", "auto", "the sign-in cookies' Secure flag: auto (when the "
+            "request came over TLS to this server), always (behind a TLS-terminating "
+            "proxy), never"),
 )
 
 
@@ -85,6 +91,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stream_queue: int = 10_000
     stream_heartbeat_s: float = 15.0
     stream_retry_ms: int = 3000
+    cookie_secure: CookieSecure = "auto"
 
     @property
     def log_dir(self) -> Path:

@@ -159,6 +159,9 @@ class PerformanceQuery(LongPage):
     metric: Annotated[Text, Meta(description="metric name")] | None = None
     next: Annotated[Text, Meta(description="the `next` token of the previous page "
                                            "(keyset paging; not with offset)")] | None = None
+    trend: Annotated[Literal["true", "false"], Meta(
+        description="false: each item's `trend` is empty (not computed), for a reader of "
+                    "the figures alone, e.g. a heatmap of p50")] = "true"
 
 
 SearchLimit = Annotated[int, Meta(ge=1, le=MAX_LIMIT, description="results per component")]

@@ -258,7 +258,8 @@ async def performance(request: web.Request, query: p.PerformanceQuery) -> web.Re
     # one group more than the page tells whether a next page exists
     page = await db_read(request, lambda cur: q.performance(
         cur, series, c, query.days, model=query.model, hardware=query.hardware,
-        metric=query.metric, limit=limit + 1, offset=skip, after=after))
+        metric=query.metric, limit=limit + 1, offset=skip, after=after,
+        trend=query.trend == "true"))
     items = page["items"]
     page.update(items=items[:limit], limit=limit, offset=offset)
     last = items[limit - 1] if len(items) > limit else None

@@ -148,8 +148,9 @@ class _Group:
         del self.voff[k + 1]
 
     def report(self, start: int, end: int, dates: dict[int, date],
-               units: list[str]) -> dict[str, Any]:
-        """This group over days [start, end]: its totals, percentiles and trend."""
+               units: list[str], trend: bool = True) -> dict[str, Any]:
+        """This group over days [start, end]: its totals, percentiles and (if `trend`,
+        else empty) its daily trend."""
         i, j = bisect.bisect_left(self.days, start), bisect.bisect_right(self.days, end)
         n = sum(self.count[i:j])
         lo, hi = min(self.min[i:j]), max(self.max[i:j])
@@ -172,7 +173,8 @@ class _Group:
         item["trend"] = [
             {"day": dates[d], "count": c, "mean": s / c, "min": lo, "max": hi}
             for d, c, s, lo, hi in zip(self.days[i:j], self.count[i:j], self.sum[i:j],
-                                       self.min[i:j], self.max[i:j], strict=True)]
+                                       self.min[i:j], self.max[i:j], strict=True)
+        ] if trend else []
         return item
 
     def _histogram(self, i: int, j: int) -> tuple[list[int], list[int]]:
@@ -336,10 +338,12 @@ class MetricSeries:
     def report(self, cur: Cursor, component: str, since: date, until: date, *,
                model: str | None = None, hardware: str | None = None,
                metric: str | None = None, limit: int = 100, offset: int = 0,
-               after: GroupKey | None = None) -> tuple[int, list[dict[str, Any]]]:
+               after: GroupKey | None = None, trend: bool = True
+               ) -> tuple[int, list[dict[str, Any]]]:
         """(groups with points in the window, the page's items): the window is the
         days `since` to `until`, both included; items in (model, hardware, metric) order,
-        from `offset` among those after the group `after` (a `next` token's) if given."""
+        from `offset` among those after the group `after` (a `next` token's) if given;
+        each item's daily trend only if `trend` (else empty)."""
         start, end = (since - EPOCH).days, (until - EPOCH).days
         dates = {d: EPOCH + timedelta(days=d) for d in range(start, end + 1)}
         with self._lock:
@@ -360,7 +364,7 @@ class MetricSeries:
             if after is not None:  # a group's key never changes: keyset by it
                 past = _order(after)
                 rest = [g for g in match if g.order > past]
-            return len(match), [g.report(start, end, dates, units)
+            return len(match), [g.report(start, end, dates, units, trend)
                                 for g in rest[offset:offset + limit]]
 
 

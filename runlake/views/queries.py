@@ -343,19 +343,20 @@ def group_stats(cur: Cursor, component: str, by: str, limit: int = 100,
 def performance(cur: Cursor, series: MetricSeries, component: str, days: int = 30, *,
                 model: str | None = None, hardware: str | None = None,
                 metric: str | None = None, today: date | None = None, limit: int = 100,
-                offset: int = 0, after: tuple[str | None, str | None, str] | None = None
-                ) -> dict[str, Any]:
+                offset: int = 0, after: tuple[str | None, str | None, str] | None = None,
+                trend: bool = True) -> dict[str, Any]:
     """Per (model, hardware, metric) over the last `days` UTC calendar days (today
     included), from the daily rollups: count/mean/min/max exact, p50/p95/p99 from the
     merged histograms (interpolated like quantile_cont, ≤ 1 % relative error), and a
-    daily trend. A page of groups in (model, hardware, metric) order: a component can
+    daily trend (empty unless `trend`: most of the answer's bytes, which a reader of the
+    figures alone does not need). A page of groups in (model, hardware, metric) order: a component can
     have thousands. Answered from `series`, the rollups held in memory per group
     (metric_series.py), which reads through `cur` what it lacks."""
     today = today or datetime.now(UTC).date()
     since = today - timedelta(days=days - 1)
     total, items = series.report(cur, component, since, today, model=model,
                                  hardware=hardware, metric=metric, limit=limit, offset=offset,
-                                 after=after)
+                                 after=after, trend=trend)
     return {"component": component, "days": days, "since": since, "until": today,
             **_page(items, limit, offset, total)}
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from runlake.api.access import CSRF_COOKIE, KEY_COOKIE
 from runlake.api.auth import cookie_key, csrf_ok, same_origin
 from runlake.api.keys import ApiKey
-from runlake.api.state import AUTH, PAGE_ROUTES
+from runlake.api.state import AUTH, PAGE_ROUTES, SETTINGS
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -177,11 +177,20 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         auth.failed(request, "unknown", "dashboard sign-in with an unknown or revoked key")
         return _signin_html(next_url, "that API key is not valid (unknown or revoked)", 401)
     response = _redirect(next_url)
-    common = {"path": "/", "samesite": "Strict", "secure": request.secure,
+    common = {"path": "/", "samesite": "Strict", "secure": cookie_secure(request),
               "max_age": COOKIE_MAX_AGE}
     response.set_cookie(KEY_COOKIE, secret, httponly=True, **common)
     response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(32), **common)
     return response
+
+
+def cookie_secure(request: web.Request) -> bool:
+    """The sign-in cookies' `Secure` flag. `request.secure` alone is false behind a
+    TLS-terminating proxy (the proxy speaks plain HTTP to us), and trusting a client's
+    `X-Forwarded-Proto` would need a list of proxy addresses; the operator who put the
+    proxy there says `always` instead (docs/security.md "Dashboard")."""
+    mode = request.app[SETTINGS].cookie_secure
+    return request.secure if mode == "auto" else mode == "always"
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
@@ -190,8 +199,9 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
             same_origin(request) and csrf_ok(request, str(form.get("csrf", "")))):
         return _signin_html("/", "sign-out needs the page's CSRF token", 403)
     response = _redirect("/signin")
-    response.del_cookie(KEY_COOKIE, path="/")
-    response.del_cookie(CSRF_COOKIE, path="/")
+    secure = cookie_secure(request)
+    response.del_cookie(KEY_COOKIE, path="/", secure=secure)
+    response.del_cookie(CSRF_COOKIE, path="/", secure=secure)
     return response
 
 

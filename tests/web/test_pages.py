@@ -149,8 +149,8 @@ def test_runs_filter_sort_page_search_columns(lake: Lake, browser: Browser, cons
         n = sum(r.status == s for r in runs)
         expect(facet.locator(f"input[value={s}]")).to_have_count(1 if n else 0)
         if n:
-            expect(facet.locator(f"label[for=f-status-{s}] [data-field=runs]")).to_have_text(
-                f"({n})")
+            expect(facet.locator(f".facet-value:has(input[value={s}]) [data-field=runs]")
+                   ).to_have_text(f"({n})")
     facet.locator("input[value=failed]").check()
     facet.locator("input[value=cancelled]").check()
     page.get_by_role("button", name="Apply filters").click()
@@ -161,7 +161,8 @@ def test_runs_filter_sort_page_search_columns(lake: Lake, browser: Browser, cons
     # Other facets count under the status filter; the status facet keeps its values.
     for model in ("m1", "m2"):
         n = sum(r.model == model for r in chosen)
-        label = page.locator(f"[data-facet=model] label[for=f-model-{model}] [data-field=runs]")
+        label = page.locator(
+            f"[data-facet=model] .facet-value:has(input[value={model}]) [data-field=runs]")
         expect(label).to_have_count(1 if n else 0)
         if n:
             expect(label).to_have_text(f"({n})")

@@ -185,7 +185,10 @@ async function metricChart(component, runId, name) {
   }
   const unit = m.unit ? ` (${m.unit})` : "";
   const note = m.points > bs.length ? ` — ${m.points} points in ${bs.length} buckets` : "";
-  return chart(name + unit + note, xs, series, { time: !byStep, xLabel: byStep ? "step" : "time", bands });
+  const box = chart(name + unit + note, xs, series, { time: !byStep, xLabel: byStep ? "step" : "time", bands });
+  box.dataset.metric = name;
+  box.dataset.points = m.points;
+  return box;
 }
 
 // -- pages ----------------------------------------------------------------------------
@@ -281,9 +284,12 @@ PAGES.runs = async function () {
 // The runs list's filters from the URL, multi-valued (docs/facets.md: OR within a field,
 // AND across fields); `except` leaves one field out (a facet counts without its own filter).
 const FILTER_KEYS = ["status", "model", "hardware", "batch_id"];
+// The API also splits these fields' values on commas (docs/facets.md): a value's own
+// comma goes escaped, so `model=x,y` filters by the one model "x,y" the facet listed.
+function apiValue(v) { return v.replaceAll(",", "\\,"); }
 function filterQuery(except = null) {
   const q = new URLSearchParams();
-  for (const k of FILTER_KEYS) if (k !== except) QS.getAll(k).forEach((v) => q.append(k, v));
+  for (const k of FILTER_KEYS) if (k !== except) QS.getAll(k).forEach((v) => q.append(k, apiValue(v)));
   for (const [k, v] of QS.entries()) {
     if (k.startsWith("param.") && "param:" + k.slice(6) !== except) q.append(k, v);
   }
@@ -346,7 +352,8 @@ async function runFilters(component, names) {
       inputField("Batch", "batch_id", QS.get("batch_id")), inputField("Tag (key:value)", "tag", QS.get("tag")),
       el("button", { type: "submit", text: "Apply filters" })]);
   }
-  const extra = QS.getAll("facet").filter((f) => /^(tag|param):[A-Za-z0-9_.:-]+$/.test(f));
+  // A tag key is anything but ":" (the filter is key:value); a param path as the API's.
+  const extra = [...new Set(QS.getAll("facet"))].filter((f) => /^(tag:[^:]+|param:[A-Za-z0-9_.-]+)$/.test(f));
   const fields = [...FACETS, ...extra.map((f) => [f, f.startsWith("tag:") ? `Tag ${f.slice(4)}` : `Param ${f.slice(6)}`])];
   // Each facet counts under every other filter, not its own: its other values stay offered.
   const read = (field) => {
@@ -357,7 +364,7 @@ async function runFilters(component, names) {
     return api(`/api/${enc(component)}/db/facets?${q}`);
   };
   const results = await Promise.all(fields.map(([f]) => read(f)));
-  const groups = fields.map(([field, label], i) => facetGroup(field, label, results[i]));
+  const groups = fields.map(([field, label], i) => facetGroup(field, label, results[i], i));
   const form = el("form", { class: "stack", "data-testid": "facets" }, el("h2", { text: "Filters" }), picker, groups,
     el("button", { type: "submit", text: "Apply filters" }));
   form.addEventListener("submit", (ev) => {
@@ -380,18 +387,21 @@ async function runFilters(component, names) {
   return [form, add];
 }
 
-function facetGroup(field, label, facet) {
+// Checkbox ids by position (facet, value), not by value: a value may hold any character
+// (spaces, quotes, unicode), and two values must never share an id or a label would tick
+// the other's box. The value itself goes only into the box's `value`, unaltered.
+function facetGroup(field, label, facet, n) {
   const key = facetKey(field);
   const chosen = facetChosen(field);
   const value = (v) => (field.startsWith("tag:") ? field.slice(4) + ":" + v : v);
   const shown = facet.items.map((i) => i.value);
   const items = [...facet.items, ...chosen.filter((v) => !shown.includes(v)).map((v) => ({ value: v, runs: 0 }))];
-  const id = (v) => "f-" + field.replace(/[^A-Za-z0-9]/g, "-") + "-" + String(v).replace(/[^A-Za-z0-9]/g, "_");
+  const id = (k) => `f-facet-${n}-${k}`;
   return el("fieldset", { class: "facet", "data-facet": field }, el("legend", { text: label }),
     items.length === 0 ? el("p", { class: "muted", text: "no values" }) : null,
-    items.map((i) => el("div", { class: "facet-value" },
-      el("input", { type: "checkbox", id: id(i.value), name: key, value: value(i.value), checked: chosen.includes(i.value) }),
-      el("label", { for: id(i.value) }, i.value, " ", el("span", { class: "muted", "data-field": "runs", text: `(${i.runs})` })))),
+    items.map((i, k) => el("div", { class: "facet-value" },
+      el("input", { type: "checkbox", id: id(k), name: key, value: value(i.value), checked: chosen.includes(i.value) }),
+      el("label", { for: id(k) }, i.value, " ", el("span", { class: "muted", "data-field": "runs", text: `(${i.runs})` })))),
     facet.total_values > facet.items.length ? el("p", { class: "muted", text: `${facet.items.length} of ${facet.total_values} values` }) : null,
     facet.truncated ? el("p", { class: "muted", text: "counts so far (time budget reached)" }) : null);
 }
@@ -407,85 +417,221 @@ function columnChooser(cols) {
   return el("details", {}, el("summary", { text: "Columns" }), form);
 }
 
+// The run page. Drawn once whole; then, while the stream names the run, refreshed part
+// by part (runRefresh): the summary is read first, and only the parts whose data changed
+// are read again or redrawn, in place, so the reader's open sections, filters, typed
+// values, scroll and focus stay. A metric's chart (its buckets: the costliest read of the
+// page for a long series) is read again only when that metric's count or last changed.
 PAGES.run = async function () {
   const [, , component, runId] = location.pathname.split("/").map(decodeURIComponent);
   const base = `/api/${enc(component)}/db/run/${enc(runId)}`;
   const r = await api(base);
-  // Live while the run changes: a `folded` naming it redraws the page (at most once a second).
-  window.runlakeLive = { filter: { component, run_id: runId }, folded: (msg) => msg.runs.some((x) => x.component === component && x.run_id === runId) };
+  const run = { component, runId, base, r };
+  const ours = (x) => x.component === component && x.run_id === runId;
+  window.runlakeLive = {
+    filter: { component, run_id: runId },
+    folded: (msg) => runFolded(run, msg.runs.filter(ours)),
+    refresh: () => runRefresh(run),
+  };
   document.title = `${runId} · runlake`;
   MAIN.querySelector("h1").textContent = `Run ${runId}`;
-  const out = [];
-  const attrs = [["component", component], ["status", r.status], ["model", r.model], ["hardware", r.hardware],
-    ["batch", r.batch_id], ["name", r.name], ["error", r.error], ["created", fmtTime(r.created_at)],
-    ["started", fmtTime(r.started_at)], ["finished", fmtTime(r.finished_at)], ["duration (s)", fmtNum(r.duration_s)], ["events", r.events]];
-  out.push(section("Attributes", el("dl", { class: "attrs" }, attrs.map(([k, v]) => [el("dt", { text: k }), el("dd", { "data-field": k, text: v ?? "—" })]))));
-  if (CAN_DELETE) {
-    out.push(el("p", {}, el("button", { type: "button", class: "danger", "data-testid": "delete-run", onclick: () => deleteRun(base, component) }, "Delete this run")));
-  }
-  const params = Object.entries(r.params || {});
-  out.push(section("Params", params.length ? table(["name", "value"], params.map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: JSON.stringify(v) })))) : el("p", { class: "muted", text: "None." })));
-  const tags = Object.entries(r.tags || {});
-  if (tags.length) out.push(section("Tags", table(["key", "value"], tags.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: v }))))));
-  // The sections' reads run at once: the page waits for the slowest, not their sum.
   // The sections' reads run at once: the page waits for the slowest, not their sum.
   const [metrics, logs, results] = await Promise.all([
-    metricsSection(component, runId, r.metrics), logsSection(base), resultsSection(base, r.results, component)]);
-  // From the run's own timestamps: the raw events (below, read when opened) hold every
-  // status event, but reading them costs a scan of the run's span of the log.
+    metricsSection(run), logsSection(base), resultsSection(base, r.results, component)]);
+  return [el("div", { "data-part": "live-note", role: "status" }),
+    section("Attributes", runAttrs(run)),
+    CAN_DELETE ? el("p", {}, el("button", { type: "button", class: "danger", "data-testid": "delete-run", onclick: () => deleteRun(base, component) }, "Delete this run")) : null,
+    part("params", runParams(r)), part("tags", runTags(r)), part("timeline", runTimeline(r)), part("steps", runSteps(r)),
+    part("metrics", metrics), part("logs", logs), part("results", results), part("artifacts", runArtifacts(r)),
+    section("Raw events", rawEvents(base, r.events))];
+};
+
+// A part of a page that a refresh may redraw on its own (`data-part`).
+function part(name, ...content) { return el("div", { "data-part": name }, ...content); }
+function setPart(name, ...content) { MAIN.querySelector(`[data-part="${name}"]`)?.replaceChildren(...content.flat().filter(Boolean)); }
+function same(a, b) { return JSON.stringify(a) === JSON.stringify(b); }
+
+// A `folded` naming the run: refresh it (live.js calls the hook's `refresh`, at most once
+// a second), unless it was deleted: then say so, and read nothing (it would 404).
+function runFolded(run, mine) {
+  if (!mine.length) return false;
+  const last = mine[mine.length - 1];
+  if (last.status !== null) return true;
+  run.deleted = true;
+  setPart("live-note", el("p", { role: "alert", class: "error", text: "This run was deleted." }));
+  return false;
+}
+
+async function runRefresh(run) {
+  if (run.deleted) return;
+  let r;
+  try {
+    r = await api(run.base);
+  } catch (e) {
+    setPart("live-note", el("p", { role: "alert", class: "error", text: e.message }));
+    return;
+  }
+  const old = run.r;
+  run.r = r;
+  setPart("live-note");
+  for (const [k, v] of runAttrPairs(run)) {
+    const dd = MAIN.querySelector(`dd[data-field="${k}"]`);
+    if (dd && dd.textContent !== String(v ?? "—")) dd.textContent = v ?? "—";
+  }
+  const parts = [["params", "params", runParams], ["tags", "tags", runTags], ["steps", "steps", runSteps],
+    ["artifacts", "artifacts", runArtifacts]];
+  for (const [name, key, draw] of parts) if (!same(old[key], r[key])) setPart(name, draw(r));
+  const times = (x) => [x.status, x.created_at, x.started_at, x.finished_at, x.error];
+  if (!same(times(old), times(r))) setPart("timeline", runTimeline(r));
+  const newestLog = (x) => (x.logs.length ? x.logs[x.logs.length - 1].seq : null);
+  try {
+    await Promise.all([
+      refreshMetrics(run, old),
+      newestLog(old) === newestLog(r) ? null : logsSection(run.base).then((s) => setPart("logs-page", [...s.querySelector("[data-part=logs-page]").childNodes])),
+      same(old.results, r.results) ? null : refreshResults(run, old)]);
+  } catch (e) {
+    setPart("live-note", el("p", { role: "alert", class: "error", text: e.message }));
+  }
+  refreshRawEvents(run, old);
+  MAIN.dataset.refreshes = String(Number(MAIN.dataset.refreshes || 0) + 1);  // tests wait on it
+}
+
+function runAttrPairs({ component, r }) {
+  return [["component", component], ["status", r.status], ["model", r.model], ["hardware", r.hardware],
+    ["batch", r.batch_id], ["name", r.name], ["error", r.error], ["created", fmtTime(r.created_at)],
+    ["started", fmtTime(r.started_at)], ["finished", fmtTime(r.finished_at)], ["duration (s)", fmtNum(r.duration_s)], ["events", r.events]];
+}
+function runAttrs(run) {
+  return el("dl", { class: "attrs" }, runAttrPairs(run).map(([k, v]) => [el("dt", { text: k }), el("dd", { "data-field": k, text: v ?? "—" })]));
+}
+function runParams(r) {
+  const params = Object.entries(r.params || {});
+  return section("Params", params.length ? table(["name", "value"], params.map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: JSON.stringify(v) })))) : el("p", { class: "muted", text: "None." }));
+}
+function runTags(r) {
+  const tags = Object.entries(r.tags || {});
+  return tags.length ? section("Tags", table(["key", "value"], tags.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: v }))))) : null;
+}
+// From the run's own timestamps: the raw events (below, read when opened) hold every
+// status event, but reading them costs a scan of the run's span of the log.
+function runTimeline(r) {
   const timeline = [["created", r.created_at, null]];
   if (r.started_at) timeline.push(["running", r.started_at, null]);
   if (r.finished_at) timeline.push([r.status, r.finished_at, r.error]);
-  out.push(section("Status timeline", el("ol", { class: "timeline" }, timeline.map(([s, t, err]) =>
-    el("li", {}, el("time", { text: fmtTime(t) }), " ", statusCell(s), err ? " — " + err : "")))));
-  if (r.steps.length) {
-    out.push(section("Steps", table(["step", "status", "progress", "message", "at"], r.steps.map((s) => el("tr", {},
-      el("td", { text: s.step }), el("td", { text: s.status }),
-      el("td", {}, s.progress === null ? "—" : el("progress", { value: s.progress, max: 1, "aria-label": `${s.step} progress`, text: fmtRate(s.progress) })),
-      el("td", { text: s.message || "" }), el("td", { text: fmtTime(s.ts) }))))));
-  }
-  out.push(metrics, logs, results);
-  if (r.artifacts.length) {
-    out.push(section("Artifacts", table(["name", "uri", "size (bytes)", "type"], r.artifacts.map((a) => el("tr", {},
-      el("td", { text: a.name }), el("td", { text: a.uri || "—" }), el("td", { class: "num", text: fmtNum(a.size_bytes) }), el("td", { text: a.media_type || "—" }))))));
-  }
-  out.push(section("Raw events", rawEvents(base, r.events)));
-  return out;
-};
+  return section("Status timeline", el("ol", { class: "timeline" }, timeline.map(([s, t, err]) =>
+    el("li", {}, el("time", { text: fmtTime(t) }), " ", statusCell(s), err ? " — " + err : ""))));
+}
+function runSteps(r) {
+  return r.steps.length ? section("Steps", table(["step", "status", "progress", "message", "at"], r.steps.map((s) => el("tr", { "data-step": s.step },
+    el("td", { text: s.step }), el("td", { "data-field": "status", text: s.status }),
+    el("td", {}, s.progress === null ? "—" : el("progress", { value: s.progress, max: 1, "aria-label": `${s.step} progress`, text: fmtRate(s.progress) })),
+    el("td", { text: s.message || "" }), el("td", { text: fmtTime(s.ts) }))))) : null;
+}
+function runArtifacts(r) {
+  return r.artifacts.length ? section("Artifacts", table(["name", "uri", "size (bytes)", "type"], r.artifacts.map((a) => el("tr", {},
+    el("td", { text: a.name }), el("td", { text: a.uri || "—" }), el("td", { class: "num", text: fmtNum(a.size_bytes) }), el("td", { text: a.media_type || "—" }))))) : null;
+}
 
 // The run's raw events, first page, read from the log when the reader opens them.
 function rawEvents(base, count) {
   const pre = el("pre", { "data-testid": "raw-events", text: "Loading…" });
-  const details = el("details", {}, el("summary", { text: `${count} events (the first 100)` }), pre);
-  details.addEventListener("toggle", async () => {
-    if (!details.open || pre.dataset.loaded) return;
-    pre.dataset.loaded = "1";
+  const details = el("details", { "data-part": "raw-events" }, el("summary", { text: rawSummary(count) }), pre);
+  const read = async () => {
     try {
       const page = await api(`${base}/events?limit=100`);
       pre.textContent = page.items.map((e) => JSON.stringify(e)).join("\n");
     } catch (e) {
       pre.textContent = e.message;
     }
+  };
+  details.addEventListener("toggle", () => {
+    if (!details.open || pre.dataset.loaded) return;
+    pre.dataset.loaded = "1";
+    read();
   });
+  details.reread = read;
   return details;
 }
+function rawSummary(count) { return `${count} events (the first 100)`; }
 
-async function metricsSection(component, runId, metrics) {
-  if (!metrics.length) return section("Metrics", el("p", { class: "muted", text: "No metrics." }));
+// New events: the summary's count; the first 100, if shown, only while they were fewer
+// (oldest first, so a full first page never changes).
+function refreshRawEvents(run, old) {
+  const details = MAIN.querySelector("[data-part=raw-events]");
+  if (!details || old.events === run.r.events) return;
+  details.querySelector("summary").textContent = rawSummary(run.r.events);
+  if (details.open && old.events < 100) details.reread();
+}
+
+function metricsShown(metrics) {
   const chosen = QS.getAll("metric").filter((m) => metrics.some((x) => x.name === m));
-  const shown = chosen.length ? chosen : metrics.slice(0, MAX_CHARTS).map((m) => m.name);
-  const rows = metrics.map((m) => el("tr", { "data-metric": m.name },
-    el("td", {}, el("a", { href: urlWith({ metric: m.name }), text: m.name })), el("td", { text: m.unit || "" }),
-    ["count", "last", "mean", "min", "max"].map((k) => el("td", { class: "num", "data-field": k, text: fmtNum(m[k]) }))));
+  return (chosen.length ? chosen : metrics.slice(0, MAX_CHARTS).map((m) => m.name)).slice(0, MAX_CHARTS);
+}
+function metricRow(m) {
+  return el("tr", { "data-metric": m.name },
+    el("td", {}, el("a", { href: urlWith({ metric: m.name }), text: m.name })), el("td", { "data-field": "unit", text: m.unit || "" }),
+    ["count", "last", "mean", "min", "max"].map((k) => el("td", { class: "num", "data-field": k, text: fmtNum(m[k]) })));
+}
+
+async function metricsSection({ component, runId, r }) {
+  const metrics = r.metrics;
+  if (!metrics.length) return section("Metrics", el("p", { class: "muted", text: "No metrics." }));
   const filter = el("input", { id: "metric-filter", type: "search", placeholder: "filter by name" });
-  const tbl = table(["name", "unit", "count", "last", "mean", "min", "max"], rows, { "data-testid": "metrics-table" });
+  const tbl = table(["name", "unit", "count", "last", "mean", "min", "max"], metrics.map(metricRow), { "data-testid": "metrics-table" });
   filter.addEventListener("input", () => {
-    const needle = filter.value.toLowerCase();
-    for (const tr of tbl.tBodies[0].rows) tr.hidden = !tr.dataset.metric.toLowerCase().includes(needle);
+    for (const tr of tbl.tBodies[0].rows) tr.hidden = !metricMatches(tr.dataset.metric);
   });
-  const charts = await Promise.all(shown.slice(0, MAX_CHARTS).map((m) => metricChart(component, runId, m)));
-  return section("Metrics", el("label", { for: "metric-filter", text: `Find a metric (${metrics.length})` }), filter, tbl,
+  const charts = await Promise.all(metricsShown(metrics).map((m) => metricChart(component, runId, m)));
+  return section("Metrics", el("label", { for: "metric-filter", "data-field": "metric-count", text: `Find a metric (${metrics.length})` }), filter, tbl,
     el("div", { class: "charts" }, charts));
+}
+function metricMatches(name) {
+  const needle = (document.getElementById("metric-filter")?.value || "").toLowerCase();
+  return name.toLowerCase().includes(needle);
+}
+
+// The metric table's rows change in place (new ones join in the summary's order, under
+// the reader's filter); a chart is read again only if its metric's count or last changed.
+async function refreshMetrics(run, old) {
+  const { component, runId, r } = run;
+  const tbl = MAIN.querySelector("[data-testid=metrics-table]");
+  if (!tbl) {
+    if (r.metrics.length) setPart("metrics", await metricsSection(run));
+    return;
+  }
+  const before = new Map(old.metrics.map((m) => [m.name, m]));
+  const body = tbl.tBodies[0];
+  const rows = new Map([...body.rows].map((tr) => [tr.dataset.metric, tr]));  // one pass: a run may have thousands
+  let prev = null;
+  for (const m of r.metrics) {
+    let row = rows.get(m.name);
+    if (!row) {
+      row = metricRow(m);
+      row.hidden = !metricMatches(m.name);
+      body.insertBefore(row, prev ? prev.nextSibling : body.firstChild);
+    } else if (!same(before.get(m.name), m)) {
+      for (const k of ["count", "last", "mean", "min", "max"]) row.querySelector(`[data-field=${k}]`).textContent = fmtNum(m[k]);
+      row.querySelector("[data-field=unit]").textContent = m.unit || "";
+    }
+    prev = row;
+  }
+  MAIN.querySelector("[data-field=metric-count]").textContent = `Find a metric (${r.metrics.length})`;
+  const box = MAIN.querySelector("[data-part=metrics] .charts");
+  const now = new Map(r.metrics.map((m) => [m.name, m]));
+  const kept = new Map([...box.children].map((f) => [f.dataset.metric, f]));
+  const changed = (name) => { const a = before.get(name), b = now.get(name); return !a || a.count !== b.count || a.last !== b.last; };
+  const charts = await Promise.all(metricsShown(r.metrics).map((name) =>
+    (kept.has(name) && !changed(name) ? kept.get(name) : metricChart(component, runId, name))));
+  box.replaceChildren(...charts);  // a kept chart is moved, not drawn again
+}
+
+async function refreshResults(run, old) {
+  if (!old.results.total) {
+    setPart("results", await resultsSection(run.base, run.r.results, run.component));
+    return;
+  }
+  const s = await resultsSection(run.base, run.r.results, run.component);
+  setPart("results-page", [...s.querySelector("[data-part=results-page]").childNodes]);
 }
 
 async function logsSection(base) {
@@ -494,8 +640,8 @@ async function logsSection(base) {
   if (QS.get("log_offset")) q.set("offset", QS.get("log_offset"));
   const page = await api(`${base}/logs?${q}`);
   return section("Logs", urlForm([el("div", { class: "inline" }, selectField("Level", "log_level", LEVELS, QS.get("log_level")), el("button", { type: "submit", text: "Filter logs" }))], { log_offset: null }, "inline"),
-    table(["time", "level", "message"], page.items.map((l) => el("tr", {}, el("td", { text: fmtTime(l.ts) }), el("td", { text: l.level }), el("td", { text: l.message }))), { "data-testid": "logs-table" }),
-    pager(page, "log_offset"));
+    part("logs-page", table(["time", "level", "message"], page.items.map((l) => el("tr", {}, el("td", { text: fmtTime(l.ts) }), el("td", { text: l.level }), el("td", { text: l.message }))), { "data-testid": "logs-table" }),
+      pager(page, "log_offset")));
 }
 
 async function resultsSection(base, counts, component) {
@@ -505,10 +651,10 @@ async function resultsSection(base, counts, component) {
   if (QS.get("result_offset")) q.set("offset", QS.get("result_offset"));
   const page = await api(`${base}/results?${q}`);
   return section("Results",
-    el("p", { "data-testid": "result-counts", text: OUTCOMES.map((o) => `${o} ${counts[o]}`).join(" · ") }),
     urlForm([el("div", { class: "inline" }, selectField("Outcome", "outcome", OUTCOMES, QS.get("outcome")), el("button", { type: "submit", text: "Filter results" }))], { result_offset: null }, "inline"),
-    table(["test", "outcome", "duration (s)", "message"], page.items.map((t) => el("tr", { "data-test": t.test }, el("td", {}, ROUTES.has("/api/{component}/db/test/{name}") ? el("a", { href: testHref(component, t.test), text: t.test }) : t.test), el("td", { text: t.outcome }), el("td", { class: "num", text: fmtNum(t.duration_s) }), el("td", { text: t.message || "" }))), { "data-testid": "results-table" }),
-    pager(page, "result_offset"));
+    part("results-page", el("p", { "data-testid": "result-counts", text: OUTCOMES.map((o) => `${o} ${counts[o]}`).join(" · ") }),
+      table(["test", "outcome", "duration (s)", "message"], page.items.map((t) => el("tr", { "data-test": t.test }, el("td", {}, ROUTES.has("/api/{component}/db/test/{name}") ? el("a", { href: testHref(component, t.test), text: t.test }) : t.test), el("td", { text: t.outcome }), el("td", { class: "num", text: fmtNum(t.duration_s) }), el("td", { text: t.message || "" }))), { "data-testid": "results-table" }),
+      pager(page, "result_offset")));
 }
 
 async function deleteRun(base, component) {
@@ -542,7 +688,8 @@ PAGES.models = async function () {
 };
 
 async function heatmap(component, metric, days) {
-  const perf = await api(`/api/${enc(component)}/db/performance?metric=${enc(metric)}&days=${enc(days)}&limit=1000`);
+  // trend=false: the heatmap draws each cell's p50, not the daily trend (most of the bytes).
+  const perf = await api(`/api/${enc(component)}/db/performance?metric=${enc(metric)}&days=${enc(days)}&limit=1000&trend=false`);
   if (!perf.items.length) return el("p", { text: `No ${metric} points in the last ${days} days.` });
   return heatTable(perf.items.map((i) => ({ model: i.model, hardware: i.hardware, value: i.p50, text: fmtNum(i.p50) })), "heatmap");
 }
@@ -623,13 +770,36 @@ PAGES.search = async function () {
       el("td", {}, statusCell(r.status)), el("td", { text: r.model ?? "—" }), el("td", { text: r.hardware ?? "—" }), el("td", { text: r.name ?? "" })))))) : el("p", { text: "Nothing found." })];
 };
 
+// `run=component/run_id`: the component is a slug (no "/"), so the first "/" ends it
+// and the rest, slashes included, is the run id. A value without one names no run: it
+// is reported, never split into a made-up component. Repeats count once.
+const COMPONENT_SLUG = /^[a-z][a-z0-9_-]{0,63}$/;
+function compareRefs(values) {
+  const refs = [], bad = [];
+  for (const s of new Set(values)) {
+    const i = s.indexOf("/");
+    const [c, r] = i < 0 ? ["", ""] : [s.slice(0, i), s.slice(i + 1)];
+    if (COMPONENT_SLUG.test(c) && r) refs.push([c, r]); else bad.push(s);
+  }
+  return { refs: refs.slice(0, MAX_COMPARE), bad, dropped: Math.max(0, refs.length - MAX_COMPARE) };
+}
+
 PAGES.compare = async function () {
-  const refs = QS.getAll("run").slice(0, MAX_COMPARE).map((s) => { const i = s.indexOf("/"); return [s.slice(0, i), s.slice(i + 1)]; }).filter(([c, r]) => c && r);
-  const form = urlForm([el("div", { class: "inline" }, el("label", { for: "f-run" }, "Add a run (component/run_id)", el("input", { id: "f-run", name: "run", type: "text" })), el("button", { type: "submit", text: "Add" }))], { run: QS.getAll("run") }, "inline");
-  form.addEventListener("submit", (ev) => { ev.stopImmediatePropagation(); ev.preventDefault(); const v = form.querySelector("input").value.trim(); if (v) location.assign(urlWith({ run: [...QS.getAll("run"), v].slice(0, MAX_COMPARE) })); }, { capture: true });
-  if (!refs.length) return [form, el("p", { text: `Choose up to ${MAX_COMPARE} runs, e.g. from the runs page.` })];
+  const { refs, bad, dropped } = compareRefs(QS.getAll("run"));
+  const form = el("form", { class: "inline" }, el("div", { class: "inline" }, el("label", { for: "f-run" }, "Add a run (component/run_id)", el("input", { id: "f-run", name: "run", type: "text" })), el("button", { type: "submit", text: "Add" })));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = form.querySelector("input").value.trim();
+    if (v) location.assign(urlWith({ run: [...new Set([...QS.getAll("run"), v])] }));
+  });
+  const notes = [];
+  if (bad.length) notes.push(el("p", { role: "alert", class: "error", "data-testid": "compare-bad", text: `Not component/run_id, left out: ${bad.join(", ")}` }));
+  if (dropped) notes.push(el("p", { class: "muted", text: `Only the first ${MAX_COMPARE} runs are compared (${dropped} more named).` }));
+  if (!refs.length) return [form, ...notes, el("p", { text: `Choose up to ${MAX_COMPARE} runs, e.g. from the runs page.` })];
   const runs = await Promise.all(refs.map(([c, r]) => api(`/api/${enc(c)}/db/run/${enc(r)}`)));
-  const head = ["", ...runs.map((r) => el("th", { scope: "col" }, el("a", { href: runHref(r.component, r.run_id), text: `${r.component}/${r.run_id}` })))];
+  // A function, not one array: a DOM node has one parent, so headers shared by the three
+  // tables would end up in the last one only.
+  const head = () => ["", ...runs.map((r) => el("th", { scope: "col" }, el("a", { href: runHref(r.component, r.run_id), text: `${r.component}/${r.run_id}` })))];
   const keys = [...new Set(runs.flatMap((r) => Object.keys(r.params || {})))].sort();
   const showAll = QS.get("all") === "1";
   const paramRows = keys.map((k) => {
@@ -643,10 +813,10 @@ PAGES.compare = async function () {
     const m = r.metrics.find((x) => x.name === n);
     return el("td", { class: "num", text: m ? fmtNum(m.last) : "—" });
   })));
-  return [form, section("Attributes", table(head, ["status", "model", "hardware", "duration_s"].map((k) => el("tr", {}, el("th", { scope: "row", text: k }), runs.map((r) => el("td", { text: r[k] ?? "—" })))))),
+  return [form, ...notes, section("Attributes", table(head(), ["status", "model", "hardware", "duration_s"].map((k) => el("tr", {}, el("th", { scope: "row", text: k }), runs.map((r) => el("td", { text: r[k] ?? "—" })))))),
     section(showAll ? "Params" : "Params that differ", el("p", {}, el("a", { href: urlWith({ all: showAll ? null : "1" }), text: showAll ? "Show only differences" : "Show all params" })),
-      paramRows.length ? table(head, paramRows, { "data-testid": "params-diff" }) : el("p", { text: "No params differ." })),
-    section("Metrics (last value)", table(head, metricRows, { "data-testid": "compare-metrics" }))];
+      paramRows.length ? table(head(), paramRows, { "data-testid": "params-diff" }) : el("p", { text: "No params differ." })),
+    section("Metrics (last value)", table(head(), metricRows, { "data-testid": "compare-metrics" }))];
 };
 
 // -- tests (docs/tests.md) -----------------------------------------------------------

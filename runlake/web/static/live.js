@@ -2,7 +2,8 @@
 // commit the server sends a `folded` message: {seq, runs: [{component, run_id, status}]}
 // (status null: the run was deleted). The page's hook (window.runlakeLive, set by app.js)
 // patches what it can in place — a run's status cell, the home page's feed — and says
-// whether the page must be read again; redraws are at most once a second. Servers without
+// whether the page must be read again; a page with a `refresh` hook reads again only what
+// changed, others redraw whole; either at most once a second, one at a time. Servers without
 // the stream are known from the shell's route list, so nothing probes and 404s.
 "use strict";
 
@@ -15,10 +16,24 @@ window.runlakeLiveStart = async function live() {
   const hook = () => window.runlakeLive || {};
   let pending = null;
   let last = 0;
-  const redraw = () => {
+  let running = false;
+  let again = false;
+  // The page's own `refresh` (the run page: only what changed) or a whole redraw; one at
+  // a time, so a slow read never overlaps the next (a message meanwhile queues one more).
+  const redraw = async () => {
     pending = null;
+    if (running) { again = true; return; }
+    running = true;
     last = Date.now();
-    window.runlakeRefresh();
+    try {
+      await (hook().refresh || window.runlakeRefresh)();
+    } finally {
+      running = false;
+    }
+    if (again) { again = false; schedule(); }
+  };
+  const schedule = () => {
+    if (!pending) pending = setTimeout(redraw, Math.max(0, 1000 - (Date.now() - last)));
   };
   // type=delete: the page needs the `folded` messages, not every event's frame (a
   // delete is rare, and its run comes in `folded` with status null anyway).
@@ -31,9 +46,7 @@ window.runlakeLiveStart = async function live() {
     const msg = JSON.parse(ev.data);
     if (!msg.runs || msg.runs.length === 0) return;
     const h = hook();
-    const again = h.folded ? h.folded(msg) : true;
-    if (!again || pending) return;
-    pending = setTimeout(redraw, Math.max(0, 1000 - (Date.now() - last)));
+    if (h.folded ? h.folded(msg) : true) schedule();
   });
   source.onerror = () => { document.body.dataset.live = "off"; };  // the browser reconnects
 };
