@@ -55,8 +55,10 @@ class History:
         self.runs: dict[tuple[str, str], Run] = {}
         self.minute = 0
 
-    def add(self, component: str, run_id: str, typ: str, **fields: Any) -> None:
-        self.minute += 1
+    def add(self, component: str, run_id: str, typ: str, same_time: bool = False,
+            **fields: Any) -> None:
+        """The event one minute after the last (`same_time`: at the last one's time)."""
+        self.minute += 0 if same_time else 1
         ts = (START + timedelta(minutes=self.minute)).isoformat().replace("+00:00", "Z")
         self.events.append({"type": typ, "component": component, "run_id": run_id,
                             "ts": ts, **fields})
@@ -213,5 +215,26 @@ def test_a_run_matching_in_several_places_counts_once(make_server: MakeServer) -
                                 reply.json()["last_seq"])
             assert body["result_counts"] == {"test": 1, "total": 1}
             assert [r["run_id"] for r in body["results"]["test"]] == ["needle-run"]
+
+    asyncio.run(main())
+
+
+def test_runs_updated_at_the_same_time_rank_by_run_id(make_server: MakeServer) -> None:
+    h = History()
+    h.add("test", "tie-old", "run", name="tie")
+    for rid in ("tie-c", "tie-a", "tie-d", "tie-b"):
+        h.add("test", rid, "run", name="tie", same_time=rid != "tie-c")
+    h.add("test", "tie-new", "run", name="tie")
+
+    async def main() -> None:
+        async with make_server() as client:
+            reply = await client.post_events(h.events)
+            assert reply.status == 202, reply.body
+            last = reply.json()["last_seq"]
+            for limit in (1, 2, 3, 5, 6, 7):
+                body = await search(client, "/api/db/search", "TIE", limit, last)
+                assert found(body) == h.expected("TIE", ("test",), limit), limit
+            assert found(body)[0]["test"] == ["tie-new", "tie-a", "tie-b", "tie-c", "tie-d",
+                                              "tie-old"]
 
     asyncio.run(main())
