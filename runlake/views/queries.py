@@ -482,10 +482,10 @@ def search(cur: Cursor, query: str, limit: int = 20,
     params: list[Any] = []
 
     def matching(table: str) -> str:
-        # contains(lower(col), lower(q)) rather than ILIKE: DuckDB evaluates it once
-        # per distinct value of a dictionary-compressed column (models, step names,
-        # test names...), where ILIKE looks at every row; and the query needs no
-        # escaping of LIKE's % _ \.
+        # contains(lower(col), lower(q)), not `ILIKE ? ESCAPE`: it takes the query
+        # literally with no escaping, and DuckDB evaluates it once per distinct value
+        # of a dictionary-compressed column (models, step and test names...), where
+        # ILIKE with an ESCAPE clause is a generic function run on every row.
         cols = [c for t, c in SEARCH_SOURCES if t == table]
         params.extend([*cparams, *[query] * len(cols)])
         return f"{cond} AND ({' OR '.join(f'contains(lower({c}), lower(?))' for c in cols)})"
