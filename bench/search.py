@@ -4,6 +4,12 @@ between them so that both see the same machine load.
 
     python bench/search.py --url NAME=http://127.0.0.1:PORT [--url NAME=URL ...]
                            [--reps 7] [--query TEXT ...]
+    python bench/search.py --db COPY_OF/runlake.duckdb --query TEXT [...]
+
+With `--db` (a copy: it is opened read-only, but a server must not be writing it), each
+searched column's predicate instead: `col ILIKE ? ESCAPE '\\'` (the base's) beside
+`contains(lower(col), lower(?))`, count(*) over the whole table, warm (one untimed run
+first), median ms of `--reps`.
 
 The default queries are those of issue 21: a model's first 4 characters (the dashboard
 bench's `/search?query=`), a rare word (one run's commit tag), a word in no row, and one
@@ -35,12 +41,45 @@ def default_queries(url: str) -> list[str]:
     return [model[:4], commit, "zzqqxy-no-such-word", "e"]
 
 
+def predicates(db: str, queries: list[str], reps: int) -> None:
+    import duckdb
+
+    from runlake.views.queries import SEARCH_SOURCES, _like
+
+    con = duckdb.connect(db, read_only=True)
+
+    def timed(sql: str, param: str) -> tuple[float, int]:
+        con.execute(sql, [param]).fetchall()
+        xs = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            (n,), = con.execute(sql, [param]).fetchall()
+            xs.append((time.perf_counter() - t) * 1000)
+        return statistics.median(xs), n
+
+    for q in queries:
+        for table, col in SEARCH_SOURCES:
+            like, n1 = timed(f"SELECT count(*) FROM {table} WHERE {col} ILIKE ? ESCAPE '\\'",
+                             _like(q))
+            contains, n2 = timed(
+                f"SELECT count(*) FROM {table} WHERE contains(lower({col}), lower(?))", q)
+            assert n1 == n2, (q, table, col, n1, n2)
+            print(f"{q!r:24} {table + '.' + col:16} ILIKE ESCAPE {like:6.1f} ms  "
+                  f"contains(lower) {contains:6.1f} ms  rows {n1}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--url", action="append", required=True, help="NAME=URL")
+    ap.add_argument("--url", action="append", help="NAME=URL")
+    ap.add_argument("--db", help="a DuckDB file to time each column's predicate on")
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--query", action="append")
     args = ap.parse_args()
+    if args.db:
+        predicates(args.db, args.query or ["llam"], args.reps)
+        return
+    if not args.url:
+        ap.error("--url or --db is required")
     servers = dict(u.split("=", 1) for u in args.url)
     queries = args.query or default_queries(next(iter(servers.values())))
     for q in queries:
