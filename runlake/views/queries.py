@@ -480,15 +480,20 @@ def search(cur: Cursor, query: str, limit: int = 20,
     grouped by component, most recently updated first (docs/design.md, Search)."""
     cond, cparams = in_components(components)
     params: list[Any] = []
+    # Both forms are evaluated once per distinct value of a dictionary-compressed
+    # column (models, step and test names...). ILIKE is the cheaper on columns of
+    # unique values (run ids, log lines) but takes % and _ as wildcards, and its
+    # ESCAPE clause makes it a generic function run on every row: a query holding
+    # one of them is matched by contains(lower()) instead, which takes it literally.
+    if any(ch in query for ch in "%_\\"):
+        predicate, param = "contains(lower({}), lower(?))", query
+    else:
+        predicate, param = "{} ILIKE ?", f"%{query}%"
 
     def matching(table: str) -> str:
-        # contains(lower(col), lower(q)), not `ILIKE ? ESCAPE`: it takes the query
-        # literally with no escaping, and DuckDB evaluates it once per distinct value
-        # of a dictionary-compressed column (models, step and test names...), where
-        # ILIKE with an ESCAPE clause is a generic function run on every row.
         cols = [c for t, c in SEARCH_SOURCES if t == table]
-        params.extend([*cparams, *[query] * len(cols)])
-        return f"{cond} AND ({' OR '.join(f'contains(lower({c}), lower(?))' for c in cols)})"
+        params.extend([*cparams, *[param] * len(cols)])
+        return f"{cond} AND ({' OR '.join(predicate.format(c) for c in cols)})"
 
     # The other tables' matches, each run once, are tied to `runs` by one mark join;
     # the text is built in the order its placeholders take `params`.
