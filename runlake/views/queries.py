@@ -478,24 +478,53 @@ SEARCH_SOURCES = (
 def search(cur: Cursor, query: str, limit: int = 20,
            components: list[str] | None = None) -> dict[str, Any]:
     """Runs matching `query` (case-insensitive substring) anywhere in SEARCH_SOURCES,
-    grouped by component, most recently updated first."""
+    grouped by component, most recently updated first (docs/design.md, Search)."""
     cond, cparams = in_components(components)
-    pattern = _like(query)
-    union = " UNION ".join(
-        f"SELECT component, run_id FROM {table} WHERE {cond} AND {col} ILIKE ? ESCAPE '\\'"
-        for table, col in SEARCH_SOURCES
-    )
-    params = [p for _ in SEARCH_SOURCES for p in (*cparams, pattern)]
+    params: list[Any] = []
+    # Both forms are evaluated once per distinct value of a dictionary-compressed
+    # column (models, step and test names...). ILIKE is the cheaper on columns of
+    # unique values (run ids, log lines) but takes % and _ as wildcards, and its
+    # ESCAPE clause makes it a generic function run on every row: a query holding
+    # one of them is matched by contains(lower()) instead, which takes it literally.
+    if any(ch in query for ch in "%_\\"):
+        predicate, param = "contains(lower({}), lower(?))", query
+    else:
+        predicate, param = "{} ILIKE ?", f"%{query}%"
+
+    def matching(table: str) -> str:
+        cols = [c for t, c in SEARCH_SOURCES if t == table]
+        params.extend([*cparams, *[param] * len(cols)])
+        return f"{cond} AND ({' OR '.join(predicate.format(c) for c in cols)})"
+
+    # The other tables' matches, each run once, are tied to `runs` by one mark join;
+    # the text is built in the order its placeholders take `params`.
+    others = " UNION ALL ".join(
+        f"SELECT component, run_id FROM {table} WHERE {matching(table)}"
+        for table in dict.fromkeys(t for t, _ in SEARCH_SOURCES if t != "runs"))
+    in_runs = matching("runs")
+    # Ranking sorts only the runs at or above each component's limit-th newest
+    # updated_at (a top-N aggregate finds it), not every match: a broad query
+    # matches most runs, and a window over all of them cost more than the scans.
     rows = _dicts(cur, f"""
-        WITH hits AS ({union}),
+        WITH other AS (SELECT DISTINCT component, run_id FROM ({others})),
+        hits AS MATERIALIZED (
+            SELECT component, run_id, updated_at FROM runs r
+            WHERE ({in_runs}) OR EXISTS (SELECT 1 FROM other o
+                                        WHERE o.component = r.component AND o.run_id = r.run_id)
+        ),
+        counts AS (
+            SELECT component, count(*) AS matches, max(updated_at, ?)[-1] AS floor
+            FROM hits GROUP BY component
+        ),
         ranked AS (
-            SELECT r.*, row_number() OVER (PARTITION BY r.component
-                                           ORDER BY r.updated_at DESC, r.run_id) AS rank,
-                   count(*) OVER (PARTITION BY r.component) AS matches
-            FROM runs r SEMI JOIN hits h ON r.component = h.component AND r.run_id = h.run_id
+            SELECT h.component, h.run_id, c.matches,
+                   row_number() OVER (PARTITION BY h.component
+                                      ORDER BY h.updated_at DESC, h.run_id) AS rank
+            FROM hits h JOIN counts c ON h.component = c.component AND h.updated_at >= c.floor
+            QUALIFY rank <= ?
         )
-        SELECT {RUN_COLUMNS}, matches FROM ranked WHERE rank <= ?
-        ORDER BY component, rank""", [*params, limit])
+        SELECT {RUN_COLUMNS}, matches FROM runs JOIN ranked USING (component, run_id)
+        ORDER BY component, rank""", [*params, limit, limit])
     # Every component the key may see is listed, 0 and [] where nothing matched:
     # clients read `result_counts[c]` for each (docs/compat.md).
     visible = seen(cur, components)
