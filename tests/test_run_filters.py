@@ -104,7 +104,8 @@ def make_specs(rng: random.Random, n: int, prefix: str = "r",
         specs.append(Spec(
             run_id=f"{prefix}{i:03d}", model=rng.choice(["alpha", "beta", "gamma", None]),
             hardware=rng.choice(["h100", "a100", None]), batch_id=rng.choice(["b1", "b2", None]),
-            name=rng.choice(["job-1", "job-2", "job-3", "mix,ed", None]), params=params,
+            name=rng.choice(["job-1", "job-2", "job-3", "mix,ed", "Job_1", "A_b%c", None]),
+            params=params,
             status=rng.choice(STATUSES), tags=tags,
             created=T0 + timedelta(minutes=rng.randint(*minutes)),  # ties on purpose
             after_s=rng.randint(1, 500)))
@@ -192,6 +193,10 @@ FILTERS: list[tuple[str, Pred]] = [
      lambda s: s.tags.get("env") == "dev" and s.tags.get("team") == "x" and s.param("a.b") == "3"),
     ("q=job-1", lambda s: "job-1" in s.run_id or "job-1" in (s.name or "")
      or "job-1" in (s.model or "")),
+    # case-insensitive; `_` and `%` are characters, not wildcards
+    ("q=JOB_", lambda s: any("job_" in (v or "").lower() for v in (s.run_id, s.name, s.model))),
+    ("q=" + quote("B%C"), lambda s: any("b%c" in (v or "").lower()
+                                      for v in (s.run_id, s.name, s.model))),
     ("since=" + quote((T0 + timedelta(minutes=10)).isoformat()) + "&until="
      + quote((T0 + timedelta(minutes=30)).isoformat()) + "&hardware=a100,h100",
      lambda s: T0 + timedelta(minutes=10) <= s.created < T0 + timedelta(minutes=30)

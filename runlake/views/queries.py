@@ -7,6 +7,7 @@ from whitelists here. Timestamps come back as timezone-aware UTC datetimes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -57,10 +58,20 @@ def _page(items: list[Any], limit: int, offset: int, total: int) -> dict[str, An
     return {"items": items, "limit": limit, "offset": offset, "total": total}
 
 
-def _like(text: str) -> str:
-    """A substring pattern for ILIKE with the user's % and _ taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def contains_text(columns: Sequence[str], query: str) -> tuple[str, list[str]]:
+    """A condition: any of `columns` holds `query`, case-insensitive, its %, _ and \\
+    taken literally; and its parameters. The one way a read matches typed text.
+
+    Both forms are evaluated once per distinct value of a dictionary-compressed
+    column (models, step and test names...). ILIKE is the cheaper on columns of
+    unique values (run ids, log lines) but takes % and _ as wildcards, and an
+    ESCAPE clause makes it a generic function run on every row: a query holding
+    one of them is matched by contains(lower()) instead, which takes it literally."""
+    if any(ch in query for ch in "%_\\"):
+        predicate, param = "contains(lower({}), lower(?))", query
+    else:
+        predicate, param = "{} ILIKE ?", f"%{query}%"
+    return f"({' OR '.join(predicate.format(c) for c in columns)})", [param] * len(columns)
 
 
 # -- runs ---------------------------------------------------------------------
@@ -110,9 +121,9 @@ def list_runs(
     where += created
     params += created_params
     if q:
-        where.append("(run_id ILIKE ? ESCAPE '\\' OR name ILIKE ? ESCAPE '\\' "
-                     "OR model ILIKE ? ESCAPE '\\')")
-        params += [_like(q)] * 3
+        cond, text_params = contains_text(("run_id", "name", "model"), q)
+        where.append(cond)
+        params += text_params
     cond = " AND ".join(where)
     order = RUN_SORTS[sort]
     total = _one(cur, f"SELECT count(*) FROM runs r WHERE {cond}", params)
@@ -481,20 +492,11 @@ def search(cur: Cursor, query: str, limit: int = 20,
     grouped by component, most recently updated first (docs/design.md, Search)."""
     cond, cparams = in_components(components)
     params: list[Any] = []
-    # Both forms are evaluated once per distinct value of a dictionary-compressed
-    # column (models, step and test names...). ILIKE is the cheaper on columns of
-    # unique values (run ids, log lines) but takes % and _ as wildcards, and its
-    # ESCAPE clause makes it a generic function run on every row: a query holding
-    # one of them is matched by contains(lower()) instead, which takes it literally.
-    if any(ch in query for ch in "%_\\"):
-        predicate, param = "contains(lower({}), lower(?))", query
-    else:
-        predicate, param = "{} ILIKE ?", f"%{query}%"
 
     def matching(table: str) -> str:
-        cols = [c for t, c in SEARCH_SOURCES if t == table]
-        params.extend([*cparams, *[param] * len(cols)])
-        return f"{cond} AND ({' OR '.join(predicate.format(c) for c in cols)})"
+        text, text_params = contains_text([c for t, c in SEARCH_SOURCES if t == table], query)
+        params.extend([*cparams, *text_params])
+        return f"{cond} AND {text}"
 
     # The other tables' matches, each run once, are tied to `runs` by one mark join;
     # the text is built in the order its placeholders take `params`.

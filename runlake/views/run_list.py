@@ -19,10 +19,10 @@ from runlake.views.queries import (
     RUN_COLUMNS,
     Cursor,
     _dicts,
-    _like,
     _one,
     _page,
     _run_item,
+    contains_text,
     created_between,
 )
 
@@ -79,9 +79,9 @@ def where(component: str, f: RunFilter) -> tuple[str, list[Any]]:
     conds += created
     params += created_params
     if f.q:
-        conds.append("(run_id ILIKE ? ESCAPE '\\' OR name ILIKE ? ESCAPE '\\' "
-                     "OR model ILIKE ? ESCAPE '\\')")
-        params += [_like(f.q)] * 3
+        text, text_params = contains_text(("run_id", "name", "model"), f.q)
+        conds.append(text)
+        params += text_params
     return " AND ".join(conds), params
 
 

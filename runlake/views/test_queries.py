@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from runlake.views.keyset import Key, Kind, page_sql, token_values
-from runlake.views.queries import Cursor, _dicts, _like, _one, _page
+from runlake.views.queries import Cursor, _dicts, _one, _page, contains_text
 from runlake.views.tests import TRANSITIONS_SQL, transition_score
 
 # `-x`: descending. Flakiness is the transition score over the window, then how many
@@ -69,8 +69,9 @@ def list_tests(cur: Cursor, component: str, *, window: int, flaky: bool | None =
     if failing is not None:
         where.append(("" if failing else "NOT ") + "(last_outcome IN ('failed', 'error'))")
     if q is not None:
-        where.append("test ILIKE ? ESCAPE '\\'")
-        params.append(_like(q))
+        text, text_params = contains_text(("test",), q)
+        where.append(text)
+        params += text_params
     cond = " AND ".join(where)
     keys = sort_keys(sort)
     total = _one(cur, f"SELECT count(*) FROM test_stats WHERE {cond}", params)
