@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import msgspec
 
-from runlake.views.keyset import Key, page_sql, token_values
+from runlake.views.keyset import Key, order_by, page_sql, token_values
 from runlake.views.metric_series import MetricSeries
 
 Cursor = duckdb.DuckDBPyConnection
@@ -24,13 +24,6 @@ RUN_COLUMNS = (
     "component, run_id, model, hardware, batch_id, name, params, status, error, "
     "created_at, started_at, finished_at, duration_s, updated_at"
 )
-RUN_SORTS = {
-    f"{sign}{col}": f"{col} {'DESC' if sign else 'ASC'} NULLS LAST"
-    for col in ("created_at", "updated_at", "started_at", "finished_at", "duration_s",
-                "run_id", "status", "model", "hardware")
-    for sign in ("", "-")
-}
-DEFAULT_RUN_SORT = "-created_at"
 
 
 def _utc(v: Any) -> Any:
@@ -90,49 +83,14 @@ _TAGGED = """run_id IN (
     WHERE t.component = ? GROUP BY t.run_id HAVING count(*) = ?)"""
 
 
-def list_runs(
-    cur: Cursor,
-    component: str,
-    *,
-    status: str | None = None,
-    model: str | None = None,
-    hardware: str | None = None,
-    batch_id: str | None = None,
-    tags: list[tuple[str, str]] = (),  # type: ignore[assignment]
-    since: datetime | None = None,
-    until: datetime | None = None,
-    q: str | None = None,
-    sort: str = DEFAULT_RUN_SORT,
-    limit: int = 50,
-    offset: int = 0,
-) -> dict[str, Any]:
-    """Runs of a component, filtered; `total` counts every match."""
-    where, params = ["component = ?"], [component]
-    for col, value in (("status", status), ("model", model), ("hardware", hardware),
-                       ("batch_id", batch_id)):
-        if value is not None:
-            where.append(f"{col} = ?")
-            params.append(value)
-    if tags:
-        pairs = sorted(set(tags))
-        where.append(_TAGGED)
-        params += [[k for k, _ in pairs], [v for _, v in pairs], component, len(pairs)]
-    created, created_params = created_between(since, until)
-    where += created
-    params += created_params
-    if q:
-        cond, text_params = contains_text(("run_id", "name", "model"), q)
-        where.append(cond)
-        params += text_params
-    cond = " AND ".join(where)
-    order = RUN_SORTS[sort]
-    total = _one(cur, f"SELECT count(*) FROM runs r WHERE {cond}", params)
-    rows = _dicts(
-        cur,
-        f"SELECT {RUN_COLUMNS} FROM runs r WHERE {cond} ORDER BY {order}, run_id LIMIT ? OFFSET ?",
-        [*params, limit, offset],
-    )
-    return _page([_run_item(r) for r in rows], limit, offset, total)
+def _newest_runs(cur: Cursor, component: str, column: str, value: str,
+                 limit: int) -> list[dict[str, Any]]:
+    """A batch's or a model's newest runs: what the runs list filtered on `column`
+    shows first (its default order, newest created first)."""
+    order = order_by([Key("created_at", True, "time")], "run_id")
+    rows = _dicts(cur, f"SELECT {RUN_COLUMNS} FROM runs WHERE component = ? AND {column} = ? "
+                  f"ORDER BY {order} LIMIT ?", [component, value, limit])
+    return [_run_item(r) for r in rows]
 
 
 # A run's rows in any table: by key, within its seq span. The span filter changes no
@@ -296,7 +254,7 @@ def get_batch(cur: Cursor, component: str, batch_id: str, runs: int = 100) -> di
     if not rows:
         return None
     batch = _batch_item(rows[0])
-    batch["runs_list"] = list_runs(cur, component, batch_id=batch_id, limit=runs)["items"]
+    batch["runs_list"] = _newest_runs(cur, component, "batch_id", batch_id, runs)
     return batch
 
 
@@ -463,7 +421,7 @@ def model_overview(cur: Cursor, model: str, components: list[str] | None = None,
         item = _stats_item({"component": row["component"], "model": model, **row})
         item.pop("component")
         item.pop("model")
-        item["recent_runs"] = list_runs(cur, row["component"], model=model, limit=recent)["items"]
+        item["recent_runs"] = _newest_runs(cur, row["component"], "model", model, recent)
         per[row["component"]] = item
     total = {s: sum(p["by_status"][s] for p in per.values()) for s in STATUSES}
     done = total["completed"] + total["failed"]
