@@ -26,11 +26,12 @@ CREATE TABLE IF NOT EXISTS run_metric_summary (
 
 # The summary of the points of {source}, per key. The last point is the greatest
 # (ts, seq, value) struct: seq is unique, so value never decides, and one struct max
-# costs less than arg_max by (ts, seq) for each of value and seq.
+# costs less than arg_max by (ts, seq) for each of value and seq. fsum (Kahan): a plain
+# sum's last bits follow the order DuckDB adds in, which a rebuild does not keep.
 _SUMMARY = """
 SELECT component, run_id, name, unit, count, sum, min, max,
        l.value AS last, l.ts AS last_ts, l.seq AS last_seq
-FROM (SELECT component, run_id, name, min(unit) AS unit, count(*) AS count, sum(value) AS sum,
+FROM (SELECT component, run_id, name, min(unit) AS unit, count(*) AS count, fsum(value) AS sum,
              min(value) AS min, max(value) AS max,
              max(struct_pack(ts := ts, seq := seq, value := value)) AS l
       FROM {source} GROUP BY ALL)"""
