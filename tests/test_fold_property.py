@@ -440,6 +440,22 @@ class Simulation:
                         "vals": sorted(vs) if len(vs) <= EXACT_MAX_POINTS else None}
         return out
 
+    def run_metric_rows(self) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """run_metric_summary: per (component, run_id, name) of a live run; `last` the
+        value of the greatest (ts, seq); `unit` the least unit (null when none)."""
+        by_name: dict[tuple[Any, ...], list[tuple[float, str | None, int, int]]] = defaultdict(list)
+        for (comp, rid), r in self.runs.items():
+            for name, value, unit, _, ts, seq in r.metrics:
+                by_name[comp, rid, name].append((value, unit, ts, seq))
+        out = {}
+        for key, pts in by_name.items():
+            vs = [v for v, _, _, _ in pts]
+            last = max(pts, key=lambda p: (p[2], p[3]))
+            out[key] = {"unit": min((u for _, u, _, _ in pts if u is not None), default=None),
+                        "count": len(vs), "sum": math.fsum(vs), "min": min(vs), "max": max(vs),
+                        "last": last[0], "last_ts": at(last[2]), "last_seq": last[3]}
+        return out
+
     def overview_rows(self) -> dict[tuple[Any, ...], dict[str, Any]]:
         by_comp: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for (comp, _), row in self.run_rows().items():
@@ -666,6 +682,8 @@ def assert_matches_recompute(con: duckdb.DuckDBPyConnection, stream: Stream) -> 
     assert_view(con, "metric_daily", (*key, "day"), sim.daily_rows())
     assert_histograms(con, sim)
     assert_view(con, "overview", ("component",), sim.overview_rows())
+    assert_view(con, "run_metric_summary", ("component", "run_id", "name"),
+                sim.run_metric_rows())
     base = sim.base_rows()
     for table in ("steps", "tags", "results", "metrics", "logs", "artifacts", "batch_events"):
         got = con.execute(f"SELECT * FROM {table}").fetchall()

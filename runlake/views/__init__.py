@@ -10,6 +10,7 @@ from runlake.views import (
     metric_daily,
     metric_stats,
     overview,
+    run_metric_summary,
     runs,
     tests,
 )
@@ -26,6 +27,7 @@ VIEWS: tuple[View, ...] = (
     metric_stats.VIEW,  # from metric_daily and metric_hist_all
     overview.VIEW,
     tests.VIEW,  # from runs (a run's commit), tags and results
+    run_metric_summary.VIEW,  # from metrics (and the batch's points)
 )
 
 __all__ = ["VIEWS", "View"]

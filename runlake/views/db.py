@@ -41,7 +41,7 @@ MEMORY_LIMIT = "512MB"
 CHECKPOINT_THRESHOLD = "256MB"
 # Bumped whenever a table or view changes shape: a database of another version is
 # rebuilt from the log when the server opens it (ingest/replay.py `ensure_current`).
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # How often a read told to stop is interrupted again until it has: DuckDB forgets
 # an interrupt that comes between two of the read's statements (the next one runs).
 INTERRUPT_EVERY_S = 0.05

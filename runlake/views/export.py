@@ -91,6 +91,7 @@ def _utc(field: pa.Field) -> pa.Field:
 # read for exactly those runs, within the page's seq span: every row of a run carries
 # a seq in its span (views/runs.py), and the tables are written in seq order, so zone
 # maps skip the row groups of other pages instead of scanning each table per page.
+# The metric summary is the fold's (`run_metric_summary`), its `last_seq` in the span.
 
 OUTCOMES = ("passed", "failed", "skipped", "error", "xfailed", "xpassed")
 DOCUMENT_COLUMNS = ("steps", "tags", "metrics", "results", "artifacts")
@@ -108,12 +109,10 @@ s AS (SELECT component, run_id, list({{'step': step, 'status': status, 'progress
       FROM steps {_OF_PAGE} GROUP BY ALL),
 t AS (SELECT component, run_id, map_from_entries(list({{'key': key, 'value': value}} ORDER BY key))
         AS tags FROM tags {_OF_PAGE} GROUP BY ALL),
-m AS (SELECT component, run_id, list({{'name': name, 'unit': unit, 'count': count, 'mean': mean,
-        'min': min, 'max': max, 'last': last}} ORDER BY name) AS metrics
-      FROM (SELECT component, run_id, name, min(unit) AS unit, count(*) AS count,
-                   avg(value) AS mean, min(value) AS min, max(value) AS max,
-                   arg_max(value, (ts, seq)) AS last
-            FROM metrics {_OF_PAGE} GROUP BY ALL) GROUP BY ALL),
+m AS (SELECT component, run_id, list({{'name': name, 'unit': unit, 'count': count,
+        'mean': sum / count, 'min': min, 'max': max, 'last': last}} ORDER BY name) AS metrics
+      FROM run_metric_summary SEMI JOIN page USING (component, run_id)
+      WHERE last_seq BETWEEN ? AND ? GROUP BY ALL),
 r AS (SELECT component, run_id, count(*) AS total,
              {", ".join(f"count(*) FILTER (WHERE outcome = '{o}') AS {o}" for o in OUTCOMES)}
       FROM results {_OF_PAGE} GROUP BY ALL),

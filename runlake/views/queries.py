@@ -98,6 +98,8 @@ def _newest_runs(cur: Cursor, component: str, column: str, value: str,
 # group outside it: the tables are written in seq order, so a run detail at 10 M
 # events reads a few row groups instead of every one.
 _OF_RUN = "component = ? AND run_id = ? AND seq BETWEEN ? AND ?"
+# A summary row's last point is one of the run's events: its seq lies in the span too.
+_SUMMARY_OF_RUN = "component = ? AND run_id = ? AND last_seq BETWEEN ? AND ?"
 
 
 def get_run(cur: Cursor, component: str, run_id: str, recent_logs: int = 20) -> dict[str, Any] | None:
@@ -112,10 +114,11 @@ def get_run(cur: Cursor, component: str, run_id: str, recent_logs: int = 20) -> 
                           f"WHERE {_OF_RUN} ORDER BY ts, seq", key)
     run["tags"] = dict(cur.execute(f"SELECT key, value FROM tags WHERE {_OF_RUN} "
                                    "ORDER BY key", key).fetchall())
+    # Kept by the fold (views/run_metric_summary.py): aggregating the points here read
+    # every point of a long series at each page load.
     run["metrics"] = _dicts(cur, f"""
-        SELECT name, min(unit) AS unit, count(*) AS count, avg(value) AS mean,
-               min(value) AS min, max(value) AS max, arg_max(value, (ts, seq)) AS last
-        FROM metrics WHERE {_OF_RUN} GROUP BY name ORDER BY name""", key)
+        SELECT name, unit, count, sum / count AS mean, min, max, last
+        FROM run_metric_summary WHERE {_SUMMARY_OF_RUN} ORDER BY name""", key)
     run["results"] = result_counts(cur, key)
     # The most recent `recent_logs` lines, listed oldest first like `…/logs`.
     run["logs"] = _dicts(cur, "SELECT * FROM (SELECT level, message, ts, seq FROM logs "
