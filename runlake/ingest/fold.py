@@ -351,7 +351,7 @@ class Fold:
                 if self.log.last_seq <= self.folded_seq or self.last_error:
                     return
                 continue
-            # A batch costs 150-300 ms of fixed work (and a DuckDB commit that competes
+            # A batch costs a fixed amount of work (and a DuckDB commit that competes
             # with the log's fsync) whatever its size: under a trickle of small
             # appends, wait to fold more at once. Visible stays well under a second.
             if (pause := self.min_interval_s - (time.monotonic() - started)) > 0:

@@ -136,7 +136,7 @@ def _bulk(con: duckdb.DuckDBPyConnection, event_log: EventLog, last: int, min_ro
     with bulk.SegmentFold(con, [s.path for s in segments]) as fold:
         if not fold.fits:
             return 0
-        # One statement per table: no progress to show until it is done (~2 s per M events).
+        # One statement per table: no progress to show until it is done.
         log.info("folding the %d events of %d segments in one pass",
                  segments[-1].last, len(segments))
         fold_in_transaction(con, segments[-1].last, fold.apply)

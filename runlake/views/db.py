@@ -34,10 +34,10 @@ log = logging.getLogger("runlake.db")
 # must stay within 1 GiB RSS (DESIGN §9); DuckDB spills or evicts beyond it.
 MEMORY_LIMIT = "512MB"
 # DuckDB checkpoints (compresses and writes out what the WAL holds) when a commit
-# takes the WAL past this. Its default, 16 MB, came every ~130 k events, and each
-# checkpoint rewrote the same recent row groups again: 256 MB cut the fold's cost
-# of a 100 k-event batch on a 10 M-event database from 937 to 681 ms. The price: a
-# bigger WAL to replay when the server starts after a crash (a few seconds).
+# takes the WAL past this. At its default, 16 MB, it came every few batches and
+# each checkpoint rewrote the same recent row groups again: a larger threshold cut
+# the fold's cost per batch (BENCHMARKS.md). The price: a bigger WAL to replay when
+# the server starts after a crash.
 CHECKPOINT_THRESHOLD = "256MB"
 # Bumped whenever a table or view changes shape: a database of another version is
 # rebuilt from the log when the server opens it (ingest/replay.py `ensure_current`).
@@ -134,8 +134,8 @@ class Database:
 
     def preload_series(self) -> None:
         """Load the performance series on a reader thread now rather than at the first
-        report (~1.4 s at 10 M events). A failure is logged; the first
-        report tries again."""
+        report, which would wait for it (seconds at 10 M events). A failure is
+        logged; the first report tries again."""
         def done(fut: Future[None]) -> None:
             if isinstance(e := fut.exception(), Unavailable):  # closed meanwhile
                 log.info("loading the performance series stopped: %s", e)

@@ -52,7 +52,7 @@ GroupKey = tuple[str | None, str | None, str]  # (model, hardware, metric)
 EPOCH = date(1970, 1, 1)
 KEY = ("component", "model", "hardware", "metric")
 # Keys of (group, day) waiting to be read again: beyond this many, loading anew is
-# cheaper than reading them (a few million rows at most: ~1.4 s at 10 M events).
+# cheaper than reading them (a load reads a few million rows at most; BENCHMARKS.md).
 MAX_PENDING = 300_000
 
 

@@ -94,10 +94,9 @@ def _latest(needs: str, table: str, key: str, cols: str, src_cols: str) -> Apply
         # step. In seq order, so that every writer (bulk replay's INSERT, the MERGE of
         # a batched replay or of the fold) adds new rows in seq order and a run's rows
         # lie in the few row groups its seq span covers (`queries.get_run` relies on
-        # it); the sort costs ~5 % of a bulk statement, nothing to speak of on a live
-        # batch. (arg_max over a struct,
-        # or each key's latest seq joined back to the batch, was faster for steps and
-        # slower for tags and results: ~1.2 vs 0.9 s for tags at 10 M events.)
+        # it); the sort is a small part of a bulk statement, nothing to speak of on a
+        # live batch. (arg_max over a struct, or each key's latest seq joined back to
+        # the batch, was faster for steps and slower for tags and results.)
         source=f"""
 SELECT * FROM (SELECT component, run_id, {src_cols}, ts, seq FROM batch WHERE type = '{needs}')
 QUALIFY row_number() OVER (PARTITION BY component, run_id, {key} ORDER BY ts DESC, seq DESC) = 1
