@@ -1,0 +1,149 @@
+"""Ingest first (docs/stream.md, "Ingest first"): while ingest requests are in flight,
+the live streams' fan-out (the pump's reads and encoding, catch-up reads, the writes
+to followers) may use at most `stream_share` of the server's time.
+
+The ingest handlers count themselves in and out (`ingesting`). The fan-out asks
+`may_run` before each piece of work and reports the time the work took (`spend`,
+`timed`, `call`); past its share in the current window it parks an asyncio event
+(`park`) and waits, with no thread sleeping, until ingest goes idle or enough windows
+have passed to pay the excess back. While ingest is idle nothing is counted against
+it: the fan-out runs unthrottled, and gets a fresh window when ingest starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+T = TypeVar("T")
+
+# Short, so a follower held back waits a fraction of a second between turns, and long
+# enough that a window's budget holds a few followers' writes.
+WINDOW_S = 0.05
+
+
+class IngestFirst:
+    """Ingest requests in flight, and the fan-out's time budget while there are any."""
+
+    def __init__(self, share: float, window_s: float = WINDOW_S) -> None:
+        self.share = share
+        self.window_s = window_s
+        self.in_flight = 0  # ingest requests being decoded or appended
+        self.held = 0  # times a piece of fan-out work was held back (parked)
+        self._loop = asyncio.get_running_loop()
+        self._window_start = time.perf_counter()
+        self._used = 0.0  # fan-out seconds counted in this window (excess carries over)
+        self._parked: dict[asyncio.Event, None] = {}  # in order: woken first, first served
+        self._timer: asyncio.TimerHandle | None = None
+
+    # -- ingest ---------------------------------------------------------------
+
+    @contextmanager
+    def ingesting(self) -> Iterator[None]:
+        """Count one ingest request in flight for the block's duration."""
+        if self.in_flight == 0:  # ingest starts: the fan-out gets a fresh window
+            self._window_start, self._used = time.perf_counter(), 0.0
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._wake_all()
+
+    # -- the fan-out ----------------------------------------------------------
+
+    def may_run(self) -> bool:
+        """Whether fan-out work may run now: ingest is idle, or the window's budget
+        is not used up."""
+        if self.in_flight == 0:
+            return True
+        self._roll(time.perf_counter())
+        return self._used < self.share * self.window_s
+
+    def park(self, wake: asyncio.Event) -> None:
+        """Set `wake` once the fan-out may run again (ingest idle or the budget paid
+        back). Call right after `may_run` said no, with no await between."""
+        self.held += 1
+        self._parked[wake] = None
+        budget = self.share * self.window_s
+        if self._timer is None and budget > 0:  # share 0: only ingest going idle wakes
+            windows = max(1, int(self._used / budget))
+            self._timer = self._loop.call_at(
+                self._loop.time() + self._window_start + windows * self.window_s
+                - time.perf_counter(), self._wake_all)
+
+    async def turn(self, wake: asyncio.Event, ready: Callable[[], bool] = lambda: False
+                   ) -> None:
+        """Wait until the fan-out may run, or `ready()` (checked whenever `wake` is set
+        by someone else, e.g. a stream told to close)."""
+        while not self.may_run() and not ready():
+            wake.clear()
+            self.park(wake)
+            await wake.wait()
+
+    def spend(self, seconds: float) -> None:
+        """Count fan-out time (only while ingest is in flight does it limit anything)."""
+        if self.in_flight:
+            self._roll(time.perf_counter())
+            self._used += seconds
+
+    @contextmanager
+    def metered(self) -> Iterator[None]:
+        """Count the block's time (work on the loop that does not await)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spend(time.perf_counter() - start)
+
+    async def timed(self, work: Awaitable[T]) -> T:
+        """Await `work` (a write to a client), counting its time up to its first
+        suspension: a write suspends only to wait for a slow client's socket to drain,
+        and that wait is the client's time, not the server's. The mark is a callback
+        that runs only once this task has yielded to the loop."""
+        marks: list[float] = []
+        start = time.perf_counter()
+        handle = self._loop.call_soon(lambda: marks.append(time.perf_counter()))
+        try:
+            return await work
+        finally:
+            handle.cancel()
+            self.spend((marks[0] if marks else time.perf_counter()) - start)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the default executor, counting the CPU time of the thread
+        that runs it (its wall time would count waits for the GIL that ingest holds)."""
+        def measured() -> tuple[T, float]:
+            start = time.thread_time()
+            result = fn(*args)
+            return result, time.thread_time() - start
+
+        result, cpu = await self._loop.run_in_executor(None, measured)
+        self.spend(cpu)
+        return result
+
+    # -- internals --------------------------------------------------------------
+
+    def _roll(self, now: float) -> None:
+        """Move the window on, each window passed paying its budget off the excess."""
+        passed = int((now - self._window_start) / self.window_s)
+        if passed > 0:
+            self._window_start += passed * self.window_s
+            self._used = max(0.0, self._used - passed * self.share * self.window_s)
+
+    def _wake_all(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        parked, self._parked = self._parked, {}
+        for wake in parked:
+            wake.set()
+
+
+INGEST_FIRST = web.AppKey("ingest_first", IngestFirst)
