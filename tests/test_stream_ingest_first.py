@@ -138,9 +138,32 @@ def test_share_budget_holds_back_then_lets_through() -> None:
             assert not share.may_run()
             wake = asyncio.Event()
             share.park(wake)
-            assert not wake.is_set()
-        assert wake.is_set()  # ingest went idle: the parked work may run
+        async with asyncio.timeout(GUARD_S):
+            await wake.wait()  # ingest went idle: the parked work may run
         assert share.may_run()
         with share.ingesting():  # a fresh window when ingest starts again
             assert share.may_run()
+    run(main())
+
+
+def test_parked_work_is_released_one_per_loop_turn() -> None:
+    """Released one at a time, the loop's own order deciding (no timing): an ingest
+    request counted in between keeps the rest parked."""
+    async def main() -> None:
+        share = IngestFirst(0.0)
+        wakes = [asyncio.Event() for _ in range(3)]
+        with share.ingesting():
+            for wake in wakes:
+                assert not share.may_run()
+                share.park(wake)
+        # Idle: the release was scheduled before this task yields, so it runs first.
+        await asyncio.sleep(0)
+        assert [w.is_set() for w in wakes] == [True, False, False]
+        with share.ingesting():  # ingest arrives before the next turn
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert [w.is_set() for w in wakes] == [True, False, False]
+        async with asyncio.timeout(GUARD_S):
+            await wakes[2].wait()
+        assert all(w.is_set() for w in wakes)
     run(main())

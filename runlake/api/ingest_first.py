@@ -40,6 +40,7 @@ class IngestFirst:
         self._used = 0.0  # fan-out seconds counted in this window (excess carries over)
         self._parked: dict[asyncio.Event, None] = {}  # in order: woken first, first served
         self._timer: asyncio.TimerHandle | None = None
+        self._releasing = False  # a release of parked work is scheduled
 
     # -- ingest ---------------------------------------------------------------
 
@@ -54,7 +55,7 @@ class IngestFirst:
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
-                self._wake_all()
+                self._release_soon()
 
     # -- the fan-out ----------------------------------------------------------
 
@@ -71,12 +72,10 @@ class IngestFirst:
         back). Call right after `may_run` said no, with no await between."""
         self.held += 1
         self._parked[wake] = None
-        budget = self.share * self.window_s
-        if self._timer is None and budget > 0:  # share 0: only ingest going idle wakes
-            windows = max(1, int(self._used / budget))
-            self._timer = self._loop.call_at(
-                self._loop.time() + self._window_start + windows * self.window_s
-                - time.perf_counter(), self._wake_all)
+        if self.may_run():
+            self._release_soon()
+        else:
+            self._wake_later()
 
     async def turn(self, wake: asyncio.Event, ready: Callable[[], bool] = lambda: False
                    ) -> None:
@@ -137,13 +136,41 @@ class IngestFirst:
             self._window_start += passed * self.window_s
             self._used = max(0.0, self._used - passed * self.share * self.window_s)
 
-    def _wake_all(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        parked, self._parked = self._parked, {}
-        for wake in parked:
-            wake.set()
+    def _wake_later(self) -> None:
+        """Release parked work once the windows passed pay the excess back (share 0:
+        never; only ingest going idle releases it)."""
+        budget = self.share * self.window_s
+        if self._timer is None and budget > 0:
+            windows = max(1, int(self._used / budget))
+            self._timer = self._loop.call_at(
+                self._loop.time() + self._window_start + windows * self.window_s
+                - time.perf_counter(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._release_soon()
+
+    def _release_soon(self) -> None:
+        if not self._releasing and self._parked:
+            self._releasing = True
+            self._loop.call_soon(self._release_next)
+
+    def _release_next(self) -> None:
+        """Wake one piece of parked work, then the next on the loop's next turn: the
+        loop polls its sockets in between, so an ingest request arriving meanwhile is
+        counted before the rest runs (woken all at once, a hundred followers' writes
+        would all go ahead of it)."""
+        self._releasing = False
+        while self._parked:
+            if not self.may_run():
+                self._wake_later()
+                return
+            wake = next(iter(self._parked))
+            del self._parked[wake]
+            if not wake.is_set():  # else woken already by someone else
+                wake.set()
+                self._release_soon()
+                return
 
 
 INGEST_FIRST = web.AppKey("ingest_first", IngestFirst)
