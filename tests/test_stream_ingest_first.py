@@ -127,7 +127,7 @@ def test_share_budget_holds_back_then_lets_through() -> None:
     """The budget's arithmetic, on a loop of its own: idle, anything runs; busy, up to
     share x window per window, an excess paid back over the windows after it."""
     async def main() -> None:
-        share = IngestFirst(0.5, window_s=3600.0)  # a window no test outlives
+        share = IngestFirst(0.5, window_s=3600.0, idle_after_s=0.0)  # a window no test outlives
         assert share.may_run()
         share.spend(10.0)  # idle: not counted
         with share.ingesting():
@@ -150,7 +150,7 @@ def test_parked_work_is_released_one_per_loop_turn() -> None:
     """Released one at a time, the loop's own order deciding (no timing): an ingest
     request counted in between keeps the rest parked."""
     async def main() -> None:
-        share = IngestFirst(0.0)
+        share = IngestFirst(0.0, idle_after_s=0.0)
         wakes = [asyncio.Event() for _ in range(3)]
         with share.ingesting():
             for wake in wakes:

@@ -337,7 +337,7 @@ class Broadcaster:
                     await self.share.turn(self._turn)
                     continue
                 end = min(last, self.published + (
-                    BUSY_ROWS if self.share.in_flight else PUMP_ROWS))
+                    BUSY_ROWS if self.share.busy else PUMP_ROWS))
                 try:
                     chunk = await self.share.call(encode_range, self.log, self.published + 1,
                                                   end)

@@ -25,15 +25,22 @@ T = TypeVar("T")
 # Short, so a follower held back waits a fraction of a second between turns, and long
 # enough that a window's budget holds a few followers' writes.
 WINDOW_S = 0.05
+# Ingest counts as idle only once no request has been in flight for this long: a
+# flood's requests leave gaps between them (the response's trip, the client's next
+# body, read before the handler counts it) that are not idle time to hand out.
+IDLE_AFTER_S = 0.003
 
 
 class IngestFirst:
     """Ingest requests in flight, and the fan-out's time budget while there are any."""
 
-    def __init__(self, share: float, window_s: float = WINDOW_S) -> None:
+    def __init__(self, share: float, window_s: float = WINDOW_S,
+                 idle_after_s: float = IDLE_AFTER_S) -> None:
         self.share = share
         self.window_s = window_s
+        self.idle_after_s = idle_after_s
         self.in_flight = 0  # ingest requests being decoded or appended
+        self._busy_until = 0.0  # perf_counter time: the last request ended plus idle_after_s
         self.held = 0  # times a piece of fan-out work was held back (parked)
         self._loop = asyncio.get_running_loop()
         self._window_start = time.perf_counter()
@@ -47,7 +54,7 @@ class IngestFirst:
     @contextmanager
     def ingesting(self) -> Iterator[None]:
         """Count one ingest request in flight for the block's duration."""
-        if self.in_flight == 0:  # ingest starts: the fan-out gets a fresh window
+        if not self.busy:  # ingest starts: the fan-out gets a fresh window
             self._window_start, self._used = time.perf_counter(), 0.0
         self.in_flight += 1
         try:
@@ -55,14 +62,20 @@ class IngestFirst:
         finally:
             self.in_flight -= 1
             if self.in_flight == 0:
+                self._busy_until = time.perf_counter() + self.idle_after_s
                 self._release_soon()
+
+    @property
+    def busy(self) -> bool:
+        """Whether ingest comes first now: a request in flight, or one just ended."""
+        return self.in_flight > 0 or time.perf_counter() < self._busy_until
 
     # -- the fan-out ----------------------------------------------------------
 
     def may_run(self) -> bool:
         """Whether fan-out work may run now: ingest is idle, or the window's budget
         is not used up."""
-        if self.in_flight == 0:
+        if not self.busy:
             return True
         self._roll(time.perf_counter())
         return self._used < self.share * self.window_s
@@ -88,7 +101,7 @@ class IngestFirst:
 
     def spend(self, seconds: float) -> None:
         """Count fan-out time (only while ingest is in flight does it limit anything)."""
-        if self.in_flight:
+        if self.busy:
             self._roll(time.perf_counter())
             self._used += seconds
 
@@ -137,14 +150,22 @@ class IngestFirst:
             self._used = max(0.0, self._used - passed * self.share * self.window_s)
 
     def _wake_later(self) -> None:
-        """Release parked work once the windows passed pay the excess back (share 0:
-        never; only ingest going idle releases it)."""
-        budget = self.share * self.window_s
-        if self._timer is None and budget > 0:
-            windows = max(1, int(self._used / budget))
-            self._timer = self._loop.call_at(
-                self._loop.time() + self._window_start + windows * self.window_s
-                - time.perf_counter(), self._on_timer)
+        """Release parked work when it may run again: once ingest is idle (its last
+        request ended `idle_after_s` ago), or once the windows passed pay the excess
+        back (share 0: never; only ingest going idle releases it)."""
+        now = time.perf_counter()
+        if self.in_flight == 0:
+            at = self._busy_until
+        elif (budget := self.share * self.window_s) > 0:
+            at = self._window_start + max(1, int(self._used / budget)) * self.window_s
+        else:
+            return
+        when = self._loop.time() + max(0.0, at - now)
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return
+            self._timer.cancel()
+        self._timer = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

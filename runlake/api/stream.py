@@ -276,7 +276,7 @@ async def _catch_up(request: web.Request, follower: Follower, after: int, sink: 
         if not share.may_run():  # ingest first (api/ingest_first.py)
             await share.turn(follower.wake, lambda: bool(follower.closing))
             continue
-        end = min(hub.log.last_seq, position + (BUSY_ROWS if share.in_flight
+        end = min(hub.log.last_seq, position + (BUSY_ROWS if share.busy
                                                  else CATCH_UP_ROWS))
         async with hub.catch_up_slots:
             shown = await share.call(encode_range, hub.log, position + 1, end,
