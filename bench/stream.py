@@ -10,11 +10,13 @@ One server subprocess; the ingester runs in this process, the followers (SSE cli
 ingester's or one another's GIL. Everything shares the machine's cores. Measured in one
 run:
 
-- ingest events/s (NDJSON batches of 1 000 over 4 connections) with 0 followers, then
+- ingest events/s (NDJSON batches of 1 000 over 4 connections), after an untimed
+  warm-up, with 0 followers, then
   with 1, then N followers connected and reading: ingest with N / with 0 is the target
   (>= 0.9). N followers twice: `parse` ones find every event's id (what a client does),
   `cheap` ones only look for the last id in each read, so the difference is the
-  followers' own CPU, not the server's;
+  followers' own CPU, not the server's; then `--pairs` adjacent (0, N parse followers)
+  ingest runs, whose median ratio is steadier on a shared machine;
 - events/s delivered: the same ingest, from its first POST until every follower has the
   last event;
 - the server's CPU per ingested event, user and system apart (system: socket writes),
@@ -43,6 +45,7 @@ import bisect
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,6 +152,11 @@ class Followers:
             if line.strip() != "ready":
                 raise RuntimeError(f"followers did not start: {line!r}")
 
+    def kill(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
     def finish(self, acks: list[tuple[int, float]]) -> dict[str, Any]:
         for proc in self.procs:
             assert proc.stdin is not None
@@ -251,7 +259,7 @@ def run(args: argparse.Namespace, src: Path | None = None) -> dict[str, Any]:
             def phase(key: str, n: int, seed: int, cheap: bool = False,
                       nice: bool = False) -> None:
                 followers = Followers(server.url, n, args.procs, cheap, nice) if n else None
-                if key == "many":
+                if key.startswith("many") and "rss_per_follower_kb" not in out:
                     out["rss_per_follower_kb"] = (server.rss_mb() - rss_0) * 1024 / n
                 batches = make_batches(args.events, 1000, seed)
                 user, system = _cpu(server)
@@ -275,6 +283,22 @@ def run(args: argparse.Namespace, src: Path | None = None) -> dict[str, Any]:
             for suffix, nice in nice_modes(args):
                 phase("many" + suffix, args.followers, 3, nice=nice)
                 phase("cheap" + suffix, args.followers, 4, cheap=True, nice=nice)
+            # The ratio again, as adjacent pairs (0 followers, then N): on a shared
+            # machine others' load swings between phases; a pair's two runs are close
+            # in time, and the median of the pairs' ratios is the figure to quote.
+            for suffix, nice in nice_modes(args):
+                ratios = []
+                for r in range(args.pairs):
+                    s0, e0, _ = asyncio.run(ingest(
+                        server.url, make_batches(args.events, 1000, 10 + 2 * r)))
+                    followers = Followers(server.url, args.followers, args.procs, nice=nice)
+                    s1, e1, _ = asyncio.run(ingest(
+                        server.url, make_batches(args.events, 1000, 11 + 2 * r)))
+                    followers.kill()
+                    time.sleep(1.0)  # let the server see them go before the next 0 phase
+                    ratios.append((e0 - s0) / (e1 - s1))
+                out["pair_ratios" + suffix] = ratios
+                out["pair_ratio_median" + suffix] = statistics.median(ratios)
             if args.rate:
                 per_batch = 100
                 count = int(args.rate * args.seconds / per_batch)
@@ -321,6 +345,10 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
     print("server CPU per event (µs, user+sys): " + ", ".join(
         f"{k}: {out[f'server_user_us_{k}']:.0f}+{out[f'server_sys_us_{k}']:.0f}"
         for k in ["0"] + [k for k, _ in keys]))
+    for sfx, nice in modes:
+        print(f"ingest with {n} / with 0, adjacent pairs{' (nice)' if nice else ''}: median "
+              f"{out['pair_ratio_median' + sfx]:.2f} of "
+              + ", ".join(f"{r:.2f}" for r in out["pair_ratios" + sfx]))
     if "paced_rate_0" in out:
         for sfx, what in [("_0", "0 followers")] + [
                 (f"_{n}{s}", f"{n} followers" + (" (nice)" if nice else "")) for s, nice in modes]:
@@ -342,6 +370,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000,
                         help="paced ingest, events/s (0: skip the latency phase)")
     parser.add_argument("--seconds", type=float, default=10.0, help="paced ingest duration")
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="(0 followers, N followers) ingest pairs for the median ratio")
     parser.add_argument("--nice", choices=("both", "normal", "nice"), default="both",
                         help="N-follower phases with the follower processes at normal "
                         "priority, under os.nice(19) (followers on other hosts), or both")
