@@ -310,11 +310,12 @@ async def _live(request: web.Request, follower: Follower, sink: Sink) -> None:
         if follower.queue and hub.share.may_run():
             seen, batch = follower.seen, follower.take()
             out: list[Any] = []
-            for m in batch:
-                if isinstance(m, Chunk):
-                    out += sink.events(m)
-                else:
-                    out.append(_folded(sink, m))
+            with hub.share.metered():
+                for m in batch:
+                    if isinstance(m, Chunk):
+                        out += sink.events(m)
+                    else:
+                        out.append(_folded(sink, m))
             await _send(hub.share, sink, out)
             # Every match up to seen was in the batch, now in the connection's buffer
             # even when the send waited for the client and the queue overflowed meanwhile.
