@@ -35,8 +35,8 @@ from runlake.ingest.fold import ChangedRun, Fold
 log = logging.getLogger("runlake.stream")
 
 PUMP_ROWS = 16_384  # events read and encoded in one executor step
-# ... while ingest is in flight: one step holds the GIL for its encoding, and ingest's
-# requests wait that long.
+# ... while ingest is busy (api/ingest_first.py): one step holds the GIL for its
+# encoding, and ingest's requests wait that long.
 BUSY_ROWS = 1_024
 CATCH_UP_SLOTS = 2  # catch-up steps in flight at once, over every stream
 _json = msgspec.json.Encoder()
@@ -239,7 +239,7 @@ class Broadcaster:
                  share: IngestFirst) -> None:
         self.log, self.fold = event_log, fold
         self.max_streams = max_streams
-        self.share = share  # the fan-out's time while ingest is in flight
+        self.share = share  # the fan-out's time while ingest is busy
         self.published = event_log.last_seq  # every event up to it was offered
         self.streams: set[Follower] = set()  # every open stream, catching up or live
         self.followers: set[Follower] = set()  # the live ones, offered new events

@@ -1,13 +1,15 @@
-"""Ingest first (docs/stream.md, "Ingest first"): while ingest requests are in flight,
-the live streams' fan-out (the pump's reads and encoding, catch-up reads, the writes
-to followers) may use at most `stream_share` of the server's time.
+"""Ingest first (docs/stream.md, "Ingest first"): while ingest is busy (requests in
+flight, or one ended under `IDLE_AFTER_S` ago), the live streams' fan-out (the pump's
+reads and encoding, catch-up reads, the writes to followers) may use at most
+`stream_share` of the server's time.
 
 The ingest handlers count themselves in and out (`ingesting`). The fan-out asks
 `may_run` before each piece of work and reports the time the work took (`spend`,
-`timed`, `call`); past its share in the current window it parks an asyncio event
-(`park`) and waits, with no thread sleeping, until ingest goes idle or enough windows
-have passed to pay the excess back. While ingest is idle nothing is counted against
-it: the fan-out runs unthrottled, and gets a fresh window when ingest starts again.
+`metered`, `timed`, `call`); past its share in the current window it parks an asyncio
+event (`park`) and waits, with no thread sleeping, until ingest goes idle or enough
+windows have passed to pay the excess back; parked work is released one piece per
+turn of the loop. While ingest is idle nothing is counted: the fan-out runs
+unthrottled, and gets a fresh window when ingest starts again.
 """
 
 from __future__ import annotations
