@@ -196,6 +196,9 @@ class Follower:
         self.overflowed = False
         self.closing: str | None = None  # why the stream must end (shutdown, key_revoked)
         self.wake = asyncio.Event()
+        # Parked on the fan-out's share: new events need not wake it (the share will,
+        # a queue overflow or a close will).
+        self.held = False
 
     def offer(self, chunk: Chunk, end: int) -> None:
         """Queue what the stream shows of `chunk`, every event up to seq `end`."""
@@ -229,7 +232,9 @@ class Follower:
         if self.queued > self.limit:  # the client is too far behind: stop feeding it
             self.overflowed = True
             self.take()
-        self.wake.set()
+            self.wake.set()
+        elif not self.held:
+            self.wake.set()
 
 
 class Broadcaster:

@@ -336,9 +336,13 @@ async def _live(request: web.Request, follower: Follower, sink: Sink) -> None:
             continue
         follower.wake.clear()
         if follower.queue:  # held back: ingest first (api/ingest_first.py)
+            follower.held = True
             hub.share.park(follower.wake)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(follower.wake.wait(), min(beat_at, key_at) - now)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(follower.wake.wait(), min(beat_at, key_at) - now)
+        finally:
+            follower.held = False
 
 
 async def _send(share: IngestFirst, sink: Sink, messages: list[Any]) -> None:
