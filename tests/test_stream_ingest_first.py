@@ -56,12 +56,17 @@ async def hold_b_after_a(client: Client) -> tuple[list[int], asyncio.Task[list[i
     first, second = Gate(), Gate()
     log.listeners.insert(0, first)  # before the broadcaster's: it does not hear of A yet
     log.listeners.append(second)
-    a = await post(client, [metric("a", "r", i) for i in range(3)])
-    await first.wait_entered()
-    b = asyncio.create_task(post(client, [metric("b", "r", i) for i in range(4)]))
-    await until(lambda: share.in_flight == 1)
-    first.opened.set()  # the broadcaster hears of A; the writer then holds in `second`
-    await second.wait_entered()
+    try:
+        a = await post(client, [metric("a", "r", i) for i in range(3)])
+        await first.wait_entered()
+        b = asyncio.create_task(post(client, [metric("b", "r", i) for i in range(4)]))
+        await until(lambda: share.in_flight == 1)
+        first.opened.set()  # the broadcaster hears of A; the writer then holds in `second`
+        await second.wait_entered()
+    except BaseException:  # never leave the writer held: the server could not stop
+        first.opened.set()
+        second.opened.set()
+        raise
     return a, b, second
 
 
