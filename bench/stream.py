@@ -2,26 +2,35 @@
 a real `runlake serve`.
 
     python bench/stream.py [--events 50000] [--followers 100] [--procs 4] [--rate 10000]
-                           [--seconds 10] [--baseline-src DIR] [--json PATH]
+                           [--seconds 10] [--nice both|normal|nice] [--stream-share S]
+                           [--baseline-src DIR] [--json PATH]
 
 One server subprocess; the ingester runs in this process, the followers (SSE clients,
 `after=end`) in `--procs` subprocesses of their own, so their parsing does not share the
 ingester's or one another's GIL. Everything shares the machine's cores. Measured in one
 run:
 
-- ingest events/s (NDJSON batches of 1 000 over 4 connections) with 0 followers, then
+- ingest events/s (NDJSON batches of 1 000 over 4 connections), after an untimed
+  warm-up, with 0 followers, then
   with 1, then N followers connected and reading: ingest with N / with 0 is the target
   (>= 0.9). N followers twice: `parse` ones find every event's id (what a client does),
   `cheap` ones only look for the last id in each read, so the difference is the
-  followers' own CPU, not the server's;
+  followers' own CPU, not the server's; then `--pairs` adjacent (0, N parse followers)
+  ingest runs, whose median ratio is steadier on a shared machine;
 - events/s delivered: the same ingest, from its first POST until every follower has the
   last event;
 - the server's CPU per ingested event, user and system apart (system: socket writes),
   and the followers' processes' CPU;
-- acknowledged -> delivered latency, p50/p99 over every (batch, follower) pair, with N
-  followers while the ingester posts a batch of 100 events every 10 ms (`--rate`;
-  `--rate 0` skips it);
+- paced ingest: a batch of 100 events every 10 ms (`--rate`; `--rate 0` skips it),
+  with 0 then N (cheap) followers: the rate achieved, each POST's latency p50/p99, and with
+  followers acknowledged -> delivered latency p50/p99 over every (batch, follower) pair;
 - memory per follower: the server's RSS with N idle followers minus without, over N.
+
+`--nice nice` runs the follower processes under `os.nice(19)`: they stand for followers
+on other hosts, which take none of the server's CPU; at the lowest priority they only
+get the CPU that the server and the ingester leave. `--nice both` (the default) runs
+the N-follower phases both ways, `normal` as before. `--stream-share S` passes S to this
+tree's server (the baseline has no such setting).
 
 `--baseline-src DIR` first runs the same phases against a server importing runlake from
 DIR (e.g. `git archive <commit> runlake | tar -x -C DIR`), so old and new code are
@@ -36,6 +45,7 @@ import bisect
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,10 +94,13 @@ async def _follow_one(session: aiohttp.ClientSession, url: str, ready: asyncio.E
     raise RuntimeError("the stream ended early")
 
 
-async def follow_main(url: str, n: int, cheap: bool) -> None:
+async def follow_main(url: str, n: int, mode: str) -> None:
     """Connect n followers, print `ready`, read the ingester's acks from stdin (one JSON
     line: [[last_seq, ack_time], ...]), wait until every follower has the last, print
     when each got it and every (batch, follower) latency as one JSON line."""
+    if "nice" in mode:  # followers elsewhere: only the CPU nobody else wants
+        os.nice(19)
+    cheap = "cheap" in mode
     loop = asyncio.get_running_loop()
     marks: list[list[tuple[int, float]]] = [[] for _ in range(n)]
     readies = [asyncio.Event() for _ in range(n)]
@@ -126,16 +139,23 @@ async def follow_main(url: str, n: int, cheap: bool) -> None:
 class Followers:
     """n followers spread over `procs` processes (one asyncio loop each)."""
 
-    def __init__(self, url: str, n: int, procs: int, cheap: bool = False) -> None:
+    def __init__(self, url: str, n: int, procs: int, cheap: bool = False,
+                 nice: bool = False) -> None:
         sizes = [n // procs + (i < n % procs) for i in range(min(procs, n))]
+        mode = ("cheap" if cheap else "parse") + ("-nice" if nice else "")
         self.procs = [subprocess.Popen(
-            [sys.executable, __file__, "--follow", url, str(k), "cheap" if cheap else "parse"],
+            [sys.executable, __file__, "--follow", url, str(k), mode],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for k in sizes]
         for proc in self.procs:
             assert proc.stdout is not None
             line = proc.stdout.readline()
             if line.strip() != "ready":
                 raise RuntimeError(f"followers did not start: {line!r}")
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
 
     def finish(self, acks: list[tuple[int, float]]) -> dict[str, Any]:
         for proc in self.procs:
@@ -172,14 +192,21 @@ async def ingest(url: str, batches: list[bytes], workers: int = 4) -> tuple[
     return start, end, acks
 
 
-async def paced(url: str, batches: list[bytes], interval: float) -> list[tuple[int, float]]:
-    """One batch every `interval` seconds (on schedule; a late one goes at once)."""
+async def paced(url: str, batches: list[bytes], interval: float) -> tuple[
+        list[tuple[int, float]], list[float], float]:
+    """One batch every `interval` seconds (on schedule; a late one goes at once):
+    (acks, each POST's latency, seconds from the first POST to the last ack)."""
     acks: list[tuple[int, float]] = []
+    latencies: list[float] = []
     async with aiohttp.ClientSession() as session:
         async def one(body: bytes) -> None:
+            sent = time.monotonic()
             async with session.post(f"{url}/api/events", data=body, headers=NDJSON) as r:
                 assert r.status == 202, await r.text()
-                acks.append(((await r.json())["last_seq"], time.monotonic()))
+                last = (await r.json())["last_seq"]
+            now = time.monotonic()
+            acks.append((last, now))
+            latencies.append(now - sent)
         start = time.monotonic()
         pending = []
         for i, body in enumerate(batches):
@@ -189,7 +216,7 @@ async def paced(url: str, batches: list[bytes], interval: float) -> list[tuple[i
             pending.append(asyncio.create_task(one(body)))
         await asyncio.gather(*pending)
     acks.sort()
-    return acks
+    return acks, latencies, acks[-1][1] - start
 
 
 def make_batches(events: int, size: int, seed: int) -> list[bytes]:
@@ -199,6 +226,12 @@ def make_batches(events: int, size: int, seed: int) -> list[bytes]:
 def _cpu(server: Server) -> tuple[float, float]:
     t = server.ps.cpu_times()
     return t.user, t.system
+
+
+def nice_modes(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    """(key suffix, nice) for each way the N followers run."""
+    return {"normal": [("", False)], "nice": [("_nice", True)],
+            "both": [("", False), ("_nice", True)]}[args.nice]
 
 
 def run(args: argparse.Namespace, src: Path | None = None) -> dict[str, Any]:
@@ -212,8 +245,10 @@ def run(args: argparse.Namespace, src: Path | None = None) -> dict[str, Any]:
             os.chdir(tmp)
         try:
             # A queue deep enough that no follower is dropped: this measures delivery.
+            share = [] if src is not None or args.stream_share is None else [
+                "--stream-share", str(args.stream_share)]
             server: Server = start_runlake(Path(tmp) / "data", "--max-streams", "10000",
-                                           "--stream-queue", "100000000")
+                                           "--stream-queue", "100000000", *share)
         finally:
             os.chdir(cwd)
             if env_before is None:
@@ -221,9 +256,10 @@ def run(args: argparse.Namespace, src: Path | None = None) -> dict[str, Any]:
             else:
                 os.environ["PYTHONPATH"] = env_before
         try:
-            def phase(key: str, n: int, seed: int, cheap: bool = False) -> None:
-                followers = Followers(server.url, n, args.procs, cheap) if n else None
-                if key == "many":
+            def phase(key: str, n: int, seed: int, cheap: bool = False,
+                      nice: bool = False) -> None:
+                followers = Followers(server.url, n, args.procs, cheap, nice) if n else None
+                if key.startswith("many") and "rss_per_follower_kb" not in out:
                     out["rss_per_follower_kb"] = (server.rss_mb() - rss_0) * 1024 / n
                 batches = make_batches(args.events, 1000, seed)
                 user, system = _cpu(server)
@@ -238,45 +274,94 @@ def run(args: argparse.Namespace, src: Path | None = None) -> dict[str, Any]:
                 out[f"server_user_us_{key}"] = (user2 - user) / events * 1e6
                 out[f"server_sys_us_{key}"] = (system2 - system) / events * 1e6
 
+            # Warm up (imports, first DuckDB and Parquet work), untimed, so the first
+            # timed phase (0 followers, the ratio's denominator) is not the cold one.
+            asyncio.run(ingest(server.url, make_batches(min(args.events, 10_000), 1000, 0)))
             rss_0 = server.rss_mb()
             phase("0", 0, 1)
             phase("one", 1, 2)
-            phase("many", args.followers, 3)
-            phase("cheap", args.followers, 4, cheap=True)
+            for suffix, nice in nice_modes(args):
+                phase("many" + suffix, args.followers, 3, nice=nice)
+                phase("cheap" + suffix, args.followers, 4, cheap=True, nice=nice)
+            # The ratio again, as adjacent pairs (0 followers, then N): on a shared
+            # machine others' load swings between phases; a pair's two runs are close
+            # in time, and the median of the pairs' ratios is the figure to quote.
+            for suffix, nice in nice_modes(args):
+                ratios = []
+                for r in range(args.pairs):
+                    s0, e0, _ = asyncio.run(ingest(
+                        server.url, make_batches(args.events, 1000, 10 + 2 * r)))
+                    followers = Followers(server.url, args.followers, args.procs, nice=nice)
+                    s1, e1, _ = asyncio.run(ingest(
+                        server.url, make_batches(args.events, 1000, 11 + 2 * r)))
+                    followers.kill()
+                    time.sleep(1.0)  # let the server see them go before the next 0 phase
+                    ratios.append((e0 - s0) / (e1 - s1))
+                out["pair_ratios" + suffix] = ratios
+                out["pair_ratio_median" + suffix] = statistics.median(ratios)
             if args.rate:
-                followers = Followers(server.url, args.followers, args.procs)
                 per_batch = 100
                 count = int(args.rate * args.seconds / per_batch)
-                batches = make_batches(count * per_batch, per_batch, 99)
-                acks = asyncio.run(paced(server.url, batches, per_batch / args.rate))
-                lat = followers.finish(acks)["latencies"]
-                out["latency_p50_ms"] = percentile(lat, 0.50) * 1000
-                out["latency_p99_ms"] = percentile(lat, 0.99) * 1000
-                out["paced_rate"] = args.rate
+                for i, (suffix, n, nice) in enumerate(
+                        [("_0", 0, False)] + [(f"_{args.followers}{s}", args.followers, nice)
+                                             for s, nice in nice_modes(args)]):
+                    # Cheap followers: parsing every id, 100 followers of 10 k events/s
+                    # would need about 2 CPU-seconds a second, all of this machine.
+                    followers = Followers(server.url, n, args.procs, cheap=True,
+                                          nice=nice) if n else None
+                    batches = make_batches(count * per_batch, per_batch, 99 + i)
+                    acks, posts, took = asyncio.run(
+                        paced(server.url, batches, per_batch / args.rate))
+                    out["paced_rate" + suffix] = len(batches) * per_batch / took
+                    out["post_p50_ms" + suffix] = percentile(posts, 0.50) * 1000
+                    out["post_p99_ms" + suffix] = percentile(posts, 0.99) * 1000
+                    if followers is not None:
+                        lat = followers.finish(acks)["latencies"]
+                        out["latency_p50_ms" + suffix] = percentile(lat, 0.50) * 1000
+                        out["latency_p99_ms" + suffix] = percentile(lat, 0.99) * 1000
         finally:
             server.stop()
-    out["ingest_ratio"] = out["ingest_many"] / out["ingest_0"]
-    out["ingest_ratio_cheap"] = out["ingest_cheap"] / out["ingest_0"]
+    for suffix, _ in nice_modes(args):
+        out["ingest_ratio" + suffix] = out["ingest_many" + suffix] / out["ingest_0"]
+        out["ingest_ratio_cheap" + suffix] = out["ingest_cheap" + suffix] / out["ingest_0"]
     return out
 
 
 def report(out: dict[str, Any], args: argparse.Namespace) -> None:
     n = args.followers
+    modes = nice_modes(args)
     print(f"ingest, 0 followers:          {out['ingest_0']:>10,.0f} events/s")
     print(f"ingest, 1 follower:           {out['ingest_one']:>10,.0f} events/s")
-    print(f"ingest, {n} parse followers:  {out['ingest_many']:>10,.0f} events/s  "
-          f"ratio {out['ingest_ratio']:.2f} (target >= 0.9)")
-    print(f"ingest, {n} cheap followers:  {out['ingest_cheap']:>10,.0f} events/s  "
-          f"ratio {out['ingest_ratio_cheap']:.2f}")
-    for key, what in (("one", "1 follower"), ("many", f"{n} parse"), ("cheap", f"{n} cheap")):
+    keys = [("one", "1 follower")]
+    for sfx, nice in modes:
+        how = " (nice)" if nice else ""
+        for kind in ("many", "cheap"):
+            label = "parse" if kind == "many" else "cheap"
+            ratio = out[f"ingest_ratio{'' if kind == 'many' else '_cheap'}{sfx}"]
+            print(f"ingest, {n} {label} followers{how}:".ljust(30)
+                  + f"{out['ingest_' + kind + sfx]:>10,.0f} events/s  ratio {ratio:.2f}"
+                  " (target >= 0.9)")
+            keys.append((kind + sfx, f"{n} {label}{how}"))
+    for key, what in keys:
         print(f"delivered, {what}:".ljust(30) + f"{out[f'delivered_{key}']:>10,.0f} events/s "
               f"each; followers' CPU {out[f'followers_cpu_s_{key}']:.1f} s")
     print("server CPU per event (µs, user+sys): " + ", ".join(
         f"{k}: {out[f'server_user_us_{k}']:.0f}+{out[f'server_sys_us_{k}']:.0f}"
-        for k in ("0", "one", "many", "cheap")))
-    if "latency_p50_ms" in out:
-        print(f"ack -> delivered at {args.rate:,} events/s, {n} followers: "
-              f"p50 {out['latency_p50_ms']:.1f} ms, p99 {out['latency_p99_ms']:.1f} ms")
+        for k in ["0"] + [k for k, _ in keys]))
+    for sfx, nice in modes:
+        print(f"ingest with {n} / with 0, adjacent pairs{' (nice)' if nice else ''}: median "
+              f"{out['pair_ratio_median' + sfx]:.2f} of "
+              + ", ".join(f"{r:.2f}" for r in out["pair_ratios" + sfx]))
+    if "paced_rate_0" in out:
+        for sfx, what in [("_0", "0 followers")] + [
+                (f"_{n}{s}", f"{n} followers" + (" (nice)" if nice else "")) for s, nice in modes]:
+            line = (f"paced {args.rate:,}/s, {what}:".ljust(34)
+                    + f"achieved {out['paced_rate' + sfx]:>8,.0f}/s, POST p50 "
+                    f"{out['post_p50_ms' + sfx]:.1f} ms p99 {out['post_p99_ms' + sfx]:.1f} ms")
+            if "latency_p50_ms" + sfx in out:
+                line += (f"; ack -> delivered p50 {out['latency_p50_ms' + sfx]:.1f} ms "
+                         f"p99 {out['latency_p99_ms' + sfx]:.1f} ms")
+            print(line)
     print(f"memory per follower:          {out['rss_per_follower_kb']:>10,.0f} KiB")
 
 
@@ -288,6 +373,13 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000,
                         help="paced ingest, events/s (0: skip the latency phase)")
     parser.add_argument("--seconds", type=float, default=10.0, help="paced ingest duration")
+    parser.add_argument("--pairs", type=int, default=3,
+                        help="(0 followers, N followers) ingest pairs for the median ratio")
+    parser.add_argument("--nice", choices=("both", "normal", "nice"), default="both",
+                        help="N-follower phases with the follower processes at normal "
+                        "priority, under os.nice(19) (followers on other hosts), or both")
+    parser.add_argument("--stream-share", type=float,
+                        help="this tree's server's stream_share (default: its own)")
     parser.add_argument("--baseline-src", type=Path,
                         help="also measure a server importing runlake from this folder, first")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -295,7 +387,7 @@ def main() -> None:
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.follow:
-        asyncio.run(follow_main(args.follow[0], int(args.follow[1]), args.follow[2] == "cheap"))
+        asyncio.run(follow_main(args.follow[0], int(args.follow[1]), args.follow[2]))
         return
     results: dict[str, Any] = {}
     if args.baseline_src:
@@ -307,12 +399,11 @@ def main() -> None:
     report(results["current"], args)
     if "baseline" in results:
         b, c = results["baseline"], results["current"]
-        def cpu(r: dict[str, Any]) -> float:
-            return r["server_user_us_many"] + r["server_sys_us_many"]
-        print(f"this tree / baseline: ingest with {args.followers} parse followers "
-              f"{c['ingest_many'] / b['ingest_many']:.2f}, cheap "
-              f"{c['ingest_cheap'] / b['ingest_cheap']:.2f}; server CPU per event with "
-              f"{args.followers} parse followers {cpu(c) / cpu(b):.2f}")
+        for sfx, nice in nice_modes(args):
+            print(f"this tree / baseline{' (nice followers)' if nice else ''}: ingest with "
+                  f"{args.followers} parse followers "
+                  f"{c['ingest_many' + sfx] / b['ingest_many' + sfx]:.2f}, cheap "
+                  f"{c['ingest_cheap' + sfx] / b['ingest_cheap' + sfx]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -58,6 +58,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("stream_queue", 10_000, "most messages queued for one stream client; a client "
             "further behind gets too_slow and is closed"),
     Setting("stream_heartbeat_s", 15.0, "seconds between heartbeat messages on an idle stream"),
+    Setting("stream_share", 0.1, "while ingest requests are in flight, the most of the "
+            "server's time live streams' fan-out may take (0-1); the rest waits"),
     Setting("stream_retry_ms", 3000, "the SSE retry: a stream client waits about this long "
             "(jittered) before reconnecting"),
     Setting("cookie_secure", "auto", "the sign-in cookies' Secure flag: auto (when the "
@@ -90,6 +92,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_streams: int = 1000
     stream_queue: int = 10_000
     stream_heartbeat_s: float = 15.0
+    stream_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.1
     stream_retry_ms: int = 3000
     cookie_secure: CookieSecure = "auto"
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from aiohttp import web
 
+from runlake.api.ingest_first import INGEST_FIRST, IngestFirst
 from runlake.api.state import EVENT_LOG, FOLD, SETTINGS
 from runlake.events import EventLog
 from runlake.events.columns import LOG_SCHEMA, wire_rows
@@ -34,6 +35,9 @@ from runlake.ingest.fold import ChangedRun, Fold
 log = logging.getLogger("runlake.stream")
 
 PUMP_ROWS = 16_384  # events read and encoded in one executor step
+# ... while ingest is busy (api/ingest_first.py): one step holds the GIL for its
+# encoding, and ingest's requests wait that long.
+BUSY_ROWS = 1_024
 CATCH_UP_SLOTS = 2  # catch-up steps in flight at once, over every stream
 _json = msgspec.json.Encoder()
 _UNSEEN: Any = object()  # a filter class not asked about yet
@@ -192,6 +196,9 @@ class Follower:
         self.overflowed = False
         self.closing: str | None = None  # why the stream must end (shutdown, key_revoked)
         self.wake = asyncio.Event()
+        # Parked on the fan-out's share: new events need not wake it (the share will,
+        # a queue overflow or a close will).
+        self.held = False
 
     def offer(self, chunk: Chunk, end: int) -> None:
         """Queue what the stream shows of `chunk`, every event up to seq `end`."""
@@ -225,15 +232,19 @@ class Follower:
         if self.queued > self.limit:  # the client is too far behind: stop feeding it
             self.overflowed = True
             self.take()
-        self.wake.set()
+            self.wake.set()
+        elif not self.held:
+            self.wake.set()
 
 
 class Broadcaster:
     """The pump and the followers of one server (module docstring)."""
 
-    def __init__(self, event_log: EventLog, fold: Fold, max_streams: int) -> None:
+    def __init__(self, event_log: EventLog, fold: Fold, max_streams: int,
+                 share: IngestFirst) -> None:
         self.log, self.fold = event_log, fold
         self.max_streams = max_streams
+        self.share = share  # the fan-out's time while ingest is busy
         self.published = event_log.last_seq  # every event up to it was offered
         self.streams: set[Follower] = set()  # every open stream, catching up or live
         self.followers: set[Follower] = set()  # the live ones, offered new events
@@ -244,6 +255,7 @@ class Broadcaster:
         self.catch_up_slots = asyncio.Semaphore(CATCH_UP_SLOTS)
         self._loop = asyncio.get_running_loop()
         self._pending = asyncio.Event()
+        self._turn = asyncio.Event()  # the pump's, parked while ingest comes first
         self._signalled = False
         self._folds: deque[Folded] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -324,10 +336,16 @@ class Broadcaster:
                 if not self.followers:  # nobody live to offer them to: skip the read
                     self.published = last
                     break
-                end = min(last, self.published + PUMP_ROWS)
+                if not self.share.may_run():
+                    # Ingest first: past the fan-out's share the pump waits, and the
+                    # followers with it (they then get bigger stretches, or too_slow).
+                    await self.share.turn(self._turn)
+                    continue
+                end = min(last, self.published + (
+                    BUSY_ROWS if self.share.busy else PUMP_ROWS))
                 try:
-                    chunk = await self._loop.run_in_executor(
-                        None, encode_range, self.log, self.published + 1, end)
+                    chunk = await self.share.call(encode_range, self.log, self.published + 1,
+                                                  end)
                 except Exception:  # keep serving; the followers resume from the log
                     log.exception("reading seq %d..%d for streams failed", self.published + 1,
                                   end)
@@ -337,8 +355,9 @@ class Broadcaster:
                     self._listen_to_fold()
                     self.published = end
                     continue
-                for follower in self.followers:
-                    follower.offer(chunk, end)
+                with self.share.metered():
+                    for follower in self.followers:
+                        follower.offer(chunk, end)
                 self.published = end
             self._release_folds()
 
@@ -348,7 +367,9 @@ BROADCASTER = web.AppKey("broadcaster", Broadcaster)
 
 async def stream_context(app: web.Application) -> AsyncIterator[None]:
     """The hub, from once the data folder is open until it closes (app.py)."""
-    hub = Broadcaster(app[EVENT_LOG], app[FOLD], app[SETTINGS].max_streams)
+    settings = app[SETTINGS]
+    share = app[INGEST_FIRST] = IngestFirst(settings.stream_share)
+    hub = Broadcaster(app[EVENT_LOG], app[FOLD], settings.max_streams, share)
     app[BROADCASTER] = hub
     app[EVENT_LOG].listeners.append(hub.on_commit)
     hub.start()

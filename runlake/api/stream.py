@@ -27,12 +27,14 @@ from runlake.api.access import API_KEY
 from runlake.api.auth import forbidden, presented_key, visible_components
 from runlake.api.broadcast import (
     BROADCASTER,
+    BUSY_ROWS,
     Chunk,
     Folded,
     Follower,
     StreamFilter,
     encode_range,
 )
+from runlake.api.ingest_first import IngestFirst
 from runlake.api.params import NoQuery, Text, bad_param
 from runlake.api.state import AUTH, EVENT_LOG, SETTINGS
 from runlake.errors import BadRequest, Overloaded
@@ -42,6 +44,7 @@ from runlake.events.schema import SLUG_PATTERN
 log = logging.getLogger("runlake.stream")
 
 CATCH_UP_ROWS = 16_384  # events read from the log in one executor step while catching up
+SEND_SLICE = 256  # messages sent (and timed) at once
 KEY_CHECK_S = 1.0  # how often a stream re-checks its key (a revoked one closes it)
 RETRY_AFTER_S = 1  # the 503's Retry-After is this plus up to RETRY_AFTER_JITTER_S
 RETRY_AFTER_JITTER_S = 4
@@ -265,17 +268,21 @@ async def follow(request: web.Request, query: StreamQuery, follower: Follower, a
 
 async def _catch_up(request: web.Request, follower: Follower, after: int, sink: Sink) -> bool:
     hub = request.app[BROADCASTER]
-    loop = asyncio.get_running_loop()
+    share = hub.share
     position = after
     # To the log's end, not the pump's: a client that was just acknowledged an
     # append sees it before caught_up. The pump's offers up to here are then skipped.
     while position < hub.log.last_seq and not follower.closing:
-        end = min(hub.log.last_seq, position + CATCH_UP_ROWS)
+        if not share.may_run():  # ingest first (api/ingest_first.py)
+            await share.turn(follower.wake, lambda: bool(follower.closing))
+            continue
+        end = min(hub.log.last_seq, position + (BUSY_ROWS if share.busy
+                                                 else CATCH_UP_ROWS))
         async with hub.catch_up_slots:
-            shown = await loop.run_in_executor(None, encode_range, hub.log, position + 1,
-                                               end, follower.filter)
+            shown = await share.call(encode_range, hub.log, position + 1, end,
+                                     follower.filter)
         if len(shown):
-            await sink.send(sink.events(shown))
+            await _send(share, sink, sink.events(shown))
         position = follower.written = end
     if follower.closing:
         await _closing(follower, sink)
@@ -300,22 +307,24 @@ async def _live(request: web.Request, follower: Follower, sink: Sink) -> None:
         if follower.closing:
             await _closing(follower, sink)
             return
-        if follower.queue:
+        if follower.queue and hub.share.may_run():
             seen, batch = follower.seen, follower.take()
             out: list[Any] = []
-            for m in batch:
-                if isinstance(m, Chunk):
-                    out += sink.events(m)
-                else:
-                    out.append(_folded(sink, m))
-            await sink.send(out)
+            with hub.share.metered():
+                for m in batch:
+                    if isinstance(m, Chunk):
+                        out += sink.events(m)
+                    else:
+                        out.append(_folded(sink, m))
+            await _send(hub.share, sink, out)
             # Every match up to seen was in the batch, now in the connection's buffer
             # even when the send waited for the client and the queue overflowed meanwhile.
             follower.written = seen
             continue
         now = time.monotonic()
         if now >= beat_at:
-            follower.written = follower.seen  # the queue is empty: all of it is out
+            if not follower.queue:  # all of it is out (a queue held back is not)
+                follower.written = follower.seen
             await sink.send([sink.control("heartbeat", {"seq": follower.written},
                                           follower.written)])
             beat_at = now + settings.stream_heartbeat_s
@@ -326,8 +335,21 @@ async def _live(request: web.Request, follower: Follower, sink: Sink) -> None:
                 follower.close("key_revoked")
             continue
         follower.wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(follower.wake.wait(), min(beat_at, key_at) - now)
+        if follower.queue:  # held back: ingest first (api/ingest_first.py)
+            follower.held = True
+            hub.share.park(follower.wake)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(follower.wake.wait(), min(beat_at, key_at) - now)
+        finally:
+            follower.held = False
+
+
+async def _send(share: IngestFirst, sink: Sink, messages: list[Any]) -> None:
+    """Send, counting the server's time for it against the fan-out's share; in slices,
+    so the writes after a wait for the client's drain are counted too."""
+    for at in range(0, len(messages), SEND_SLICE):
+        await share.timed(sink.send(messages[at:at + SEND_SLICE]))
 
 
 def _folded(sink: Sink, message: Folded) -> Any:
