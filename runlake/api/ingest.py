@@ -14,7 +14,6 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from runlake.api.auth import API_KEY, forbid_event, refused_event
-from runlake.api.ingest_first import INGEST_FIRST
 from runlake.api.keys import ApiKey
 from runlake.api.params import NoQuery
 from runlake.api.responses import Accepted, json_response
@@ -38,12 +37,6 @@ async def post_component_events(request: web.Request, query: NoQuery) -> web.Res
 
 
 async def _ingest(request: web.Request, component: str | None) -> web.Response:
-    # Counted in flight: live streams' fan-out yields to ingest (api/ingest_first.py).
-    with request.app[INGEST_FIRST].ingesting():
-        return await _ingest_counted(request, component)
-
-
-async def _ingest_counted(request: web.Request, component: str | None) -> web.Response:
     ndjson = _is_ndjson(request)
     settings = request.app[SETTINGS]
     body = await request.read()  # read (and size-checked) by the limits middleware already

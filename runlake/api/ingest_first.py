@@ -3,7 +3,7 @@ flight, or one ended under `IDLE_AFTER_S` ago), the live streams' fan-out (the p
 reads and encoding, catch-up reads, the writes to followers) may use at most
 `stream_share` of the server's time.
 
-The ingest handlers count themselves in and out (`ingesting`). The fan-out asks
+Requests to the `ingest` routes are counted in and out (`ingesting`, in routes.py). The fan-out asks
 `may_run` before each piece of work and reports the time the work took (`spend`,
 `metered`, `timed`, `call`); past its share in the current window it parks an asyncio
 event (`park`) and waits, with no thread sleeping, until ingest goes idle or enough

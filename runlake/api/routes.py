@@ -34,6 +34,7 @@ from runlake.api import (
 )
 from runlake.api import params as p
 from runlake.api import responses as R
+from runlake.api.ingest_first import INGEST_FIRST
 from runlake.api.params import check_path, parse_query
 from runlake.api.responses import Accepted, Health, Readiness
 from runlake.api.routing import Body, Route
@@ -279,6 +280,9 @@ def _bound(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse
         query = parse_query(request.query, route.query)
         if route.waits_for_min_seq and (min_seq := getattr(query, "min_seq", 0)):
             await reads.wait_for_fold(request, min_seq)
+        if route.tag == "ingest":  # it appends: live streams yield to it (api/ingest_first.py)
+            with request.app[INGEST_FIRST].ingesting():
+                return await route.handler(request, query)
         return await route.handler(request, query)
     return handle
 
