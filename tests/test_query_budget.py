@@ -1,6 +1,6 @@
 """What a read may cost: reads stopped past their time budget, when their caller is
 cancelled and when the database closes (views/db.py), and a tag filter whose plan
-does not grow with the number of tags (views/queries.py). Real DuckDB files; the
+does not grow with the number of tags (views/run_list.py). Real DuckDB files; the
 slow read is a real cross join that would run for hours if nothing stopped it."""
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pytest
 from runlake.errors import QueryTimeout, Unavailable
 from runlake.events import decode_events, events_to_table
 from runlake.ingest.fold import fold_table
-from runlake.views import queries
+from runlake.views import run_list
 from runlake.views.db import Database
+from runlake.views.run_list import RunFilter
 
 # ~10^16 rows: it ends only when interrupted.
 ENDLESS = "SELECT count(*) FROM range(100000000) a, range(100000000) b WHERE a.range + b.range < 0"
@@ -141,10 +142,11 @@ def test_the_tag_filter_plan_does_not_grow_with_tags(tmp_path: Path) -> None:
             sizes = {}
             for n in (1, 2, 40):
                 filters = [("a", "1"), ("b", "2")] + [(f"k{i}", "v") for i in range(n - 2)]
-                queries.list_runs(cur, "c", tags=filters[:n])
+                run_list.list_runs(cur, "c", RunFilter(tags=filters[:n]))
                 sizes[n] = plan_operators(cur)
             assert sizes[1] == sizes[2] == sizes[40], sizes
-            many = queries.list_runs(cur, "c", tags=[("a", "1")] * 250, sort="run_id")
+            many, _ = run_list.list_runs(cur, "c", RunFilter(tags=[("a", "1")] * 250),
+                                         sort="run_id")
             assert [r["run_id"] for r in many["items"]] == ["r0", "r1"]
     finally:
         db.close()
