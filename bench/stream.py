@@ -16,7 +16,8 @@ run:
   (>= 0.9). N followers twice: `parse` ones find every event's id (what a client does),
   `cheap` ones only look for the last id in each read, so the difference is the
   followers' own CPU, not the server's; then `--pairs` adjacent (0, N parse followers)
-  ingest runs, whose median ratio is steadier on a shared machine; each pair also
+  ingest runs, each started once the fold has caught up with the log, whose median
+  ratio is steadier on a shared machine; each pair also
   gives the server's CPU for its N run over its 0 run, and the followers' CPU (in
   cores) during the N run, which they take from the same cores;
 - events/s delivered: the same ingest, from its first POST until every follower has the
@@ -226,6 +227,18 @@ async def paced(url: str, batches: list[bytes], interval: float) -> tuple[
     return acks, latencies, acks[-1][1] - start
 
 
+async def settle(url: str) -> None:
+    """Wait until the fold has folded the whole log, so that a timed run does not share
+    the cores with folding the previous run's events."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(6000):  # a guard: at most about a minute
+            async with session.get(f"{url}/readyz") as r:
+                if (await r.json())["lag_events"] == 0:
+                    return
+            await asyncio.sleep(0.01)  # polling the server's state, not timing it
+    raise RuntimeError("the fold did not catch up")
+
+
 def make_batches(events: int, size: int, seed: int) -> list[bytes]:
     return list(ndjson_batches(events // 30 + 1, seed=seed, batch_size=size))[: events // size]
 
@@ -296,11 +309,13 @@ def run(args: argparse.Namespace, src: Path | None = None) -> dict[str, Any]:
             for suffix, nice in nice_modes(args):
                 ratios, cpu_ratios, followers_cpu = [], [], []
                 for r in range(args.pairs):
+                    asyncio.run(settle(server.url))
                     cpu0 = sum(_cpu(server))
                     s0, e0, _ = asyncio.run(ingest(
                         server.url, make_batches(args.events, 1000, 10 + 2 * r)))
                     cpu0 = sum(_cpu(server)) - cpu0
                     followers = Followers(server.url, args.followers, args.procs, nice=nice)
+                    asyncio.run(settle(server.url))
                     cpu1, fcpu = sum(_cpu(server)), followers.cpu()
                     s1, e1, _ = asyncio.run(ingest(
                         server.url, make_batches(args.events, 1000, 11 + 2 * r)))
