@@ -16,7 +16,10 @@ run:
   (>= 0.9). N followers twice: `parse` ones find every event's id (what a client does),
   `cheap` ones only look for the last id in each read, so the difference is the
   followers' own CPU, not the server's; then `--pairs` adjacent (0, N parse followers)
-  ingest runs, whose median ratio is steadier on a shared machine;
+  ingest runs, each started once the fold has caught up with the log, whose median
+  ratio is steadier on a shared machine; each pair also
+  gives the server's CPU for its N run over its 0 run, and the followers' CPU (in
+  cores) during the N run, which they take from the same cores;
 - events/s delivered: the same ingest, from its first POST until every follower has the
   last event;
 - the server's CPU per ingested event, user and system apart (system: socket writes),
@@ -54,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 from http_api import Server, percentile, start_runlake  # bench/http_api.py
 
 from runlake.demo import ndjson_batches
@@ -152,6 +156,10 @@ class Followers:
             if line.strip() != "ready":
                 raise RuntimeError(f"followers did not start: {line!r}")
 
+    def cpu(self) -> float:
+        """The follower processes' CPU seconds so far, user + system."""
+        return sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in self.procs)
+
     def kill(self) -> None:
         for proc in self.procs:
             proc.kill()
@@ -217,6 +225,18 @@ async def paced(url: str, batches: list[bytes], interval: float) -> tuple[
         await asyncio.gather(*pending)
     acks.sort()
     return acks, latencies, acks[-1][1] - start
+
+
+async def settle(url: str) -> None:
+    """Wait until the fold has folded the whole log, so that a timed run does not share
+    the cores with folding the previous run's events."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(6000):  # a guard: at most about a minute
+            async with session.get(f"{url}/readyz") as r:
+                if (await r.json())["lag_events"] == 0:
+                    return
+            await asyncio.sleep(0.01)  # polling the server's state, not timing it
+    raise RuntimeError("the fold did not catch up")
 
 
 def make_batches(events: int, size: int, seed: int) -> list[bytes]:
@@ -287,18 +307,30 @@ def run(args: argparse.Namespace, src: Path | None = None) -> dict[str, Any]:
             # machine others' load swings between phases; a pair's two runs are close
             # in time, and the median of the pairs' ratios is the figure to quote.
             for suffix, nice in nice_modes(args):
-                ratios = []
+                ratios, cpu_ratios, followers_cpu = [], [], []
                 for r in range(args.pairs):
+                    asyncio.run(settle(server.url))
+                    cpu0 = sum(_cpu(server))
                     s0, e0, _ = asyncio.run(ingest(
                         server.url, make_batches(args.events, 1000, 10 + 2 * r)))
+                    cpu0 = sum(_cpu(server)) - cpu0
                     followers = Followers(server.url, args.followers, args.procs, nice=nice)
+                    asyncio.run(settle(server.url))
+                    cpu1, fcpu = sum(_cpu(server)), followers.cpu()
                     s1, e1, _ = asyncio.run(ingest(
                         server.url, make_batches(args.events, 1000, 11 + 2 * r)))
+                    # The server's CPU and the followers' during the timed ingest only:
+                    # what the server spent apart from what the machine's cores gave it.
+                    cpu1, fcpu = sum(_cpu(server)) - cpu1, followers.cpu() - fcpu
                     followers.kill()
                     time.sleep(1.0)  # let the server see them go before the next 0 phase
                     ratios.append((e0 - s0) / (e1 - s1))
+                    cpu_ratios.append(cpu1 / cpu0)
+                    followers_cpu.append(fcpu / (e1 - s1))
                 out["pair_ratios" + suffix] = ratios
                 out["pair_ratio_median" + suffix] = statistics.median(ratios)
+                out["pair_server_cpu" + suffix] = cpu_ratios
+                out["pair_followers_cores" + suffix] = followers_cpu
             if args.rate:
                 per_batch = 100
                 count = int(args.rate * args.seconds / per_batch)
@@ -352,6 +384,10 @@ def report(out: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"ingest with {n} / with 0, adjacent pairs{' (nice)' if nice else ''}: median "
               f"{out['pair_ratio_median' + sfx]:.2f} of "
               + ", ".join(f"{r:.2f}" for r in out["pair_ratios" + sfx]))
+        print("  server CPU with N / with 0 in each pair: "
+              + ", ".join(f"{r:.2f}" for r in out["pair_server_cpu" + sfx])
+              + "; followers' CPU during the timed N run (cores): "
+              + ", ".join(f"{c:.2f}" for c in out["pair_followers_cores" + sfx]))
     if "paced_rate_0" in out:
         for sfx, what in [("_0", "0 followers")] + [
                 (f"_{n}{s}", f"{n} followers" + (" (nice)" if nice else "")) for s, nice in modes]:
