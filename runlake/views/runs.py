@@ -56,6 +56,8 @@ VIEW = View(
     scope="SEMI JOIN touched_runs t ON r.component = t.component AND r.run_id = t.run_id",
     groups="SELECT component, run_id FROM touched_runs",
     match=same("v", "g", "component", "run_id"),
-    # A replay writes runs in key order: looking one up then reads one row group.
-    order="component, run_id",
+    # The order the fold leaves rows in (a touched run's row is rewritten at the end),
+    # so zone maps serve the same reads after a replay: the newest-first list's top-N
+    # filter on created_at skips all but the last row groups.
+    order="last_seq",
 )

@@ -109,14 +109,19 @@ WHEN NOT MATCHED THEN INSERT BY NAME""",
 
 
 def _append(needs: str, table: str, cols: str) -> Apply:
-    return Apply(needs, table, f"SELECT {cols} FROM batch WHERE type = '{needs}'")
+    # In seq order, as `_latest`: a bulk replay's parallel scan of many segments through
+    # its anti-joins (deletes, duplicates) keeps no insertion order of its own.
+    return Apply(needs, table, f"SELECT {cols} FROM batch WHERE type = '{needs}' ORDER BY seq")
 
 
 APPLY: tuple[Apply, ...] = (
+    # New runs in first_seq order: the order the fold adds them in, batch by batch,
+    # which a bulk replay's one GROUP BY over the whole log would otherwise scramble.
     Apply(None, "run_span", """
 SELECT component, run_id, min(ts) AS created_at, max(ts) AS updated_at, count(*) AS events,
        min(seq) AS first_seq, max(seq) AS last_seq
-FROM batch WHERE run_id IS NOT NULL AND type NOT IN ('delete', 'batch') GROUP BY 1, 2""", """
+FROM batch WHERE run_id IS NOT NULL AND type NOT IN ('delete', 'batch') GROUP BY 1, 2
+ORDER BY first_seq""", """
 ON t.component = s.component AND t.run_id = s.run_id
 WHEN MATCHED THEN UPDATE SET created_at = least(t.created_at, s.created_at),
     updated_at = greatest(t.updated_at, s.updated_at), events = t.events + s.events,

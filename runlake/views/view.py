@@ -18,7 +18,7 @@ class View:
     `add`, for views whose rows are mergeable (counts, sums, min/max), merges the
     batch's new points into existing rows instead of recomputing their groups.
     `order`, if set, is the physical order a rebuild writes rows in, so that zone
-    maps skip the row groups a read does not need (`runs`: by key).
+    maps skip the row groups a read does not need (`runs`: by `last_seq`, as the fold).
     `narrow` fills an optional second placeholder, `{narrow}`, in a refresh: a
     join to the touched groups for a second input keyed otherwise, or one that
     cuts an input down early where the optimizer would not push `scope`.
