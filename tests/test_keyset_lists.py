@@ -133,6 +133,34 @@ async def post(client: Client, events: list[dict[str, Any]]) -> int:
     return int(reply.json()["last_seq"])
 
 
+def paged_while_posting(make_server: Any, events: list[dict[str, Any]],
+                        more: Callable[[int], list[dict[str, Any]]], path: str,
+                        key: str) -> list[str]:
+    """Post `events`, then page through `path` by `next`, posting `more(k)` after page
+    k (and adding it to `events`): every row's `key`, in the order the pages gave."""
+    async def main() -> list[str]:
+        async with make_server() as client:
+            seq = await post(client, events)
+
+            async def ingest(k: int) -> int:
+                new = more(k)
+                events.extend(new)
+                return await post(client, new)
+
+            return await page_through(client, path, key, ingest, seq)
+
+    return asyncio.run(main())
+
+
+def assert_once_in_order(ids: list[str], originals: set[str], expected: list[str]) -> None:
+    """No row twice, none of `originals` skipped, and the list's order (`expected`,
+    over every row posted) kept among the rows seen."""
+    seen = Counter(ids)
+    assert all(n == 1 for n in seen.values()), [i for i, n in seen.items() if n > 1]
+    assert originals <= set(seen)
+    assert ids == [i for i in expected if i in seen]
+
+
 @pytest.mark.parametrize("sort", ["-last_seen", "last_seen", "test", "-test", "-flakiness",
                                   "flakiness", "-failure_rate", "failure_rate", "-duration"])
 def test_tests_next_stable_under_concurrent_ingest(make_server: Any, sort: str) -> None:
@@ -145,24 +173,10 @@ def test_tests_next_stable_under_concurrent_ingest(make_server: Any, sort: str) 
     assert any(f["flakiness"] is None for f in figures.values())
     assert any(f["failure_rate"] is None for f in figures.values())
 
-    async def main() -> list[str]:
-        async with make_server() as client:
-            seq = await post(client, results)
-
-            async def ingest(k: int) -> int:
-                new = arrivals(k, rng)
-                results.extend(new)
-                return await post(client, new)
-
-            return await page_through(client, f"/api/test/db/tests?sort={sort}", "test", ingest,
-                                      seq)
-
-    names = asyncio.run(main())
+    names = paged_while_posting(make_server, results, lambda k: arrivals(k, rng),
+                                f"/api/test/db/tests?sort={sort}", "test")
     assert len(results) > len(original_results()), "rows arrived between the fetches"
-    seen = Counter(names)
-    assert all(n == 1 for n in seen.values()), [t for t, n in seen.items() if n > 1]
-    assert originals <= set(seen)  # none skipped
-    assert names == [t for t in expected_test_order(results, sort) if t in seen]
+    assert_once_in_order(names, originals, expected_test_order(results, sort))
 
 
 def test_offset_paging_of_tests_repeats_under_the_same_ingest(make_server: Any) -> None:
@@ -225,23 +239,11 @@ def test_jobs_next_stable_under_concurrent_ingest(make_server: Any) -> None:
     jobs = job_events("j", 30, rng, (0, 12))
     assert len({e["ts"] for e in jobs}) < len(jobs)  # ties on created_at
 
-    async def main() -> list[str]:
-        async with make_server() as client:
-            seq = await post(client, jobs)
-
-            async def ingest(k: int) -> int:
-                new = job_events(f"n{k}-", 3, rng, (-5, 20))  # older, among and newer
-                jobs.extend(new)
-                return await post(client, new)
-
-            return await page_through(client, "/api/jobs", "job_id", ingest, seq)
-
-    ids = asyncio.run(main())
+    ids = paged_while_posting(  # older, among and newer jobs between pages
+        make_server, jobs, lambda k: job_events(f"n{k}-", 3, rng, (-5, 20)), "/api/jobs",
+        "job_id")
     assert any(e["run_id"].startswith("n") for e in jobs)
-    seen = Counter(ids)
-    assert all(n == 1 for n in seen.values()), [j for j, n in seen.items() if n > 1]
-    assert {f"j{i:02d}" for i in range(30)} <= set(seen)
-    assert ids == [j for j in expected_job_order(jobs) if j in seen]
+    assert_once_in_order(ids, {f"j{i:02d}" for i in range(30)}, expected_job_order(jobs))
 
 
 # -- bad tokens ---------------------------------------------------------------------
@@ -424,23 +426,11 @@ def test_batches_next_stable_under_concurrent_ingest(make_server: Any) -> None:
     originals = expected_batch_order(events)
     assert len(originals) == 30
 
-    async def main() -> list[str]:
-        async with make_server() as client:
-            seq = await post(client, events)
-
-            async def ingest(k: int) -> int:
-                new = batch_events(f"n{k}-", 3, rng, (-5, 20))  # older, among and newer
-                events.extend(new)
-                return await post(client, new)
-
-            return await page_through(client, "/api/lab/db/batches", "batch_id", ingest, seq)
-
-    ids = asyncio.run(main())
+    ids = paged_while_posting(  # older, among and newer batches between pages
+        make_server, events, lambda k: batch_events(f"n{k}-", 3, rng, (-5, 20)),
+        "/api/lab/db/batches", "batch_id")
     assert any(e["batch_id"].startswith("n") for e in events)
-    seen = Counter(ids)
-    assert all(n == 1 for n in seen.values()), [b for b, n in seen.items() if n > 1]
-    assert set(originals) <= set(seen)
-    assert ids == [b for b in expected_batch_order(events) if b in seen]
+    assert_once_in_order(ids, set(originals), expected_batch_order(events))
 
 
 def test_run_events_next_by_seq_under_concurrent_ingest(make_server: Any) -> None:
