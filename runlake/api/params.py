@@ -61,6 +61,22 @@ class LongPage(Page):
     limit: Limit = 100
 
 
+NextToken = Annotated[Text, Meta(description="the `next` token of the previous page "
+                                             "(keyset paging; not with offset)")]
+
+
+class KeysetPage(Page):
+    """A Page list that also pages by `next` (issue 17, docs/facets.md "Paging")."""
+
+    next: NextToken | None = None
+
+
+class KeysetLongPage(LongPage):
+    """A LongPage list that also pages by `next` (issue 17, docs/facets.md "Paging")."""
+
+    next: NextToken | None = None
+
+
 RunSort = Literal[
     "created_at", "-created_at", "updated_at", "-updated_at", "started_at", "-started_at",
     "finished_at", "-finished_at", "duration_s", "-duration_s", "run_id", "-run_id",
@@ -108,8 +124,7 @@ class RunFilters(Page):
 
 class RunsQuery(RunFilters):
     sort: Annotated[RunSort, Meta(description="- for descending")] = "-created_at"
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
+    next: NextToken | None = None
 
 
 FACET_FIELDS = ["model", "hardware", "name", "status", "batch_id", "tag:<key>", "param:<path>"]
@@ -136,20 +151,17 @@ class FacetsQuery(RunFilters, kw_only=True):
 
 class RunMetricsQuery(LongPage):
     name: Annotated[Text, Meta(description="metric name")] | None = None
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
+    next: NextToken | None = None
 
 
 class RunLogsQuery(LongPage):
     level: LogLevel | None = None
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
+    next: NextToken | None = None
 
 
 class RunResultsQuery(LongPage):
     outcome: Outcome | None = None
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
+    next: NextToken | None = None
 
 
 class PerformanceQuery(LongPage):
@@ -157,8 +169,7 @@ class PerformanceQuery(LongPage):
     model: Text | None = None
     hardware: Text | None = None
     metric: Annotated[Text, Meta(description="metric name")] | None = None
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
+    next: NextToken | None = None
     trend: Annotated[Literal["true", "false"], Meta(
         description="false: each item's `trend` is empty (not computed), for a reader of "
                     "the figures alone, e.g. a heatmap of p50")] = "true"
@@ -392,18 +403,12 @@ def check_path(request: web.Request) -> None:
 # -- the job runner (docs/compat.md "Job runner") ---------------------------------
 
 
-class JobsQuery(Page):
+class JobsQuery(KeysetPage):
     """GET /api/jobs: a page of jobs, newest first."""
 
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
 
-
-class JobLogsQuery(LongPage):
+class JobLogsQuery(KeysetLongPage):
     """GET /api/jobs/{job_id}/logs: a page of the job's log lines, oldest first."""
-
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
 
 
 class RunMetricBucketsQuery(ReadQuery, kw_only=True):
@@ -436,7 +441,7 @@ TestSort = Literal[
     "last_seen", "-last_seen", "test", "-test"]
 
 
-class TestsQuery(Page):
+class TestsQuery(KeysetPage):
     """GET /api/{component}/db/tests (issue 20): `-` sorts descending."""
 
     flaky: Annotated[Literal["true", "false"], Meta(
@@ -447,8 +452,6 @@ class TestsQuery(Page):
     ] | None = None
     q: Annotated[Text, Meta(description="substring of the test name")] | None = None
     sort: TestSort = "-last_seen"
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
 
 
 class TestQuery(ReadQuery):
@@ -457,16 +460,3 @@ class TestQuery(ReadQuery):
 
     history: Annotated[int, Meta(ge=1, le=MAX_LIMIT)] = 30
 
-
-class KeysetPage(Page):
-    """A Page list that also pages by `next` (issue 17, docs/facets.md "Paging")."""
-
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
-
-
-class KeysetLongPage(LongPage):
-    """A LongPage list that also pages by `next` (issue 17, docs/facets.md "Paging")."""
-
-    next: Annotated[Text, Meta(description="the `next` token of the previous page "
-                                           "(keyset paging; not with offset)")] | None = None
