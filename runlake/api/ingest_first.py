@@ -3,13 +3,13 @@ flight, or one ended under `IDLE_AFTER_S` ago), the live streams' fan-out (the p
 reads and encoding, catch-up reads, the writes to followers) may use at most
 `stream_share` of the server's time.
 
-Requests to the `ingest` routes are counted in and out (`ingesting`, in routes.py). The fan-out asks
-`may_run` before each piece of work and reports the time the work took (`spend`,
-`metered`, `timed`, `call`); past its share in the current window it parks an asyncio
-event (`park`) and waits, with no thread sleeping, until ingest goes idle or enough
-windows have passed to pay the excess back; parked work is released one piece per
-turn of the loop. While ingest is idle nothing is counted: the fan-out runs
-unthrottled, and gets a fresh window when ingest starts again.
+Requests to the routes of the `ingest` role are counted in and out (`ingesting`, in
+routes.py). The fan-out asks `may_run` before each piece of work and reports the time
+the work took (`spend`, `metered`, `timed`, `call`); past its share in the current
+window it parks an asyncio event (`park`) and waits, with no thread sleeping, until
+ingest goes idle or enough windows have passed to pay the excess back; parked work is
+released one piece per turn of the loop. While ingest is idle nothing is counted: the
+fan-out runs unthrottled, and gets a fresh window when ingest starts again.
 """
 
 from __future__ import annotations

@@ -280,7 +280,7 @@ def _bound(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse
         query = parse_query(request.query, route.query)
         if route.waits_for_min_seq and (min_seq := getattr(query, "min_seq", 0)):
             await reads.wait_for_fold(request, min_seq)
-        if route.tag == "ingest":  # it appends: live streams yield to it (api/ingest_first.py)
+        if route.role == "ingest":  # it appends: live streams yield to it (api/ingest_first.py)
             with request.app[INGEST_FIRST].ingesting():
                 return await route.handler(request, query)
         return await route.handler(request, query)

@@ -235,8 +235,9 @@ async def ws_stream(request: web.Request, query: StreamQuery) -> web.StreamRespo
             await follow(request, query, follower, after, WsSink(ws))
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader  # collect it: its end (or error) is not left unretrieved
+            # Collect it (its end or error is not left unretrieved) without swallowing
+            # a cancellation of this handler itself.
+            await asyncio.gather(reader, return_exceptions=True)
         return ws
     finally:
         hub.forget(follower)
