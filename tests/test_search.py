@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from helpers.server import Client
+
 from runlake.api.keys import add_key
-from tests.helpers.server import Client
 
 MakeServer = Callable[..., Any]
 START = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)

@@ -141,6 +141,11 @@ def test_share_budget_holds_back_then_lets_through() -> None:
             assert share.may_run()
             share.spend(900.0)
             assert not share.may_run()
+            # One window later its budget (1800) pays the excess back: 1900 - 1800 used.
+            share._roll(share._window_start + share.window_s)
+            assert share.may_run()
+            share.spend(1800.0)
+            assert not share.may_run()
             wake = asyncio.Event()
             share.park(wake)
         async with asyncio.timeout(GUARD_S):

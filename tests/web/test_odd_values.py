@@ -85,10 +85,12 @@ def test_facet_boxes_have_unique_ids_and_their_labels_tick_them(
         "bs => bs.map(b => b.value)")
     assert sorted(checked) == sorted(chosen)
     page.get_by_role("button", name="Apply filters").click()
-    expect(page.locator("[data-facet=model] input:checked")).to_have_count(len(chosen))
-    assert sorted(parse_qs(urlsplit(page.url).query)["model"]) == sorted(chosen)
+    # Applying loads a new page: wait for it (its URL holds the filter) before reading it.
+    expect(page).to_have_url(re.compile(r"[?&]model="))
     expected = runs_of(set(chosen))
     expect(page.get_by_test_id("page-info")).to_have_text(f"1–{len(expected)} of {len(expected)}")
+    expect(page.locator("[data-facet=model] input:checked")).to_have_count(len(chosen))
+    assert sorted(parse_qs(urlsplit(page.url).query)["model"]) == sorted(chosen)
     assert shown_runs(page) == expected
     page.context.close()
 
