@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from helpers.compare import assert_same_json
 from helpers.databases import assert_same_database, dump_database
-from helpers.server import Client
+from helpers.server import Client, wait_replay
 
 from runlake import demo
 from runlake.api.state import DATABASE
@@ -80,13 +80,6 @@ def rfc3339(value: Any) -> datetime:
     """`value` as an RFC 3339 UTC time string says, else an assertion error."""
     assert isinstance(value, str) and RFC3339_UTC.fullmatch(value), value
     return datetime.fromisoformat(value)
-
-
-async def wait_replay(client: Client) -> dict[str, Any]:
-    async with asyncio.timeout(240):  # a guard against hanging, not a measurement
-        while (status := (await client.get("/api/db/replay")).json())["state"] == "running":
-            await asyncio.sleep(0.05)
-    return status
 
 
 def test_replay_while_serving(make_server: MakeServer, tmp_path: Path,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from helpers.server import Client
+from helpers.server import Client, wait_replay
 
 from runlake.api.state import DATABASE
 
@@ -109,10 +109,7 @@ async def summary_rows(client: Client) -> list[tuple[Any, ...]]:
 
 async def replay(client: Client) -> None:
     assert (await client.request("POST", "/api/db/replay")).status == 202
-    async with asyncio.timeout(240):  # a guard against hanging, not a measurement
-        while (await client.get("/api/db/replay")).json()["state"] == "running":
-            await asyncio.sleep(0.05)
-    assert (await client.get("/api/db/replay")).json()["state"] == "done"
+    assert (await wait_replay(client))["state"] == "done"
 
 
 def test_summary_follows_every_batch(make_server: MakeServer) -> None:

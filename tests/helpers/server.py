@@ -95,6 +95,14 @@ class Client:
         return await self.request("POST", path, json=events)
 
 
+async def wait_replay(client: Client) -> dict[str, Any]:
+    """The server's replay status once it is no longer running."""
+    async with asyncio.timeout(240):  # a guard against hanging, not a measurement
+        while (status := (await client.get("/api/db/replay")).json())["state"] == "running":
+            await asyncio.sleep(0.05)
+    return status
+
+
 @contextlib.asynccontextmanager
 async def make_server(tmp_path: Path, **settings: Any) -> AsyncIterator[Client]:
     """The real app on 127.0.0.1 and a free port, data under `tmp_path / "data"`."""
