@@ -141,8 +141,10 @@ def test_share_budget_holds_back_then_lets_through() -> None:
             assert share.may_run()
             share.spend(900.0)
             assert not share.may_run()
-            # One window later its budget (1800) pays the excess back: 1900 - 1800 used.
-            share._roll(share._window_start + share.window_s)
+            # A window later its budget (1800) pays the excess back: 1900 - 1800 used.
+            # (Half a window more: window_start + window_s - window_start need not
+            # come back as exactly one window in floating point.)
+            share._roll(share._window_start + 1.5 * share.window_s)
             assert share.may_run()
             share.spend(1800.0)
             assert not share.may_run()
